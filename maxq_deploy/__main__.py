@@ -1,0 +1,3 @@
+from maxq_deploy.cli.app import main
+
+main()

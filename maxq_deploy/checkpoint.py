@@ -1,0 +1,286 @@
+"""Loading MaxQ training checkpoints safely and describing their sparse layers.
+
+Everything a MaxQ file holds is tensors, numbers, strings and dicts, so it is always read with
+``weights_only=True``: a pickle that would run code is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from maxq_deploy.archs import MaxQConvBN, build_model, list_archs, normalize_arch, state_dict_shapes
+from maxq_deploy.artifacts import check_input_file, sha256_file
+from maxq_deploy.errors import CheckpointFormatError, InputFileError, SparsityPatternError, UnsupportedArchitectureError
+from maxq_deploy.sparsity import NMPattern, dense_groups_for, groups_along, infer_mask_pattern, mask_agrees
+
+PREFIXES = ("module.", "_orig_mod.")
+#: ``format`` entry of the artifacts this tool writes.
+FOLDED_FORMAT = "maxq-deploy/folded"
+QUANTIZED_FORMAT = "maxq-deploy/quantized"
+
+
+def torch_load_safe(path: str | os.PathLike[str], what: str = "checkpoint", mmap: bool = True) -> object:
+    """``torch.load`` with ``weights_only=True``, turning every failure into a one-line error.
+
+    ``mmap`` maps tensors from the file instead of copying them, which keeps peak memory near
+    the size of what is actually touched.
+    """
+    p = check_input_file(path, what)
+    if p.stat().st_size == 0:
+        raise InputFileError(f"{what} is empty: {p}")
+    use_mmap = mmap and zipfile.is_zipfile(p)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text:
+            raise InputFileError(
+                f"refused to load {p}: it contains Python objects beyond tensors and plain data, "
+                "and unpickling them could run code (only weights_only-safe files are read)"
+            ) from None
+        raise InputFileError(f"{p} is not a readable PyTorch {what} ({_first_line(exc)})") from None
+    except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
+        hint = "truncated or corrupt" if isinstance(exc, EOFError) or "zip" in str(exc).lower() else "not a PyTorch file"
+        raise InputFileError(f"{p} cannot be read as a PyTorch {what}: {hint} ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove DataParallel (``module.``) and torch.compile (``_orig_mod.``) prefixes, nested too."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def extract_state_dict(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, the rest of the training dict) from a full training dict or a bare state dict."""
+    if not isinstance(obj, dict):
+        raise InputFileError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    fmt = obj.get("format")
+    if isinstance(fmt, str) and fmt.startswith("maxq-deploy/"):
+        raise InputFileError(f"{path} is a {fmt} artifact written by maxq-deploy, not a MaxQ training checkpoint")
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        state, meta = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}
+    else:
+        state, meta = obj, {}
+    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise InputFileError(f"{path} has no tensors under 'state_dict' or at the top level: not a MaxQ checkpoint")
+    return strip_prefixes(tensors), meta
+
+
+def _num_classes(state: dict[str, torch.Tensor], path: Path) -> int:
+    fc = state.get("fc.weight")
+    if fc is None or fc.dim() != 2:
+        raise UnsupportedArchitectureError(
+            f"{path} has no classifier 'fc.weight'; supported architectures: {', '.join(list_archs())}"
+        )
+    return int(fc.shape[0])
+
+
+def infer_arch(state: dict[str, torch.Tensor], num_classes: int) -> str | None:
+    """The registered architecture whose parameter names match ``state`` (masks optional)."""
+    keys = {k for k in state if not k.endswith(".mask")}
+    for arch in list_archs():
+        expected = {k for k in state_dict_shapes(arch, num_classes) if not k.endswith(".mask")}
+        if expected == keys:
+            return arch
+    return None
+
+
+@dataclass
+class SparseLayerInfo:
+    """One MaxQ sparse conv-bn layer as found in the checkpoint."""
+
+    name: str
+    shape: tuple[int, ...]
+    has_mask: bool
+    mask_kind: str  # "soft" (kept values in [1, 3]), "hard" (0/1) or "none" (DenseConv2dBN)
+    trained_nm: str | None
+    groups: int
+    dense_groups: int
+    params: int
+    kept: int  # non-zeros of W * mask
+
+    @property
+    def finished(self) -> bool:
+        return self.has_mask and self.trained_nm is not None and self.dense_groups == 0
+
+
+@dataclass
+class MaxQCheckpoint:
+    """A loaded MaxQ checkpoint: canonical state dict plus what it says about its sparsity."""
+
+    path: Path
+    sha256: str
+    arch: str
+    arch_source: str  # "option", "file" or "keys"
+    num_classes: int
+    epoch: int | None
+    best_acc1: float | None
+    nm: NMPattern | None
+    nm_source: str  # "option" or "masks"
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    layers: list[SparseLayerInfo]
+
+    @property
+    def unfinished_layers(self) -> list[SparseLayerInfo]:
+        return [layer for layer in self.layers if layer.has_mask and layer.dense_groups > 0]
+
+    @property
+    def total_params(self) -> int:
+        return sum(int(v.numel()) for k, v in self.state_dict.items() if not k.endswith((".mask", "num_batches_tracked", "running_mean", "running_var")))
+
+    def build_model(self) -> nn.Module:
+        """The eval-mode MaxQ network with this checkpoint's weights and masks."""
+        model = build_model(self.arch, self.num_classes, "maxq")
+        state = dict(self.state_dict)
+        for layer in self.layers:  # DenseConv2dBN layers have no mask: all ones
+            if not layer.has_mask:
+                state[f"{layer.name}.mask"] = torch.ones(layer.shape)
+        model.load_state_dict(state, strict=True)
+        return model.eval()
+
+    def summary(self) -> dict:
+        """JSON-ready description (what ``inspect --json`` prints)."""
+        sparse = [layer for layer in self.layers if layer.has_mask]
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "arch": self.arch,
+            "arch_source": self.arch_source,
+            "num_classes": self.num_classes,
+            "epoch": self.epoch,
+            "best_acc1": self.best_acc1,
+            "nm": str(self.nm) if self.nm else None,
+            "nm_source": self.nm_source,
+            "sparse_layers": len(sparse),
+            "unfinished_layers": len(self.unfinished_layers),
+            "sparse_params": sum(layer.params for layer in sparse),
+            "kept_sparse_params": sum(layer.kept for layer in sparse),
+            "total_params": self.total_params,
+            "layers": [asdict(layer) | {"shape": list(layer.shape)} for layer in self.layers],
+        }
+
+
+def _check_shapes(state: dict[str, torch.Tensor], arch: str, num_classes: int, path: Path) -> None:
+    expected = state_dict_shapes(arch, num_classes)
+    for key, shape in expected.items():
+        if key not in state:
+            if key.endswith(".mask"):
+                continue  # DenseConv2dBN layers carry no mask
+            raise CheckpointFormatError(f"{path}: key {key!r} missing for {arch} (is --arch right?)")
+        if tuple(state[key].shape) != shape:
+            what = "mask and weight have different shapes" if key.endswith(".mask") else "shape mismatch"
+            raise CheckpointFormatError(
+                f"{path}: {what} at {key!r}: {tuple(state[key].shape)} in the file, {arch} needs {shape}"
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointFormatError(
+            f"{path}: {len(extra)} key(s) that {arch} does not have, e.g. {extra[0]!r} (is --arch right?)"
+        )
+
+
+def _describe_layer(name: str, state: dict[str, torch.Tensor], nm: NMPattern | None) -> SparseLayerInfo:
+    weight = state[f"{name}.conv.weight"]
+    mask = state.get(f"{name}.mask")
+    shape = tuple(weight.shape)
+    if mask is None:
+        return SparseLayerInfo(name, shape, False, "none", None, 0, 0, weight.numel(), int((weight != 0).sum()))
+    mask = mask.float()
+    kept_values = mask[mask != 0]
+    kind = "hard" if bool((kept_values == 1).all()) else "soft"
+    kept = int(((weight * mask) != 0).sum())
+    if nm is not None:
+        if shape[1] % nm.m:
+            raise SparsityPatternError(
+                f"layer {name}: {shape[1]} input channels are not divisible by M={nm.m} of --nm {nm}"
+            )
+        if not mask_agrees(mask, nm):
+            worst = int((groups_along(mask, nm.m) != 0).sum(dim=1).max())
+            raise SparsityPatternError(
+                f"--nm {nm} disagrees with the masks: layer {name} keeps up to {worst} of {nm.m} in a group"
+            )
+        groups, dense = dense_groups_for(mask, nm)
+        all_dense = dense == groups
+        return SparseLayerInfo(name, shape, True, kind, None if all_dense else str(nm), groups, dense, weight.numel(), kept)
+    try:
+        found = infer_mask_pattern(mask)
+    except SparsityPatternError as exc:
+        raise SparsityPatternError(f"layer {name}: {exc}; pass --nm N:M if the masks are unusual") from None
+    return SparseLayerInfo(
+        name, shape, True, kind, str(found.pattern) if found.pattern else None, found.groups, found.dense_groups,
+        weight.numel(), kept,
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], arch: str | None = None, nm: str | NMPattern | None = None, *, loaded: object = None
+) -> MaxQCheckpoint:
+    """Read a MaxQ checkpoint (training dict or bare state dict) and describe its sparsity.
+
+    ``arch`` overrides the file's ``arch`` entry (needed for bare state dicts whose keys are
+    ambiguous); ``nm`` overrides N:M inference and is checked against the masks. ``loaded`` is
+    the file's content when the caller already read it with :func:`torch_load_safe`.
+    """
+    p = Path(path)
+    pattern = NMPattern.parse(nm) if nm is not None else None
+    obj = torch_load_safe(p) if loaded is None else loaded
+    state, meta = extract_state_dict(obj, p)
+    num_classes = _num_classes(state, p)
+    if arch is not None:
+        arch_name, arch_source = normalize_arch(arch), "option"
+    elif isinstance(meta.get("arch"), str):
+        arch_name, arch_source = normalize_arch(meta["arch"]), "file"
+    else:
+        found = infer_arch(state, num_classes)
+        if found is None:
+            raise UnsupportedArchitectureError(
+                f"{p}: its keys match no supported architecture ({', '.join(list_archs())}); pass --arch if it is one"
+            )
+        arch_name, arch_source = found, "keys"
+    _check_shapes(state, arch_name, num_classes, p)
+
+    meta_model = build_model(arch_name, num_classes, "maxq", device="meta")
+    names = [name for name, mod in meta_model.named_modules() if isinstance(mod, MaxQConvBN)]
+    layers = [_describe_layer(name, state, pattern) for name in names]
+    if pattern is None:
+        counts = Counter(layer.trained_nm for layer in layers if layer.trained_nm)
+        model_nm = NMPattern.parse(counts.most_common(1)[0][0]) if counts else None
+    else:
+        model_nm = pattern
+
+    best = meta.get("best_acc1")
+    return MaxQCheckpoint(
+        path=p,
+        sha256=sha256_file(p),
+        arch=arch_name,
+        arch_source=arch_source,
+        num_classes=num_classes,
+        epoch=int(meta["epoch"]) if isinstance(meta.get("epoch"), (int, float)) else None,
+        best_acc1=float(best) if isinstance(best, (int, float, torch.Tensor)) and torch.as_tensor(best).numel() == 1 else None,
+        nm=model_nm,
+        nm_source="option" if pattern is not None else "masks",
+        state_dict=state,
+        layers=layers,
+    )

@@ -1,0 +1,164 @@
+"""Verification of the N:M pattern at every stage: checkpoint, folded, ONNX, engine.
+
+Every artifact kind turns into the same :class:`VerifyReport`: per layer the trained N:M,
+whether the hardware pattern (2:4 by default) holds along the reduction axis TensorRT uses,
+C % 4, grouped/depthwise, and one verdict. Verifiers register per artifact kind, so a new
+stage adds one function.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from maxq_deploy.artifacts import check_input_file
+from maxq_deploy.errors import InputFileError
+from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern
+
+
+@dataclass
+class LayerVerdict:
+    """One weight of a network measured against the hardware pattern."""
+
+    name: str
+    op: str  # "conv", "gemm", "matmul", "linear"
+    shape: list[int]
+    expected_sparse: bool  # the layer is meant to be N:M (a MaxQ sparse layer)
+    trained_nm: str | None
+    channels: int  # length of the reduction axis
+    channels_divisible: bool  # reduction axis % M of the hardware pattern == 0
+    grouped: bool
+    depthwise: bool
+    groups: int  # N:M groups checked
+    violating_groups: int
+    holds: bool  # the hardware pattern holds on this weight
+    dtype: str = "float32"
+    note: str = ""
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    kind: str  # "maxq-checkpoint", "folded-checkpoint", "quantized-checkpoint", "onnx", "engine"
+    pattern: str
+    trained_nm: str | None
+    layers: list[LayerVerdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def expected(self) -> list[LayerVerdict]:
+        return [layer for layer in self.layers if layer.expected_sparse]
+
+    @property
+    def failing(self) -> list[LayerVerdict]:
+        return [layer for layer in self.expected if not layer.holds]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.expected) and not self.failing
+
+    @property
+    def verdict(self) -> str:
+        if not self.expected:
+            return f"FAIL: no sparse layers found to hold {self.pattern}"
+        if self.failing:
+            return f"FAIL: {len(self.failing)} of {len(self.expected)} sparse layers break {self.pattern}"
+        return f"PASS: all {len(self.expected)} sparse layers hold {self.pattern}"
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "pattern": self.pattern,
+            "trained_nm": self.trained_nm,
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "sparse_layers": len(self.expected),
+            "holding_layers": len(self.expected) - len(self.failing),
+            "notes": self.notes,
+            "layers": [asdict(layer) for layer in self.layers],
+        }
+
+
+def weight_verdict(
+    name: str, weight: torch.Tensor, pattern: NMPattern, *, op: str = "conv", axis: int = 1,
+    expected_sparse: bool, trained_nm: str | None, conv_groups: int = 1, dtype: str | None = None, note: str = "",
+) -> LayerVerdict:
+    """Measure one weight tensor; the reduction axis is ``axis`` (1 for conv [K, C, R, S])."""
+    check = check_pattern(weight, pattern, axis)
+    channels = int(weight.shape[axis]) if weight.dim() > axis else 0
+    depthwise = conv_groups > 1 and channels == 1
+    return LayerVerdict(
+        name=name, op=op, shape=list(weight.shape), expected_sparse=expected_sparse, trained_nm=trained_nm,
+        channels=channels, channels_divisible=check.applicable, grouped=conv_groups > 1, depthwise=depthwise,
+        groups=check.groups, violating_groups=check.violating_groups,
+        holds=check.holds and conv_groups == 1, dtype=dtype or str(weight.dtype).replace("torch.", ""), note=note,
+    )
+
+
+def _verify_maxq(path: Path, obj: object, pattern: NMPattern, arch: str | None, nm: str | None) -> VerifyReport:
+    from maxq_deploy.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path, arch=arch, nm=nm, loaded=obj)
+    report = VerifyReport(str(path), "maxq-checkpoint", str(pattern), str(ckpt.nm) if ckpt.nm else None)
+    state = ckpt.state_dict
+    for layer in ckpt.layers:
+        weight = state[f"{layer.name}.conv.weight"]
+        mask = state.get(f"{layer.name}.mask")
+        effective = weight * mask if mask is not None else weight
+        note = f"{layer.dense_groups} of {layer.groups} N:M groups still dense" if layer.dense_groups else ""
+        if not layer.has_mask:
+            note = "no mask (DenseConv2dBN)"
+        report.layers.append(
+            weight_verdict(layer.name, effective, pattern, expected_sparse=layer.has_mask, trained_nm=layer.trained_nm, note=note)
+        )
+    if ckpt.unfinished_layers:
+        report.notes.append(f"{len(ckpt.unfinished_layers)} layers have unfinished incremental sparsity")
+    return report
+
+
+def _verify_folded(path: Path, obj: dict, pattern: NMPattern, arch: str | None, nm: str | None) -> VerifyReport:
+    from maxq_deploy.fold import folded_from_dict
+
+    folded = folded_from_dict(obj, path)
+    report = VerifyReport(str(path), "folded-checkpoint", str(pattern), folded.nm)
+    for layer in folded.layers:
+        report.layers.append(
+            weight_verdict(
+                layer.name, folded.state_dict[f"{layer.name}.weight"], pattern, expected_sparse=layer.role == "sparse",
+                trained_nm=layer.trained_nm, conv_groups=layer.groups,
+                note="projected by magnitude" if layer.projected else "",
+            )
+        )
+    fc = folded.state_dict["fc.weight"]
+    report.layers.append(weight_verdict("fc", fc, pattern, op="linear", expected_sparse=False, trained_nm=None))
+    return report
+
+
+#: Torch artifacts: the ``format`` entry (None for MaxQ training files) -> verifier.
+TorchVerifier = Callable[[Path, object, NMPattern, "str | None", "str | None"], VerifyReport]
+TORCH_VERIFIERS: dict[str | None, TorchVerifier] = {None: _verify_maxq, "maxq-deploy/folded": _verify_folded}
+#: Other artifacts by file suffix -> verifier(path, pattern).
+FILE_VERIFIERS: dict[str, Callable[[Path, NMPattern], VerifyReport]] = {}
+
+
+def verify_artifact(
+    path: str | os.PathLike[str], pattern: str = HARDWARE_PATTERN, arch: str | None = None, nm: str | None = None
+) -> VerifyReport:
+    """Verify any artifact of the pipeline; the kind is taken from the file itself."""
+    from maxq_deploy.checkpoint import torch_load_safe
+
+    p = check_input_file(path)
+    hw = NMPattern.parse(pattern)
+    suffix = p.suffix.lower()
+    if suffix in FILE_VERIFIERS:
+        return FILE_VERIFIERS[suffix](p, hw)
+    obj = torch_load_safe(p)
+    fmt = obj.get("format") if isinstance(obj, dict) and isinstance(obj.get("format"), str) else None
+    if fmt not in TORCH_VERIFIERS:
+        raise InputFileError(f"{p}: artifact format {fmt!r} cannot be verified by this version of maxq-deploy")
+    return TORCH_VERIFIERS[fmt](p, obj, hw, arch, nm)
