@@ -142,6 +142,21 @@ def verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
+# Commands of the later stages live in their own modules and register on ``app``/``export_app``.
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in ("cmd_export_onnx", "cmd_eval", "cmd_quantize", "cmd_trt", "cmd_bench", "cmd_demo"):
+        try:
+            importlib.import_module(f"maxq_deploy.cli.{name}")
+        except ModuleNotFoundError as exc:  # a stage not written yet
+            if exc.name != f"maxq_deploy.cli.{name}":
+                raise
+
+
+_register_command_modules()
+
+
 def main() -> None:
     app()
 

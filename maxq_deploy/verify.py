@@ -146,6 +146,21 @@ TORCH_VERIFIERS: dict[str | None, TorchVerifier] = {None: _verify_maxq, "maxq-de
 FILE_VERIFIERS: dict[str, Callable[[Path, NMPattern], VerifyReport]] = {}
 
 
+#: Modules that register verifiers for the later stages; imported only when verify runs.
+_PLUGIN_MODULES = ("maxq_deploy.onnx_sparsity", "maxq_deploy.quantize.verify", "maxq_deploy.tensorrt.verify")
+
+
+def _load_plugins() -> None:
+    import importlib
+
+    for name in _PLUGIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
 def verify_artifact(
     path: str | os.PathLike[str], pattern: str = HARDWARE_PATTERN, arch: str | None = None, nm: str | None = None
 ) -> VerifyReport:
@@ -154,6 +169,7 @@ def verify_artifact(
 
     p = check_input_file(path)
     hw = NMPattern.parse(pattern)
+    _load_plugins()
     suffix = p.suffix.lower()
     if suffix in FILE_VERIFIERS:
         return FILE_VERIFIERS[suffix](p, hw)
