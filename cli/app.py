@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from maxq_deploy.cli.render import console, handle_errors, print_json, table, verdict_style
 
@@ -26,6 +27,10 @@ app.add_typer(export_app, name="export")
 ArchOpt = typer.Option(None, "--arch", help="Architecture, when the file does not say (resnet18, resnet34, resnet50, mobilenet_v1).")
 NMOpt = typer.Option(None, "--nm", help="Trained N:M (e.g. 2:4); inferred from the masks when omitted.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _version_callback(value: bool) -> None:
@@ -59,9 +64,9 @@ def inspect(
         return print_json(summary)
     s = summary
     console.print(
-        f"[bold]{s['path']}[/]\n"
+        f"[bold]{escape(s['path'])}[/]\n"
         f"  architecture  {s['arch']} (from {s['arch_source']}), {s['num_classes']} classes\n"
-        f"  epoch         {s['epoch']}   best acc@1 {s['best_acc1']}\n"
+        f"  epoch         {s['epoch']}   best acc@1 {_fmt(s['best_acc1'])}\n"
         f"  N:M           {s['nm']} (from {s['nm_source']})\n"
         f"  sparse layers {s['sparse_layers']} ({s['unfinished_layers']} with unfinished incremental sparsity)\n"
         f"  parameters    {s['total_params']:,} total, {s['sparse_params']:,} in sparse layers, "
@@ -94,7 +99,7 @@ def fold(
         return print_json(summary)
     console.print(
         f"folded {summary['arch']} ({summary['nm']}): {summary['sparse_layers']} sparse layers, "
-        f"{summary['dense_layers']} dense conv+BN pairs -> [bold]{summary['output']}[/]",
+        f"{summary['dense_layers']} dense conv+BN pairs -> [bold]{escape(summary['output'])}[/]",
         highlight=False,
     )
     if result.drift:
@@ -127,15 +132,16 @@ def verify(
     if json_out:
         print_json(report.to_dict())
     else:
+        show_notes = any(l.note for l in report.layers)
         rows = [
             (l.name, l.op, "x".join(map(str, l.shape)), l.dtype, "sparse" if l.expected_sparse else "dense",
              l.trained_nm, l.channels, l.channels_divisible, "depthwise" if l.depthwise else ("yes" if l.grouped else "no"),
-             f"{l.violating_groups}/{l.groups}", l.holds if l.expected_sparse or l.holds else "-", l.note)
+             f"{l.violating_groups}/{l.groups}", l.holds if l.expected_sparse or l.holds else "-", l.note)[: 12 if show_notes else 11]
             for l in report.layers
         ]
         cols = ["layer", "op", "shape", "dtype", "role", "trained N:M", "C", f"C%{report.pattern.split(':')[1]}==0", "grouped",
-                "violating groups", f"holds {report.pattern}", "note"]
-        console.print(table(f"{report.kind}: {path}", cols, rows, ["C", "violating groups"]))
+                "violating groups", f"holds {report.pattern}", "note"][: 12 if show_notes else 11]
+        console.print(table(escape(f"{report.kind}: {path}"), cols, rows, ["C", "violating groups"]))
         for note in report.notes:
             console.print(f"note: {note}", highlight=False)
         console.print(verdict_style(report.ok, report.verdict), highlight=False)

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Wide tables when output goes to a file or pipe (rich would otherwise squeeze them to 80 columns).
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+def _width(stream) -> int | None:
+    if stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) >= 40 else 160
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -28,7 +37,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MaxQDeployError as exc:
-            message = " ".join(str(exc).split())
+            # escape: a path such as "ckpt[best].pth" is text, not rich markup
+            message = escape(" ".join(str(exc).split()))
             err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:

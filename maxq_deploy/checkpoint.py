@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -36,20 +37,38 @@ def torch_load_safe(path: str | os.PathLike[str], what: str = "checkpoint", mmap
     p = check_input_file(path, what)
     if p.stat().st_size == 0:
         raise InputFileError(f"{what} is empty: {p}")
-    use_mmap = mmap and zipfile.is_zipfile(p)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True, mmap=use_mmap)
+        use_mmap = mmap and zipfile.is_zipfile(p)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol of foreign files
+            return torch.load(p, map_location="cpu", weights_only=True, mmap=use_mmap)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text:
+        if "global" in str(exc).lower() or _pickle_references_code(p):
             raise InputFileError(
-                f"refused to load {p}: it contains Python objects beyond tensors and plain data, "
+                f"refused to load {p}: it references Python callables beyond tensors and plain data, "
                 "and unpickling them could run code (only weights_only-safe files are read)"
             ) from None
-        raise InputFileError(f"{p} is not a readable PyTorch {what} ({_first_line(exc)})") from None
-    except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
+        raise InputFileError(f"{p} is not a PyTorch {what} (not a file written by torch.save)") from None
+    # A damaged or foreign file makes torch's readers fail in many ways (KeyError from a bad memo
+    # index, IndexError from an empty stack, AssertionError on a missing storage, BadZipFile from
+    # a bogus end record, ...): each means "not a readable checkpoint", never a bug of ours.
+    except Exception as exc:
         hint = "truncated or corrupt" if isinstance(exc, EOFError) or "zip" in str(exc).lower() else "not a PyTorch file"
         raise InputFileError(f"{p} cannot be read as a PyTorch {what}: {hint} ({_first_line(exc)})") from None
+
+
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _pickle_references_code(path: Path) -> bool:
+    """Whether a raw pickle imports or calls anything, read with pickletools (never executed)."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(f))
+    except Exception:  # noqa: BLE001 - garbage is simply "not a pickle"
+        return False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -208,9 +227,9 @@ def _describe_layer(name: str, state: dict[str, torch.Tensor], nm: NMPattern | N
     if mask is None:
         return SparseLayerInfo(name, shape, False, "none", None, 0, 0, weight.numel(), int((weight != 0).sum()))
     mask = mask.float()
-    kept_values = mask[mask != 0]
-    kind = "hard" if bool((kept_values == 1).all()) else "soft"
-    kept = int(((weight * mask) != 0).sum())
+    # "hard": every kept value is exactly 1 (tested in place, no copy of the kept values)
+    kind = "hard" if bool(((mask == 0) | (mask == 1)).all()) else "soft"
+    kept = int(torch.count_nonzero(weight * mask))
     if nm is not None:
         if shape[1] % nm.m:
             raise SparsityPatternError(
@@ -232,6 +251,13 @@ def _describe_layer(name: str, state: dict[str, torch.Tensor], nm: NMPattern | N
         name, shape, True, kind, str(found.pattern) if found.pattern else None, found.groups, found.dense_groups,
         weight.numel(), kept,
     )
+
+
+def _scalar(value: object, kind: type) -> int | float | None:
+    """A number stored as int, float or 0-d tensor (MaxQ saves best_acc1 either way)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def load_checkpoint(
@@ -270,15 +296,14 @@ def load_checkpoint(
     else:
         model_nm = pattern
 
-    best = meta.get("best_acc1")
     return MaxQCheckpoint(
         path=p,
         sha256=sha256_file(p),
         arch=arch_name,
         arch_source=arch_source,
         num_classes=num_classes,
-        epoch=int(meta["epoch"]) if isinstance(meta.get("epoch"), (int, float)) else None,
-        best_acc1=float(best) if isinstance(best, (int, float, torch.Tensor)) and torch.as_tensor(best).numel() == 1 else None,
+        epoch=_scalar(meta.get("epoch"), int),
+        best_acc1=_scalar(meta.get("best_acc1"), float),
         nm=model_nm,
         nm_source="option" if pattern is not None else "masks",
         state_dict=state,

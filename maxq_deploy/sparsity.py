@@ -76,7 +76,8 @@ def groups_along(tensor: torch.Tensor, m: int, axis: int = 1) -> torch.Tensor:
 
 def nonzeros_per_group(tensor: torch.Tensor, m: int, axis: int = 1) -> torch.Tensor:
     """Count of non-zero entries in each group of ``m`` along ``axis`` (int64, shape [G])."""
-    return (groups_along(tensor, m, axis) != 0).sum(dim=-1)
+    # compare first: the regrouping copy is then 1 byte per value instead of 4
+    return groups_along(tensor != 0, m, axis).sum(dim=-1)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def check_pattern(tensor: torch.Tensor, pattern: NMPattern | str, axis: int = 1)
     pattern = NMPattern.parse(pattern)
     if tensor.dim() <= axis or tensor.shape[axis] % pattern.m:
         return PatternCheck(str(pattern), False, 0, 0, -1)
-    counts = nonzeros_per_group(tensor, pattern.m, axis)
+    # counts in 1 byte (M < 256) instead of nonzeros_per_group's int64: a quarter of the memory
+    counts = groups_along(tensor != 0, pattern.m, axis).sum(dim=-1, dtype=torch.uint8 if pattern.m < 256 else torch.int64)
     return PatternCheck(
         pattern=str(pattern),
         applicable=True,
@@ -118,6 +120,27 @@ class MaskPattern:
     dense_groups: int
 
 
+def _counts_per_group_size(tensor: torch.Tensor, sizes: list[int], axis: int) -> dict[int, torch.Tensor]:
+    """Non-zeros per group for every M in ``sizes`` (each divides the axis), reading ``tensor`` once.
+
+    Counts for a group size come from those of a smaller size that divides it, so inferring N:M
+    over all candidates costs about one pass over the weight instead of one per candidate.
+    Each result has shape [rows, axis length / M]; flattened, its order is that of
+    :func:`groups_along`.
+    """
+    nonzero = (tensor != 0).movedim(axis, -1)
+    rows = nonzero.reshape(-1, nonzero.shape[-1])
+    counts: dict[int, torch.Tensor] = {1: rows.to(torch.uint8 if max(sizes) < 256 else torch.int32)}
+    for m in sorted(sizes):
+        step = max(k for k in counts if m % k == 0)
+        ratio, smaller = m // step, counts[step]
+        total = smaller[:, 0::ratio].clone()
+        for i in range(1, ratio):
+            total += smaller[:, i::ratio]
+        counts[m] = total
+    return counts
+
+
 def infer_mask_pattern(mask: torch.Tensor, axis: int = 1) -> MaskPattern:
     """Infer N:M from a MaxQ mask, allowing whole groups still dense (incremental sparsity).
 
@@ -127,10 +150,10 @@ def infer_mask_pattern(mask: torch.Tensor, axis: int = 1) -> MaskPattern:
     """
     best: tuple[float, int, NMPattern, int, int] | None = None
     channels = mask.shape[axis]
-    for m in CANDIDATE_M:
-        if channels % m:
-            continue
-        counts = nonzeros_per_group(mask, m, axis)
+    usable = [m for m in CANDIDATE_M if channels % m == 0]
+    counts_by_m = _counts_per_group_size(mask, usable, axis) if usable else {}
+    for m in usable:
+        counts = counts_by_m[m]
         n = int(counts.min())
         if not 0 < n < m:
             continue
@@ -142,8 +165,8 @@ def infer_mask_pattern(mask: torch.Tensor, axis: int = 1) -> MaskPattern:
             best = (n / m, m, NMPattern(n, m), int(counts.numel()), int(dense.sum()))
     if best is None:
         # All groups dense (or no candidate fits): report against the smallest usable M.
-        m = next((m for m in CANDIDATE_M if channels % m == 0), None)
-        if m is not None and bool((nonzeros_per_group(mask, m, axis) == m).all()):
+        m = usable[0] if usable else None
+        if m is not None and bool((counts_by_m[m] == m).all()):
             groups = mask.numel() // m
             return MaskPattern(None, groups, groups)
         raise SparsityPatternError(

@@ -25,7 +25,10 @@ class MaxQConvBN(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=False)
-        self.register_buffer("mask", torch.ones_like(self.conv.weight))
+        weight = self.conv.weight
+        # torch.ones, not ones_like: on the meta device (state_dict_shapes) ones_like goes through
+        # torch._refs, whose first call imports sympy and costs ~0.7 s in every CLI process
+        self.register_buffer("mask", torch.ones(weight.shape, dtype=weight.dtype, device=weight.device))
         self.scale = nn.BatchNorm2d(out_ch, eps=BN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,6 +49,10 @@ class LayerFactory:
 
     def bn(self, channels: int) -> nn.Module:
         raise NotImplementedError
+
+    def residual_quantizer(self) -> nn.Module:
+        """Applied to the identity branch of a residual Add; a quantizer in the INT8 form (no state here)."""
+        return nn.Identity()
 
 
 class MaxQLayers(LayerFactory):

@@ -19,12 +19,13 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         out_ch = width * self.expansion
         self.downsample = f.sparse_conv_bn(in_ch, out_ch, 1, stride, 0) if stride != 1 or in_ch != out_ch else None
+        self.residual_quantizer = f.residual_quantizer()  # INT8 residual input, so Conv+Add fuses in TensorRT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.convbn1(x))
         out = self.convbn2(out)
-        return self.relu(out + identity)
+        return self.relu(out + self.residual_quantizer(identity))
 
 
 class Bottleneck(nn.Module):
@@ -38,13 +39,14 @@ class Bottleneck(nn.Module):
         self.convbn3 = f.sparse_conv_bn(width, out_ch, 1, 1, 0)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = f.sparse_conv_bn(in_ch, out_ch, 1, stride, 0) if stride != 1 or in_ch != out_ch else None
+        self.residual_quantizer = f.residual_quantizer()  # INT8 residual input, so Conv+Add fuses in TensorRT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.convbn1(x))
         out = self.relu(self.convbn2(out))
         out = self.convbn3(out)
-        return self.relu(out + identity)
+        return self.relu(out + self.residual_quantizer(identity))
 
 
 class ResNet(nn.Module):

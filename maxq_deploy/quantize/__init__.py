@@ -1,0 +1,53 @@
+"""INT8 quantization that keeps 2:4: PTQ with calibrators, mask-preserving QAT, Q/DQ ONNX.
+
+``quantize_ptq`` calibrates the ranges of a folded checkpoint; ``quantize_qat`` calibrates and
+then fine-tunes with fake quantization while a fixed mask keeps every N:M zero at exactly 0.
+Both write a ``maxq-deploy/quantized`` checkpoint whose INT8 weights are checked for 2:4.
+pytorch-quantization is used only inside :mod:`maxq_deploy.quantize.engine`, imported lazily:
+importing this package needs neither it nor CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__all__ = [
+    "CALIBRATORS",
+    "QuantizeResult",
+    "export_qdq_onnx",
+    "int8_weight",
+    "load_quantized_checkpoint",
+    "load_quantized_model",
+    "quantize_ptq",
+    "quantize_qat",
+]
+
+if TYPE_CHECKING:
+    from maxq_deploy.quantize.engine import CALIBRATORS
+    from maxq_deploy.quantize.artifact import int8_weight, load_quantized_checkpoint, load_quantized_model
+    from maxq_deploy.quantize.export import export_qdq_onnx
+    from maxq_deploy.quantize.ptq import quantize_ptq
+    from maxq_deploy.quantize.qat import quantize_qat
+    from maxq_deploy.quantize.result import QuantizeResult
+
+_LAZY = {
+    "CALIBRATORS": "maxq_deploy.quantize.engine",
+    "QuantizeResult": "maxq_deploy.quantize.result",
+    "export_qdq_onnx": "maxq_deploy.quantize.export",
+    "int8_weight": "maxq_deploy.quantize.artifact",
+    "load_quantized_checkpoint": "maxq_deploy.quantize.artifact",
+    "load_quantized_model": "maxq_deploy.quantize.artifact",
+    "quantize_ptq": "maxq_deploy.quantize.ptq",
+    "quantize_qat": "maxq_deploy.quantize.qat",
+}
+
+
+def __getattr__(name: str):
+    """Import the stage's modules on first use (keeps ``import maxq_deploy.quantize`` light)."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

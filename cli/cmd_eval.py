@@ -1,0 +1,83 @@
+"""``maxq-deploy eval``: top-1/top-5 of one or more models on a labelled data set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.markup import escape
+
+from maxq_deploy.cli.app import JsonOpt, app
+from maxq_deploy.cli.render import console, handle_errors, print_json, table
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    from maxq_deploy.errors import DataError
+
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise DataError(f"{option} takes 3 comma-separated numbers (R,G,B), got {text!r}") from None
+
+
+@app.command("eval")
+@handle_errors
+def eval_command(
+    models: List[Path] = typer.Argument(..., metavar="MODEL", help="Model(s): MaxQ/folded/quantized checkpoint, ONNX model or TensorRT engine. Several are evaluated on the same data and shown side by side."),
+    data: Path = typer.Option(..., "--data", help="ImageFolder tree (class sub-folders), flat image folder with --labels, or .npy/.npz preprocessed NCHW float32 arrays."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for a flat folder or .npy images: .npy array or one integer per line."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt (default: from the file suffix)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cpu; cuda for TensorRT)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
+    workers: int = typer.Option(2, "--workers", "-j", min=0, help="Image decoding worker processes (0: decode in this process)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch / ONNX Runtime (default: theirs)."),
+    resize: int = typer.Option(256, "--resize", help="Resize the shorter side to this many pixels (image files only)."),
+    image_size: int = typer.Option(224, "--image-size", help="Center crop size (image files only)."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Normalization mean R,G,B (default ImageNet 0.485,0.456,0.406)."),
+    std: Optional[str] = typer.Option(None, "--std", help="Normalization std R,G,B (default ImageNet 0.229,0.224,0.225)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only N images, spread evenly over the data set."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Top-1 / top-5 accuracy on a labelled data set. With several MODELs, a side-by-side table (same images)."""
+    from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, open_dataset
+    from maxq_deploy.evaluate import evaluate
+    from maxq_deploy.progress import RichProgress
+
+    preprocess = Preprocess(
+        resize=resize, image_size=image_size,
+        mean=_floats(mean, "--mean") or IMAGENET_MEAN, std=_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
+    )
+    dataset = open_dataset(data, labels, preprocess, require_labels=True)
+    progress = RichProgress(enabled=not json_out)
+    results = [
+        evaluate(model, dataset, backend=backend, batch_size=batch_size, workers=workers, device=device,
+                 limit=limit, progress=progress, threads=threads)
+        for model in models
+    ]
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # torchrun: every rank holds the same totals; rank 0 prints them
+    if json_out:
+        return print_json(results[0].summary() if len(results) == 1 else [r.summary() for r in results])
+
+    first = results[0]
+    console.print(f"data: {escape(dataset.describe())}", highlight=False)
+    columns = ["model", "kind", "backend", "images", "top-1 %", "top-5 %", "img/s"]
+    if len(results) > 1:
+        columns.append(f"agrees with {escape(Path(first.model).name)} %")
+    rows = []
+    for r in results:
+        row = [escape(Path(r.model).name), r.model_kind, f"{r.backend} ({r.device})", r.images,
+               f"{r.top1:.2f}", None if r.top5 is None else f"{r.top5:.2f}", f"{r.images_per_second:.1f}"]
+        if len(results) > 1:
+            agreement = r.agreement(first)
+            row.append(None if agreement is None else f"{agreement:.2f}")
+        rows.append(row)
+    console.print(table("Accuracy", columns, rows, [c for c in columns if c not in ("model", "kind", "backend")]))
+    skipped = max(r.skipped_corrupt for r in results)
+    if skipped:
+        example = f", e.g. {escape(first.skipped_files[0])}" if first.skipped_files else ""
+        console.print(f"[yellow]skipped {skipped} unreadable image(s)[/]{example}", highlight=False)

@@ -1,0 +1,140 @@
+"""``maxq-deploy quantize``: INT8 PTQ (calibration) or QAT (calibration + mask-preserving fine-tuning)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from maxq_deploy.cli.app import JsonOpt, app
+from maxq_deploy.cli.render import console, handle_errors, print_json, table, verdict_style
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    from maxq_deploy.errors import DataError
+
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise DataError(f"{option} takes 3 comma-separated numbers (R,G,B), got {text!r}") from None
+
+
+@app.command("quantize")
+@handle_errors
+def quantize_command(
+    folded: Path = typer.Argument(..., help="Folded checkpoint (from maxq-deploy fold)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Quantized checkpoint to write."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images: ImageFolder tree, flat image folder, or .npy/.npz NCHW float32 arrays (labels not needed). QAT: defaults to --train-data."),
+    calibrator: str = typer.Option("percentile", "--calibrator", help="Activation ranges: max, entropy, mse or percentile (weights: per-channel max)."),
+    percentile: float = typer.Option(99.99, "--percentile", help="Percentile of |x| kept by --calibrator percentile."),
+    calib_batches: int = typer.Option(16, "--calib-batches", min=1, help="Calibration batches (a seeded shuffle of the data)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch (calibration and QAT)."),
+    resize: int = typer.Option(256, "--resize", help="Resize the shorter side to this many pixels (image files only)."),
+    image_size: int = typer.Option(224, "--image-size", help="Center crop size (image files only)."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Normalization mean R,G,B (default ImageNet)."),
+    std: Optional[str] = typer.Option(None, "--std", help="Normalization std R,G,B (default ImageNet)."),
+    workers: int = typer.Option(2, "--workers", "-j", min=0, help="Image decoding worker processes."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    qat: bool = typer.Option(False, "--qat", help="Quantization-aware training after calibration (keeps every 2:4 zero)."),
+    train_data: Optional[Path] = typer.Option(None, "--train-data", help="QAT: labelled training images."),
+    val_data: Optional[Path] = typer.Option(None, "--val-data", help="QAT: labelled validation images; the best epoch (by top-1) is kept."),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="QAT epochs."),
+    lr: float = typer.Option(1e-4, "--lr", help="QAT learning rate (cosine schedule)."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="QAT optimizer: sgd (momentum 0.9) or adamw."),
+    train_batches: Optional[int] = typer.Option(None, "--train-batches", min=1, help="QAT: at most this many batches per epoch (per process)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""
+    from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+    from maxq_deploy.errors import DataError
+    from maxq_deploy.progress import RichProgress
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    preprocess = Preprocess(
+        resize=resize, image_size=image_size,
+        mean=_floats(mean, "--mean") or IMAGENET_MEAN, std=_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
+    )
+    progress = RichProgress(enabled=not json_out and main_rank)
+    if qat:
+        from maxq_deploy.quantize import quantize_qat
+
+        if train_data is None:
+            raise DataError("--qat needs labelled training images: pass --train-data DATA")
+        result = quantize_qat(
+            folded, output, train_data, val_data, epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
+            train_batches=train_batches, calib_data=calib, calibrator=calibrator, percentile=percentile,
+            calib_batches=calib_batches, preprocess=preprocess, workers=workers, device=device, progress=progress,
+        )
+    else:
+        from maxq_deploy.quantize import quantize_ptq
+
+        if train_data is not None or val_data is not None:
+            raise DataError("--train-data/--val-data are for --qat; PTQ only needs --calib")
+        result = quantize_ptq(
+            folded, output, calib, calibrator=calibrator, percentile=percentile, calib_batches=calib_batches,
+            batch_size=batch_size, preprocess=preprocess, workers=workers, progress=progress, device=device,
+        )
+    if not main_rank:
+        return  # torchrun: rank 0 reports
+    if json_out:
+        return print_json(result.summary())
+    _render(result)
+
+
+def _render(result) -> None:
+    c = result.calibration
+    method = c.method + (f" {c.percentile:g}" if c.percentile is not None else "")
+    console.print(
+        f"{result.mode.upper()} {result.arch} ({result.nm}) with {escape(result.backend)}: {method} calibration on "
+        f"{c.images} images in {c.batches} batches ({c.collect_seconds + c.ranges_seconds:.1f} s) -> "
+        f"[bold]{escape(str(result.output))}[/]",
+        highlight=False,
+    )
+    if c.max_calibrated_inputs:
+        console.print(f"network input calibrated by max: {', '.join(c.max_calibrated_inputs)}", highlight=False)
+    by_name = {q.name: q for q in result.quantizers}
+
+    def amax(name: str) -> str | None:
+        q = by_name.get(name)
+        if q is None:
+            return None
+        return f"{q.amax_max:.4g}" if q.channels == 1 else f"{q.amax_min:.3g}..{q.amax_max:.3g} ({q.channels})"
+
+    rows = [
+        (layer.name, layer.role, "x".join(map(str, layer.shape)), amax(f"{layer.name}._input_quantizer"),
+         amax(f"{layer.name}._weight_quantizer"), f"{layer.violating_groups}/{layer.groups}",
+         layer.holds if layer.role == "sparse" or layer.holds else "-")
+        for layer in result.layers
+    ]
+    for name in sorted({q.name.rpartition("._")[0] for q in result.quantizers if q.role != "residual"} - {l.name for l in result.layers}):
+        rows.append((name, "dense", "linear", amax(f"{name}._input_quantizer"), amax(f"{name}._weight_quantizer"), "-", "-"))
+    console.print(table(
+        "INT8 layers: ranges (amax) and the 2:4 pattern on the INT8 weights",
+        ["layer", "role", "shape", "input amax", "weight amax (channels)", "violating groups", f"holds {result.pattern}"],
+        rows, ["violating groups"],
+    ))
+    residual = [(q.name.removesuffix(".residual_quantizer"), f"{q.amax_max:.4g}") for q in result.quantizers if q.role == "residual"]
+    if residual:
+        console.print(table("Residual-branch quantizers (Conv+Add fuses in INT8)", ["block", "amax"], residual, ["amax"]))
+    if result.training is not None:
+        t = result.training
+        hist = [(e.epoch, f"{e.lr:.3g}" if e.epoch else "-", e.loss, e.train_top1, e.val_top1, e.seconds) for e in t.history]
+        console.print(table(f"QAT ({t.optimizer}, {t.world_size} process(es), {t.steps} steps)",
+                            ["epoch", "lr", "loss", "train top-1 %", "val top-1 %", "s"], hist,
+                            ["epoch", "loss", "train top-1 %", "val top-1 %", "s"]))
+        kept = f"kept epoch {t.best_epoch}" + (" (the calibrated start)" if t.best_epoch == 0 else "") + f" by {t.selected_by}"
+        console.print(f"{kept}; {t.fixed_zeros:,} 2:4 zeros held by fixed masks in {t.masked_layers} layers, {t.zeros_reintroduced} revived", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
+    sparse = result.sparse_layers
+    violating = sum(layer.violating_groups for layer in sparse)
+    console.print(verdict_style(
+        result.pattern_ok,
+        f"{result.holding_layers} of {len(sparse)} sparse layers hold {result.pattern} on their INT8 weights "
+        f"({violating} violating groups)",
+    ), highlight=False)

@@ -1,0 +1,220 @@
+"""The whole pipeline in one call, on a built-in example or on the user's own checkpoint.
+
+Built-in example (no download, no GPU): a MaxQ 2:4 ResNet-18 trained for a few epochs with the
+reference layers on scikit-learn's handwritten digits (upscaled to 32x32), so every stage has
+a real accuracy to show. With ``checkpoint`` the same stages run on the user's MaxQ file
+(calibration and evaluation need ``calib``/``eval_data``; without them calibration uses random
+inputs and accuracy is not measured).
+
+Stages: inspect -> fold -> verify -> PTQ int8 -> export ONNX (fp32, TensorRT Q/DQ int8, ONNX
+Runtime int8) -> verify each -> eval each stage -> bench the ONNX graphs side by side -> the
+trtexec line that builds the sparse engine on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from maxq_deploy.data import Preprocess
+from maxq_deploy.errors import DataError
+from maxq_deploy.progress import SILENT, Progress
+
+
+@dataclass
+class DemoStep:
+    """One stage of the pipeline and what it showed."""
+
+    stage: str
+    artifact: str | None
+    ok: bool
+    detail: str
+    seconds: float
+
+
+@dataclass
+class StageAccuracy:
+    stage: str
+    model: str
+    backend: str
+    top1: float
+    top5: float | None
+    images: int
+
+
+@dataclass
+class DemoResult:
+    workdir: Path
+    checkpoint: Path
+    steps: list[DemoStep] = field(default_factory=list)
+    accuracy: list[StageAccuracy] = field(default_factory=list)
+    bench: dict | None = None  # BenchResult.to_dict()
+    trtexec: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+    def summary(self) -> dict:
+        return {
+            "workdir": str(self.workdir),
+            "checkpoint": str(self.checkpoint),
+            "ok": self.ok,
+            "steps": [asdict(s) for s in self.steps],
+            "accuracy": [asdict(a) for a in self.accuracy],
+            "bench": self.bench,
+            "trtexec": self.trtexec,
+        }
+
+
+class _Recorder:
+    def __init__(self, result: DemoResult, progress: Progress):
+        self.result, self.progress = result, progress
+
+    def step(self, stage: str, artifact: Path | None, fn):
+        started = time.perf_counter()
+        ok, detail, value = fn()
+        self.result.steps.append(DemoStep(stage, str(artifact) if artifact else None, ok, detail, time.perf_counter() - started))
+        return value
+
+
+def _random_calibration(path: Path, size: int, count: int = 64, seed: int = 0) -> Path:
+    """Random normalized images: enough to exercise calibration, useless for accuracy."""
+    rng = np.random.default_rng(seed)
+    np.save(path, rng.standard_normal((count, 3, size, size), dtype=np.float32))
+    return path
+
+
+def run_demo(
+    workdir: str | os.PathLike[str] = "maxq-demo",
+    checkpoint: str | os.PathLike[str] | None = None,
+    calib: str | os.PathLike[str] | None = None,
+    eval_data: str | os.PathLike[str] | None = None,
+    eval_labels: str | os.PathLike[str] | None = None,
+    input_size: int | None = None,
+    preprocess: Preprocess | None = None,
+    epochs: int = 3,
+    bench_iters: int = 20,
+    progress: Progress | None = None,
+) -> DemoResult:
+    """Run every CPU stage of the pipeline and collect one summary."""
+    from maxq_deploy.bench import benchmark
+    from maxq_deploy.checkpoint import load_checkpoint
+    from maxq_deploy.evaluate import evaluate
+    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export_ort import export_ort_int8
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.quantize import quantize_ptq
+    from maxq_deploy.tensorrt.trtexec import trtexec_for_onnx
+    from maxq_deploy.verify import verify_artifact
+
+    progress = progress or SILENT
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    labels = eval_labels
+    if checkpoint is None:
+        from maxq_deploy.reference.train import DIGITS_MEAN, DIGITS_STD, prepare_digits_example
+
+        started = time.perf_counter()
+        example = prepare_digits_example(work, epochs=epochs, progress=progress)
+        ckpt_path, calib, eval_data, size = example.checkpoint, example.train_npz, example.test_npz, example.image_size
+        train_note = f"MaxQ 2:4 resnet18 trained {epochs} epochs on digits: held-out top-1 {example.test_top1:.1f}%"
+        preprocess = preprocess or Preprocess(resize=size, image_size=size, mean=(DIGITS_MEAN,) * 3, std=(DIGITS_STD,) * 3)
+    else:
+        ckpt_path, started, train_note = Path(checkpoint), None, None
+        size = input_size or (preprocess.image_size if preprocess else 224)
+        preprocess = preprocess or Preprocess(resize=max(256, size), image_size=size)
+    result = DemoResult(work, ckpt_path)
+    rec = _Recorder(result, progress)
+    if train_note:
+        result.steps.append(DemoStep("train (reference layers)", str(ckpt_path), True, train_note, time.perf_counter() - started))
+    calib_note = ""
+    if calib is None:
+        calib = _random_calibration(work / "random_calibration.npy", size)
+        calib_note = " (random inputs: no calibration data given)"
+
+    def inspect():
+        ckpt = load_checkpoint(ckpt_path)
+        s = ckpt.summary()
+        return True, f"{s['arch']}, {s['num_classes']} classes, N:M {s['nm']}, {s['sparse_layers']} sparse layers", ckpt
+
+    ckpt = rec.step("inspect", ckpt_path, inspect)
+    folded_path = work / "folded.pt"
+
+    def fold():
+        r = fold_checkpoint(ckpt_path, folded_path)
+        s = r.summary()
+        return True, f"{s['sparse_layers']} sparse + {s['dense_layers']} dense conv-BN folded", r
+
+    rec.step("fold", folded_path, fold)
+
+    def check(path: Path):
+        def run():
+            report = verify_artifact(path)
+            return report.ok, report.verdict, report
+        return run
+
+    rec.step("verify folded", folded_path, check(folded_path))
+    int8_path = work / "int8.pt"
+
+    def ptq():
+        r = quantize_ptq(folded_path, int8_path, calib, calibrator="percentile", calib_batches=8, batch_size=32,
+                         preprocess=preprocess, workers=0, progress=progress)
+        return r.pattern_ok, f"percentile 99.99 on {r.calibration.images} images{calib_note}; INT8 weights hold 2:4 in {r.holding_layers}/{len(r.sparse_layers)} layers", r
+
+    rec.step("quantize (PTQ int8)", int8_path, ptq)
+    verify_int8 = rec.step("verify int8 checkpoint", int8_path, check(int8_path))
+    del verify_int8
+
+    onnx_paths = {"fp32": work / "model_fp32.onnx", "int8 Q/DQ (TensorRT)": work / "model_int8_qdq.onnx",
+                  "int8 (ONNX Runtime)": work / "model_int8_ort.onnx"}
+
+    def export(source: Path, out: Path):
+        def run():
+            r = export_onnx(source, out, input_size=size)
+            return r.parity.passed, f"{r.precision}, parity {r.parity.describe()}", r
+        return run
+
+    rec.step("export onnx fp32", onnx_paths["fp32"], export(folded_path, onnx_paths["fp32"]))
+    rec.step("export onnx int8 Q/DQ", onnx_paths["int8 Q/DQ (TensorRT)"], export(int8_path, onnx_paths["int8 Q/DQ (TensorRT)"]))
+
+    def export_ort():
+        r = export_ort_int8(folded_path, onnx_paths["int8 (ONNX Runtime)"], calib, calib_batches=4, batch_size=16,
+                            preprocess=preprocess, input_size=size, progress=progress)
+        return r.parity.passed, f"uint8 activations{calib_note}, {r.parity.describe()}", r
+
+    rec.step("export onnx int8 (ORT target)", onnx_paths["int8 (ONNX Runtime)"], export_ort)
+    for name, path in onnx_paths.items():
+        rec.step(f"verify onnx {name}", path, check(path))
+
+    if eval_data is not None:
+        stages = [("MaxQ checkpoint", ckpt_path, None), ("folded", folded_path, None), ("int8 fake-quant", int8_path, None)]
+        stages += [(f"ONNX {name}", path, None) for name, path in onnx_paths.items()]
+        for stage, path, backend in stages:
+            def run(path=path, stage=stage):
+                r = evaluate(path, eval_data, labels=labels, backend=backend, preprocess=preprocess, batch_size=64, workers=0)
+                result.accuracy.append(StageAccuracy(stage, path.name, r.backend, r.top1, r.top5, r.images))
+                return True, f"top-1 {r.top1:.2f}% on {r.images} images ({r.backend})", r
+            try:
+                rec.step(f"eval {stage}", path, run)
+            except DataError as exc:  # user data that does not fit: report, keep going
+                result.steps.append(DemoStep(f"eval {stage}", str(path), False, str(exc), 0.0))
+
+    def bench():
+        r = benchmark(list(onnx_paths.values()), batch_sizes=(1, 8), iters=bench_iters, warmup=5, progress=progress,
+                      json_path=work / "bench.json", plot_path=work / "bench.png")
+        data = r.to_dict()
+        result.bench = data
+        best = [m for m in r.measurements if m.batch == 8]
+        detail = ", ".join(f"{r.models[m.model_index].label}: {m.throughput_ips:.0f} img/s" for m in best)
+        return True, f"batch 8 on {os.cpu_count()} CPU cores: {detail}", r
+
+    rec.step("bench onnxruntime (CPU)", work / "bench.json", bench)
+    for name in ("fp32", "int8 Q/DQ (TensorRT)"):
+        engine = onnx_paths[name].with_suffix(".engine")
+        result.trtexec.append(trtexec_for_onnx(onnx_paths[name], engine).command_line)
+    return result

@@ -1,0 +1,257 @@
+"""Accuracy (top-1 / top-5) of any stage's model on a labelled data set, through any runtime.
+
+One call per model: a MaxQ checkpoint (MaxQ eval network), a folded or quantized checkpoint
+(torch), an ONNX model (ONNX Runtime) or a TensorRT engine, so the stages can be compared on
+the same images.
+
+Distributed evaluation: start the same command on every rank with torchrun, e.g.
+
+    torchrun --standalone --nproc_per_node 4 -m maxq_deploy eval MODEL --data DIR
+
+(or call :func:`evaluate` from a script that torchrun starts). When ``torch.distributed`` is
+initialized, or ``WORLD_SIZE`` > 1 (the group is then initialized with gloo from torchrun's
+environment), each rank evaluates every ``world``-th image with no padding
+(:class:`maxq_deploy.data.ShardSampler`) and the counts are summed with ``all_reduce``, so
+every image counts exactly once. Every rank returns the same totals; the CLI prints on rank 0.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from maxq_deploy.data import ImageDataset, Preprocess, check_input_shape, make_loader, open_dataset
+from maxq_deploy.errors import DataError
+from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.runtimes.base import Runner
+
+TOP5 = 5
+
+
+@dataclass
+class EvalResult:
+    """Accuracy of one model on one data set; top-1/top-5 in percent."""
+
+    model: str
+    model_kind: str  # "maxq-checkpoint", "folded-checkpoint", "quantized-checkpoint", "onnx", ...
+    backend: str
+    device: str
+    data: str
+    data_kind: str
+    images: int  # images evaluated (unreadable ones excluded)
+    skipped_corrupt: int
+    correct1: int
+    correct5: int | None  # None when the model has fewer than 5 classes
+    top1: float
+    top5: float | None
+    num_classes: int | None
+    seconds: float
+    images_per_second: float
+    world_size: int = 1
+    skipped_files: list[str] = field(default_factory=list)  # the first few, "path: reason"
+    predictions: np.ndarray | None = field(default=None, repr=False)  # top-1 class per image, data order; None when distributed
+
+    def summary(self) -> dict:
+        """JSON-ready (what ``eval --json`` prints)."""
+        return {
+            "model": self.model,
+            "model_kind": self.model_kind,
+            "backend": self.backend,
+            "device": self.device,
+            "data": self.data,
+            "data_kind": self.data_kind,
+            "images": self.images,
+            "skipped_corrupt": self.skipped_corrupt,
+            "skipped_files": self.skipped_files,
+            "top1": self.top1,
+            "top5": self.top5,
+            "correct1": self.correct1,
+            "correct5": self.correct5,
+            "num_classes": self.num_classes,
+            "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+            "world_size": self.world_size,
+        }
+
+    def agreement(self, other: EvalResult) -> float | None:
+        """Share (percent) of images where both models predict the same class, when comparable."""
+        if self.predictions is None or other.predictions is None or len(self.predictions) != len(other.predictions):
+            return None
+        if not len(self.predictions):
+            return None
+        return float((self.predictions == other.predictions).mean() * 100.0)
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many labels rank among the ``k`` highest logits (ties count in the label's favour)."""
+    label_logit = logits[np.arange(len(labels)), labels]
+    rank = (logits > label_logit[:, None]).sum(axis=1)
+    return int((rank < k).sum())
+
+
+def _distributed_context() -> tuple[int, int]:
+    """(rank, world size); initializes the group from torchrun's environment when needed."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        dist.init_process_group(backend="gloo")
+        atexit.register(_destroy_group)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _destroy_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _all_reduce(values: list[float], op: str) -> list[float]:
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return tensor.cpu().tolist()
+
+
+def _check_classes(model_classes: int | None, dataset: ImageDataset, model: str) -> None:
+    data_classes = dataset.num_classes
+    if model_classes is None or data_classes is None or data_classes <= model_classes:
+        return
+    what = f"{data_classes} class folders" if dataset.kind == "imagefolder" else f"labels up to {data_classes - 1}"
+    raise DataError(f"{model} predicts {model_classes} classes but the data has {what}: wrong model or data?")
+
+
+def evaluate_runner(
+    runner: Runner,
+    dataset: ImageDataset,
+    batch_size: int = 32,
+    workers: int = 2,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    model_name: str | None = None,
+) -> EvalResult:
+    """Top-1/top-5 of an open runner on an open labelled data set (the core of :func:`evaluate`).
+
+    ``limit`` evaluates that many images spread evenly over the data set (an ImageFolder lists
+    its classes one after another, so the first N would cover only the first classes).
+    """
+    name = model_name or str(getattr(runner, "path", None) or runner.name)
+    if not dataset.has_labels:
+        raise DataError(f"{dataset.root} has no labels ({dataset.kind} data); evaluation needs labelled data")
+    shape = getattr(runner, "input_shape", None)
+    if shape is not None:
+        check_input_shape(dataset, shape[0], (shape[1], shape[2]), what=Path(name).name)
+    model_classes = getattr(runner, "num_classes", None)
+    _check_classes(model_classes, dataset, Path(name).name)
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be >= 1, got {limit}")
+
+    subset = dataset
+    if limit is not None and limit < len(dataset):
+        subset = Subset(dataset, ((np.arange(limit) * len(dataset)) // limit).tolist())
+    rank, world = _distributed_context()
+    loader = make_loader(subset, batch_size=batch_size, workers=workers, distributed=world > 1, pad_shards=False)
+    track = (progress or SILENT) if rank == 0 else SILENT
+
+    correct1 = correct5 = seen = 0
+    use_top5: bool | None = None
+    predictions: list[np.ndarray] = []
+    start = time.perf_counter()
+    for images, labels in track.track(loader, total=len(loader), description=f"eval {Path(name).name}"):
+        logits = runner.run(images.numpy())
+        if logits.ndim != 2 or logits.shape[0] != len(labels):
+            raise DataError(f"{Path(name).name} returned logits of shape {logits.shape} for a batch of {len(labels)}: not a classifier?")
+        if use_top5 is None:
+            model_classes = logits.shape[1]
+            _check_classes(model_classes, dataset, Path(name).name)
+            use_top5 = model_classes >= TOP5
+        y = labels.numpy()
+        if int(y.max()) >= logits.shape[1]:
+            raise DataError(f"{Path(name).name} predicts {logits.shape[1]} classes but a label is {int(y.max())}: wrong model or data?")
+        top1 = logits.argmax(axis=1)
+        predictions.append(top1)
+        correct1 += int((top1 == y).sum())
+        if use_top5:
+            correct5 += topk_correct(logits, y, TOP5)
+        seen += len(y)
+    seconds = time.perf_counter() - start
+    report = loader.report
+    skipped = report.skipped
+    if world > 1:
+        seen, correct1, correct5, skipped, flag5 = (int(v) for v in _all_reduce([seen, correct1, correct5, skipped, int(bool(use_top5))], "sum"))
+        use_top5 = flag5 > 0
+        (seconds,) = _all_reduce([seconds], "max")
+    if seen == 0:
+        raise DataError(f"no readable images in {dataset.root} ({skipped} unreadable): nothing to evaluate")
+    return EvalResult(
+        model=name,
+        model_kind=str(getattr(runner, "model_kind", runner.name)),
+        backend=runner.name,
+        device=runner.device,
+        data=str(dataset.root),
+        data_kind=dataset.kind,
+        images=seen,
+        skipped_corrupt=skipped,
+        correct1=correct1,
+        correct5=correct5 if use_top5 else None,
+        top1=100.0 * correct1 / seen,
+        top5=100.0 * correct5 / seen if use_top5 else None,
+        num_classes=model_classes,
+        seconds=seconds,
+        images_per_second=seen / seconds if seconds > 0 else float("inf"),
+        world_size=world,
+        skipped_files=report.skipped_files,
+        predictions=np.concatenate(predictions) if world == 1 and predictions else None,
+    )
+
+
+def evaluate(
+    model_path: str | os.PathLike[str],
+    data: str | os.PathLike[str] | ImageDataset,
+    labels: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    preprocess: Preprocess = Preprocess(),
+    batch_size: int = 32,
+    workers: int = 2,
+    device: str | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    *,
+    threads: int | None = None,
+) -> EvalResult:
+    """Top-1/top-5 of the model at ``model_path`` on ``data``.
+
+    ``data`` is a path (opened with ``labels`` and ``preprocess``) or an already opened
+    :class:`ImageDataset` (its own labels and preprocessing are used), so several models can be
+    compared on one data set.
+
+    The runtime comes from the file (``.onnx`` -> ONNX Runtime, ``.engine``/``.plan`` ->
+    TensorRT, else torch) unless ``backend`` says; ``device`` None means cpu, or cuda for
+    TensorRT. Labels are required.
+    """
+    from maxq_deploy.runtimes.select import runner_for
+
+    dataset = data if isinstance(data, ImageDataset) else open_dataset(data, labels, preprocess, require_labels=True)
+    if not dataset.has_labels:
+        raise DataError(f"{dataset.root} has no labels ({dataset.kind} data); evaluation needs labelled data")
+    rank, world = _distributed_context()
+    if world > 1 and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    runner = runner_for(model_path, backend=backend, device=device, threads=threads)
+    try:
+        return evaluate_runner(runner, dataset, batch_size, workers, limit, progress, model_name=str(model_path))
+    finally:
+        runner.close()

@@ -1,0 +1,403 @@
+"""An INT8 ONNX graph tuned for ONNX Runtime on CPU, made by ONNX Runtime's own quantizer.
+
+The TensorRT target wants symmetric int8 Q/DQ everywhere; ONNX Runtime's CPU kernels want
+something else: uint8 activations with a zero point (after a ReLU the range is [0, max], so
+asymmetric uint8 spends all 256 steps on it and the ReLU disappears into the quantized range),
+int8 per-channel weights, and Conv/Add/pool pairs it can fuse into integer kernels. Its static
+quantizer (``onnxruntime.quantization.quantize_static``) knows those rules, so this module
+reuses it instead of re-implementing quantization:
+
+1. export the folded checkpoint to a temporary fp32 ONNX (:func:`maxq_deploy.export_onnx.export_onnx`,
+   which names layers after the checkpoint and checks parity);
+2. calibrate and quantize it (``quantize_static``; a ``CalibrationDataReader`` over
+   ``maxq_deploy.data`` batches or given arrays) into a temporary file;
+3. name the quantized Conv/Gemm nodes after the checkpoint layers again and write the
+   ``maxq_deploy.*`` metadata (precision int8, target onnxruntime);
+4. compare it with the float32 PyTorch model on the calibration batches (top-1 agreement, max
+   abs and relative error) and check that every 2:4 layer keeps its zeros in the INT8 weights
+   (:func:`maxq_deploy.onnx_sparsity.verify_onnx`; symmetric weights map 0.0 to 0 exactly);
+5. rename it into place.
+
+INT8 parity is reported, not enforced, except when it is grossly off (relative error above
+:data:`GROSS_RELATIVE_ERROR`: a wrong scale or a broken graph, not rounding).
+
+Format: QDQ by default. On this project's CPU (AMD EPYC, AVX-512 VNNI, ONNX Runtime 1.31) QDQ
+and QOperator ran at the same speed within noise (see benchmarks/cpu_int8_benchmark.py) and ONNX
+Runtime recommends QDQ for CPU since 1.11; QOperator stays available (``quant_format``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, sha256_file
+from maxq_deploy.errors import BackendUnavailableError, DataError, OutputPathError, ParityError
+from maxq_deploy.export_onnx import ExportOptionError
+from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.sparsity import HARDWARE_PATTERN
+
+TARGET = "onnxruntime"
+QUANT_FORMATS = ("qdq", "qoperator")
+ACTIVATION_TYPES = ("uint8", "int8")
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+#: Parity that is not rounding any more: max |int8 - fp32| / max |fp32| above this fails.
+GROSS_RELATIVE_ERROR = 0.5
+META = "maxq_deploy."
+_QUANT_SUFFIX = "_quant"  # what QOperator appends to the node names it replaces
+
+
+@dataclass
+class OrtQuantOptions:
+    """How ``quantize_static`` is called; validated on creation."""
+
+    quant_format: str = "qdq"
+    per_channel: bool = True
+    reduce_range: bool = False  # 7-bit weights: only for CPUs without VNNI
+    calibrate_method: str = "minmax"
+    percentile: float = 99.999  # for calibrate_method="percentile"
+    activation_type: str = "uint8"  # "int8" (symmetric) only to compare with TensorRT-style graphs
+    activation_symmetric: bool = False  # False: a zero point, so a ReLU's [0, max] gets all 256 steps
+    quantize_bias: bool = True
+    opset: int = 17
+
+    def __post_init__(self) -> None:
+        self.quant_format = str(self.quant_format).lower()
+        if self.quant_format not in QUANT_FORMATS:
+            raise ExportOptionError(f"quant_format {self.quant_format!r} is not supported; choose one of {', '.join(QUANT_FORMATS)}")
+        self.calibrate_method = str(self.calibrate_method).lower()
+        if self.calibrate_method not in CALIBRATE_METHODS:
+            raise ExportOptionError(
+                f"calibrate_method {self.calibrate_method!r} is not supported; choose one of {', '.join(CALIBRATE_METHODS)}"
+            )
+        self.activation_type = str(self.activation_type).lower()
+        if self.activation_type not in ACTIVATION_TYPES:
+            raise ExportOptionError(f"activation_type {self.activation_type!r} is not supported; choose one of {', '.join(ACTIVATION_TYPES)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ExportOptionError(f"percentile {self.percentile} must be in (50, 100]")
+
+    def extra_options(self) -> dict:
+        extra = {
+            "ActivationSymmetric": self.activation_symmetric,
+            "WeightSymmetric": True,  # 2:4 zeros must stay exactly zero
+            "QuantizeBias": self.quantize_bias,
+        }
+        if self.calibrate_method == "percentile":
+            extra["CalibPercentile"] = self.percentile
+        return extra
+
+
+@dataclass
+class OrtParity:
+    """The INT8 graph (ONNX Runtime, CPU) against the float32 PyTorch model on the calibration data."""
+
+    images: int
+    top1_agreement: float
+    max_abs_error: float
+    max_abs_reference: float
+    relative_error: float  # max_abs_error / max_abs_reference
+    gross_tolerance: float
+    passed: bool  # relative_error <= gross_tolerance and the outputs are finite
+
+    def describe(self) -> str:
+        return (
+            f"top-1 agreement {self.top1_agreement:.1%} on {self.images} images, max abs error {self.max_abs_error:.3g}, "
+            f"relative error {self.relative_error:.3g}"
+        )
+
+
+@dataclass
+class OrtExportResult:
+    """What the ONNX Runtime INT8 export wrote, and the numbers that say how good it is."""
+
+    output: Path
+    source: Path
+    source_sha256: str
+    arch: str
+    num_classes: int
+    nm: str | None
+    input_size: int
+    options: OrtQuantOptions
+    calibration: dict  # source, batches, images, batch_size
+    parity: OrtParity
+    op_counts: dict[str, int]
+    sparse_layers: list[str]
+    pattern: str = HARDWARE_PATTERN
+    pattern_sparse_layers: int = 0
+    pattern_holding_layers: int = 0
+    pattern_verdict: str = ""
+    onnx_sha256: str = ""
+    size_bytes: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    target: str = TARGET
+    precision: str = "int8"
+    weight_type: str = "int8"
+
+    @property
+    def pattern_ok(self) -> bool:
+        return self.pattern_sparse_layers > 0 and self.pattern_holding_layers == self.pattern_sparse_layers
+
+    def summary(self) -> dict:
+        data = asdict(self)
+        data["output"], data["source"] = str(self.output), str(self.source)
+        data["pattern_ok"] = self.pattern_ok
+        return data
+
+
+# --------------------------------------------------------------------------- calibration data
+
+
+CalibData = str | os.PathLike | np.ndarray | Sequence[np.ndarray]
+
+
+def calibration_batches(
+    calib_data: CalibData, calib_batches: int, batch_size: int, input_size: int, preprocess=None, progress: Progress | None = None,
+) -> tuple[list[np.ndarray], str]:
+    """Up to ``calib_batches`` float32 NCHW batches of ``batch_size`` and a description of their source.
+
+    ``calib_data``: a data folder or .npy/.npz (read through :mod:`maxq_deploy.data` with
+    ``preprocess``, default the eval transform at ``input_size``), one NCHW array, or a sequence
+    of NCHW arrays (each used as one batch).
+    """
+    if calib_batches < 1:
+        raise DataError(f"calib_batches must be >= 1, got {calib_batches}")
+    if batch_size < 1:
+        raise DataError(f"calibration batch size must be >= 1, got {batch_size}")
+    if calib_data is None:
+        raise DataError("INT8 calibration needs data: pass --calib DATA (an image folder, .npy or .npz)")
+    if isinstance(calib_data, (str, os.PathLike)):
+        batches = _batches_from_dataset(Path(calib_data), calib_batches, batch_size, input_size, preprocess, progress)
+        return batches, str(calib_data)
+    if isinstance(calib_data, np.ndarray):
+        arrays = [calib_data[i : i + batch_size] for i in range(0, len(calib_data), batch_size)][:calib_batches]
+        source = f"array {tuple(calib_data.shape)}"
+    else:
+        arrays = list(calib_data)[:calib_batches]
+        source = f"{len(arrays)} given batches"
+    batches = [_check_batch(np.asarray(a), input_size, source) for a in arrays]
+    if not batches:
+        raise DataError(f"no calibration images in {source}")
+    return batches, source
+
+
+def _check_batch(batch: np.ndarray, input_size: int, source: str) -> np.ndarray:
+    if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2:] != (input_size, input_size):
+        raise DataError(f"calibration data from {source} must be N x 3 x {input_size} x {input_size}, got {tuple(batch.shape)}")
+    if batch.dtype.kind != "f":
+        raise DataError(f"calibration data from {source} must be preprocessed floats, got {batch.dtype}")
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def _batches_from_dataset(path: Path, count: int, batch_size: int, input_size: int, preprocess, progress: Progress | None) -> list[np.ndarray]:
+    from maxq_deploy.data import Preprocess, check_input_shape, make_loader, open_dataset
+
+    if preprocess is None:
+        preprocess = Preprocess(resize=round(input_size * 256 / 224), image_size=input_size)
+    dataset = open_dataset(path, preprocess=preprocess)
+    check_input_shape(dataset, 3, input_size, "the model")
+    loader = make_loader(dataset, batch_size=batch_size, workers=0, shuffle=len(dataset) > count * batch_size)
+    batches: list[np.ndarray] = []
+    total = min(count, -(-len(dataset) // batch_size))
+    for images, _ in (progress or SILENT).track(loader, total=total, description="calibration data"):
+        if len(images):
+            batches.append(np.ascontiguousarray(images.numpy(), dtype=np.float32))
+        if len(batches) >= count:
+            break
+    if not batches:
+        raise DataError(f"no readable calibration images in {path}")
+    return batches
+
+
+def _data_reader(input_name: str, batches: Sequence[np.ndarray]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class BatchReader(CalibrationDataReader):
+        """Feeds the calibration batches to ``quantize_static`` once each."""
+
+        def __init__(self) -> None:
+            self._next = iter(batches)
+
+        def get_next(self) -> dict | None:
+            batch = next(self._next, None)
+            return None if batch is None else {input_name: batch}
+
+        def rewind(self) -> None:
+            self._next = iter(batches)
+
+    return BatchReader()
+
+
+# --------------------------------------------------------------------------- the export
+
+
+def export_ort_int8(
+    folded_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    calib_data: CalibData,
+    calib_batches: int = 8,
+    batch_size: int = 8,
+    preprocess=None,
+    input_size: int = 224,
+    progress: Progress | None = None,
+    *,
+    options: OrtQuantOptions | None = None,
+    gross_tolerance: float = GROSS_RELATIVE_ERROR,
+) -> OrtExportResult:
+    """Quantize a folded checkpoint to an ONNX Runtime INT8 graph (uint8 activations, int8 weights).
+
+    Calibrates on ``calib_batches`` batches of ``batch_size`` from ``calib_data`` (see
+    :func:`calibration_batches`). The graph has a dynamic batch axis and a fixed
+    ``input_size``. Raises :class:`~maxq_deploy.errors.ParityError`, writing nothing, only when
+    the INT8 output is grossly off; otherwise the parity numbers are in the result.
+    """
+    started = time.perf_counter()
+    options = options or OrtQuantOptions()
+    out = check_output_path(output)
+    if out.suffix.lower() != ".onnx":
+        raise OutputPathError(f"output {out} must end in .onnx")
+    source = check_input_file(folded_path, "folded checkpoint")
+    try:
+        import onnxruntime  # noqa: F401
+        from onnxruntime.quantization import quantize_static  # noqa: F401
+    except ImportError:
+        raise BackendUnavailableError("the ONNX Runtime INT8 target needs onnxruntime: pip install onnxruntime") from None
+    from maxq_deploy.fold import load_folded
+
+    folded = load_folded(source)  # a MaxQ or quantized checkpoint is refused with the fold hint
+    module = folded.build_model()
+    track = progress or SILENT
+    batches, calib_source = calibration_batches(calib_data, calib_batches, batch_size, input_size, preprocess, progress)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="maxq-ort-int8-") as tmp_dir, atomic_output(out) as tmp_out:
+        fp32_path, int8_path = Path(tmp_dir) / "fp32.onnx", Path(tmp_dir) / "int8.onnx"
+        steps = ["fp32 export", "quantize", "check"]
+        for step in track.track(steps, total=len(steps), description="export onnxruntime int8"):
+            if step == "fp32 export":
+                fp32 = _export_fp32(source, fp32_path, options.opset, input_size)
+                notes.extend(fp32.notes)
+            elif step == "quantize":
+                _quantize(fp32_path, int8_path, batches, options)
+                op_counts = _finalize(int8_path, tmp_out, fp32_path, options)
+            else:
+                parity = _parity(tmp_out, module, batches, gross_tolerance)
+                if not parity.passed:
+                    raise ParityError(
+                        f"ONNX Runtime INT8 output is grossly off the float32 model ({parity.describe()}, "
+                        f"tolerance {gross_tolerance:g}); nothing was written to {out}"
+                    )
+                pattern = _verify_pattern(tmp_out)
+                notes.extend(pattern.notes)
+    return OrtExportResult(
+        output=out, source=source, source_sha256=fp32.source_sha256, arch=folded.arch, num_classes=folded.num_classes,
+        nm=folded.nm, input_size=input_size, options=options,
+        calibration={"source": calib_source, "batches": len(batches), "images": int(sum(len(b) for b in batches)), "batch_size": batch_size},
+        parity=parity, op_counts=op_counts, sparse_layers=list(fp32.sparse_layers),
+        pattern_sparse_layers=len(pattern.expected), pattern_holding_layers=len(pattern.expected) - len(pattern.failing),
+        pattern_verdict=pattern.verdict, onnx_sha256=sha256_file(out), size_bytes=out.stat().st_size,
+        seconds=round(time.perf_counter() - started, 3), notes=notes,
+    )
+
+
+def _export_fp32(source: Path, path: Path, opset: int, input_size: int):
+    from maxq_deploy.export_onnx import export_onnx
+
+    return export_onnx(source, path, precision="fp32", opset=opset, input_size=input_size)
+
+
+def _quantize(fp32_path: Path, int8_path: Path, batches: Sequence[np.ndarray], options: OrtQuantOptions) -> None:
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_static logs a pre-processing hint on the root logger
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its histogram calibrators print() progress
+            quantize_static(
+                str(fp32_path), str(int8_path), _data_reader(input_name, batches),
+                quant_format=formats[options.quant_format], per_channel=options.per_channel, reduce_range=options.reduce_range,
+                activation_type=QuantType.QUInt8 if options.activation_type == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8, calibrate_method=methods[options.calibrate_method],
+                extra_options=options.extra_options(),
+            )
+    finally:
+        root.setLevel(level)
+
+
+def _finalize(int8_path: Path, out_path: Path, fp32_path: Path, options: OrtQuantOptions) -> dict[str, int]:
+    """Checkpoint layer names on the quantized nodes, the fp32 graph's metadata + int8/onnxruntime."""
+    import onnx
+
+    from maxq_deploy import __version__
+    from maxq_deploy.export_onnx import _set_metadata
+
+    fp32 = onnx.load(str(fp32_path), load_external_data=False)
+    layer_names = {node.name for node in fp32.graph.node if node.op_type in ("Conv", "Gemm")}
+    model = onnx.load(str(int8_path))
+    for node in model.graph.node:
+        if node.name.endswith(_QUANT_SUFFIX) and node.name[: -len(_QUANT_SUFFIX)] in layer_names:
+            node.name = node.name[: -len(_QUANT_SUFFIX)]
+    meta = {p.key: p.value for p in fp32.metadata_props if p.key.startswith(META)}
+    meta.update({
+        META + "precision": "int8",
+        META + "target": TARGET,
+        META + "quant_format": options.quant_format,
+        META + "quantizer": "onnxruntime.quantization.quantize_static",
+        META + "activation_type": options.activation_type,
+        META + "weight_type": "int8",
+        META + "per_channel": str(options.per_channel).lower(),
+        META + "calibrate_method": options.calibrate_method,
+        META + "tool_version": __version__,
+    })
+    _set_metadata(model, meta)
+    model.producer_name, model.producer_version = "maxq-deploy", __version__
+    onnx.save(model, str(out_path))
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _parity(path: Path, module, batches: Sequence[np.ndarray], gross_tolerance: float) -> OrtParity:
+    import torch
+
+    from maxq_deploy.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(path)
+    agree = images = 0
+    max_abs = ref_max = 0.0
+    finite = True
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                ref = module(torch.from_numpy(batch)).numpy()
+                got = runner.run(batch)
+                finite = finite and bool(np.isfinite(got).all())
+                agree += int((got.argmax(1) == ref.argmax(1)).sum())
+                images += len(batch)
+                max_abs = max(max_abs, float(np.abs(got - ref).max()))
+                ref_max = max(ref_max, float(np.abs(ref).max()))
+    finally:
+        runner.close()
+    relative = max_abs / max(ref_max, 1e-12)
+    return OrtParity(images, agree / images, max_abs, ref_max, relative, gross_tolerance, finite and relative <= gross_tolerance)
+
+
+def _verify_pattern(path: Path):
+    from maxq_deploy.onnx_sparsity import verify_onnx
+
+    return verify_onnx(path, HARDWARE_PATTERN)

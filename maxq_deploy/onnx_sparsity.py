@@ -1,0 +1,398 @@
+"""N:M verification inside ONNX graphs: the weights as TensorRT will see them.
+
+For every Conv, Gemm and MatMul (and the ONNX Runtime integer forms ConvInteger, QLinearConv,
+MatMulInteger, QLinearMatMul) the weight is followed back through DequantizeLinear,
+QuantizeLinear, Cast, Transpose, Reshape and Identity to its initializer or Constant node, and
+the chain is then replayed forward in numpy. The pattern is checked on the result, on the
+reduction axis TensorRT uses for that consumer: Conv W axis 1; Gemm B axis 1 when transB=1,
+else axis 0; MatMul B axis -2. Replaying the chain, instead of mapping the axis back through
+it, handles every Transpose perm and Reshape for free.
+
+Q/DQ weights are checked on their INT8 values: a DequantizeLinear yields ``q - zero_point``
+(integers), and a float initializer quantized in the graph (initializer -> QuantizeLinear ->
+DequantizeLinear) is first quantized with its scale exactly as TensorRT folds it
+(round half to even, saturate). Polygraphy's ``inspect sparsity`` skips INT8 initializers;
+this does not.
+
+Which layers are meant to be sparse: the ``maxq_deploy.sparse_layers`` metadata that
+``export onnx`` writes (node names there are checkpoint layer names). A foreign graph without
+it: a non-grouped layer whose reduction axis is a multiple of M and whose weight is at least
+:data:`FOREIGN_ZERO_SHARE` x (M-N)/M exactly zero (40 % for 2:4). A dense layer has almost no
+exact zeros and a 2:4 layer has at least half, so this also catches a 2:4 layer with a few
+broken groups (it then fails instead of passing as "dense").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maxq_deploy import verify
+from maxq_deploy.artifacts import check_input_file
+from maxq_deploy.errors import InputFileError
+from maxq_deploy.sparsity import NMPattern
+
+#: metadata_props keys written by ``export onnx`` (see DEVELOPING.md).
+META_PREFIX = "maxq_deploy."
+META_SPARSE_LAYERS = META_PREFIX + "sparse_layers"
+META_NM = META_PREFIX + "nm"
+#: Foreign graphs: a layer is taken as meant-to-be-sparse when at least this share of the
+#: pattern's zero fraction ((M-N)/M) of its weight is exactly zero.
+FOREIGN_ZERO_SHARE = 0.8
+#: Ops the weight chain may pass through on its way from the initializer to the consumer.
+CHAIN_OPS = frozenset({"DequantizeLinear", "QuantizeLinear", "Cast", "Transpose", "Reshape", "Identity"})
+
+
+@dataclass(frozen=True)
+class WeightInput:
+    """Where a consumer op reads a weight and which axis of it is the reduction axis."""
+
+    index: int
+    role: str  # "W", "A" or "B"
+
+
+# op type -> weight inputs to try in order (the usual one first).
+_WEIGHT_INPUTS: dict[str, tuple[WeightInput, ...]] = {
+    "Conv": (WeightInput(1, "W"),),
+    "ConvInteger": (WeightInput(1, "W"),),
+    "QLinearConv": (WeightInput(3, "W"),),
+    "Gemm": (WeightInput(1, "B"), WeightInput(0, "A")),
+    "MatMul": (WeightInput(1, "B"), WeightInput(0, "A")),
+    "MatMulInteger": (WeightInput(1, "B"), WeightInput(0, "A")),
+    "QLinearMatMul": (WeightInput(3, "B"), WeightInput(0, "A")),
+}
+WEIGHT_OPS = frozenset(_WEIGHT_INPUTS)
+_SHORT_OP = {"DequantizeLinear": "DQ", "QuantizeLinear": "Q"}
+_OP_LABEL = {"Conv": "conv", "ConvInteger": "conv", "QLinearConv": "conv", "Gemm": "gemm"}
+
+
+@dataclass
+class ConstantWeight:
+    """A weight as its consumer sees it, traced to the constant it is computed from."""
+
+    source: str  # name of the initializer or Constant output
+    value: np.ndarray  # floats; for Q/DQ chains the integers q - zero_point
+    chain: list[str] = field(default_factory=list)  # op types from the consumer back to the source
+    quantized: bool = False
+    int_dtype: str | None = None  # "int8"/"uint8" of the quantized values
+
+    @property
+    def dtype(self) -> str:
+        return self.int_dtype if self.quantized and self.int_dtype else str(self.value.dtype)
+
+
+class GraphIndex:
+    """Name lookups over one ONNX graph: initializers, Constant outputs, producers."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.producers = {out: node for node in graph.node for out in node.output if out}
+
+    def constant_array(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant output, else None."""
+        from onnx import numpy_helper
+
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant":
+            return _constant_node_value(node)
+        return None
+
+    def param(self, node, index: int) -> np.ndarray | None:
+        """A constant parameter input (scale, zero point, shape), through Identity and friends."""
+        if len(node.input) <= index or not node.input[index]:
+            return None
+        traced = self.trace_weight(node.input[index])
+        return None if traced is None else traced.value
+
+    @staticmethod
+    def has_input(node, index: int) -> bool:
+        return len(node.input) > index and bool(node.input[index])
+
+    def trace_weight(self, name: str) -> ConstantWeight | None:
+        """Follow ``name`` back through :data:`CHAIN_OPS` to a constant and replay the chain."""
+        value = self.constant_array(name)
+        if value is not None:
+            return ConstantWeight(name, value)
+        node = self.producers.get(name)
+        if node is None or node.op_type not in CHAIN_OPS or not node.input:
+            return None
+        upstream = self.trace_weight(node.input[0])
+        if upstream is None:
+            return None
+        upstream.chain.insert(0, node.op_type)
+        return self._apply(node, upstream)
+
+    def _apply(self, node, w: ConstantWeight) -> ConstantWeight | None:
+        attrs = _attributes(node)
+        op = node.op_type
+        if op == "Identity":
+            return w
+        if op == "Transpose":
+            perm = attrs.get("perm") or list(range(w.value.ndim))[::-1]
+            w.value = np.transpose(w.value, perm)
+            return w
+        if op == "Reshape":
+            shape = self.param(node, 1)
+            if shape is None:
+                return None
+            w.value = w.value.reshape(_reshape_target(w.value.shape, shape.astype(np.int64).tolist(), bool(attrs.get("allowzero", 0))))
+            return w
+        if op == "Cast":
+            if not w.quantized:
+                from onnx import helper
+
+                try:
+                    w.value = w.value.astype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+                except (KeyError, TypeError, ValueError):
+                    pass  # an exotic target type: zeros stay zeros
+            return w
+        if op == "QuantizeLinear":
+            return self._quantize(node, attrs, w)
+        if op == "DequantizeLinear":
+            return self._dequantize(node, attrs, w)
+        return None
+
+    def _quantize(self, node, attrs: dict, w: ConstantWeight) -> ConstantWeight | None:
+        """What TensorRT folds a constant QuantizeLinear to: saturate(rint(x / scale) + zp)."""
+        scale = self.param(node, 1)
+        zero_point = self.param(node, 2)
+        if scale is None or (zero_point is None and self.has_input(node, 2)):
+            return None  # computed at run time: not a constant TensorRT could fold
+        if zero_point is None:
+            out_type = attrs.get("output_dtype")
+            np_type = np.dtype("int8") if out_type == 3 else np.dtype("uint8")  # ONNX default: uint8
+            zero_point = np.zeros((), dtype=np_type)
+        x = np.asarray(w.value, dtype=np.float64)
+        axis, block = int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
+        s = _per_axis(np.asarray(scale, dtype=np.float64), x.shape, axis, block)
+        zp = _per_axis(np.asarray(zero_point, dtype=np.float64), x.shape, axis, block)
+        int_type = zero_point.dtype if np.issubdtype(zero_point.dtype, np.integer) else np.dtype("int8")
+        info = np.iinfo(int_type)
+        q = np.clip(np.rint(x / s) + zp, info.min, info.max).astype(int_type)
+        w.value, w.quantized, w.int_dtype = q, False, str(q.dtype)
+        return w
+
+    def _dequantize(self, node, attrs: dict, w: ConstantWeight) -> ConstantWeight | None:
+        """Keep the integers: zeros of ``(q - zp) * scale`` are exactly the zeros of ``q - zp``."""
+        q = w.value
+        zero_point = self.param(node, 2)
+        if zero_point is None and self.has_input(node, 2):
+            return None
+        axis, block = int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
+        if np.issubdtype(q.dtype, np.integer):
+            zp = 0 if zero_point is None else _per_axis(zero_point.astype(np.int64), q.shape, axis, block)
+            w.int_dtype = w.int_dtype or str(q.dtype)
+            w.value = (q.astype(np.int64) - zp).astype(np.int32)
+            w.quantized = True
+        else:  # float8 / float4 inputs: the float values themselves
+            w.value = np.asarray(q, dtype=np.float32)
+        return w
+
+
+def _attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _constant_node_value(node) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.asarray(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.asarray(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.asarray(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.asarray(list(attr.ints), dtype=np.int64)
+    return None
+
+
+def _per_axis(param: np.ndarray, shape: tuple[int, ...], axis: int, block: int = 0) -> np.ndarray:
+    """Broadcast a per-tensor, per-axis or blocked Q/DQ parameter to ``shape``."""
+    if param.ndim == 0 or param.size == 1:
+        return param.reshape(())
+    axis = axis % len(shape)
+    if block and param.ndim == len(shape):
+        return np.repeat(param, block, axis=axis).take(range(shape[axis]), axis=axis)
+    view = [1] * len(shape)
+    view[axis] = -1
+    return param.reshape(view)
+
+
+def _reshape_target(current: tuple[int, ...], shape: list[int], allowzero: bool) -> list[int]:
+    """ONNX Reshape semantics: 0 copies the input dim (unless allowzero), -1 is inferred."""
+    if allowzero:
+        return shape
+    return [current[i] if dim == 0 and i < len(current) else dim for i, dim in enumerate(shape)]
+
+
+@dataclass
+class WeightLayer:
+    """One consumer op with a constant weight, and how to read it."""
+
+    name: str
+    node_name: str
+    op_type: str
+    weight: ConstantWeight
+    axis: int  # reduction axis of ``weight.value``
+    conv_groups: int
+    weight_input: int
+
+
+def find_weight_layers(graph) -> list[WeightLayer]:
+    """Every Conv/Gemm/MatMul of ``graph`` whose weight traces back to a constant."""
+    index = GraphIndex(graph)
+    layers: list[WeightLayer] = []
+    seen: set[str] = set()
+    for position, node in enumerate(graph.node):
+        if node.op_type not in _WEIGHT_INPUTS:
+            continue
+        attrs = _attributes(node)
+        for spec in _WEIGHT_INPUTS[node.op_type]:
+            if len(node.input) <= spec.index or not node.input[spec.index]:
+                continue
+            weight = index.trace_weight(node.input[spec.index])
+            if weight is None or weight.value.ndim == 0:
+                continue
+            axis = _reduction_axis(node.op_type, spec.role, weight.value.ndim, attrs)
+            name = node.name or _name_from_source(weight.source) or f"{node.op_type}_{position}"
+            if name in seen:
+                name = f"{name}#{position}"
+            seen.add(name)
+            groups = int(attrs.get("group", 1)) if spec.role == "W" else 1
+            layers.append(WeightLayer(name, node.name, node.op_type, weight, axis, groups, spec.index))
+            break
+    return layers
+
+
+def _reduction_axis(op_type: str, role: str, ndim: int, attrs: dict) -> int:
+    """The axis TensorRT reduces over (and groups for sparse math) for this weight."""
+    if role == "W":
+        return 1
+    if op_type == "Gemm":
+        if role == "B":
+            return 1 if attrs.get("transB", 0) else 0
+        return 0 if attrs.get("transA", 0) else 1
+    # MatMul family: B is [..., K, N], A is [..., M, K].
+    if role == "B":
+        return max(ndim - 2, 0)
+    return ndim - 1
+
+
+def _name_from_source(source: str) -> str:
+    return source[: -len(".weight")] if source.endswith(".weight") else ""
+
+
+def load_onnx_model(path: str | os.PathLike[str], what: str = "ONNX model"):
+    """``onnx.load`` that turns every way a file can be wrong into one InputFileError line."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = check_input_file(path, what)
+    try:
+        model = onnx.load(str(p))
+    except DecodeError:
+        raise InputFileError(f"{p} is not an ONNX model (the protobuf does not parse)") from None
+    except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputFileError(f"{p} cannot be read as an ONNX model: {first} (external data missing?)") from None
+    if model.ir_version == 0 or not model.graph.node:
+        raise InputFileError(f"{p} is not an ONNX model (empty, or no graph nodes)")
+    return model
+
+
+def metadata(model) -> dict[str, str]:
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def _listed_sparse_layers(meta: dict[str, str]) -> tuple[set[str] | None, str | None]:
+    """(layer names, problem) from ``maxq_deploy.sparse_layers``; (None, None) when absent."""
+    raw = meta.get(META_SPARSE_LAYERS)
+    if raw is None:
+        return None, None
+    try:
+        names = json.loads(raw)
+    except json.JSONDecodeError:
+        return None, f"metadata {META_SPARSE_LAYERS} is not JSON; expected-sparse layers inferred from zeros"
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None, f"metadata {META_SPARSE_LAYERS} is not a list of names; expected-sparse layers inferred from zeros"
+    return set(names), None
+
+
+def verify_onnx(path: str | os.PathLike[str], pattern: NMPattern | str = "2:4") -> verify.VerifyReport:
+    """Check ``pattern`` on every Conv/Gemm/MatMul weight of an ONNX graph (same report as checkpoints)."""
+    pattern = NMPattern.parse(pattern)
+    p = Path(path)
+    model = load_onnx_model(p)
+    layers = find_weight_layers(model.graph)
+    if not layers:
+        raise InputFileError(
+            f"{p}: the ONNX graph has no Conv, Gemm or MatMul with a constant weight; nothing to verify"
+        )
+    meta = metadata(model)
+    listed, problem = _listed_sparse_layers(meta)
+    trained_nm = meta.get(META_NM) or None
+    if trained_nm == "unknown":
+        trained_nm = None
+    report = verify.VerifyReport(str(p), "onnx", str(pattern), trained_nm)
+    if problem:
+        report.notes.append(problem)
+    if listed is None:
+        report.notes.append(
+            f"no {META_SPARSE_LAYERS} metadata (not written by maxq-deploy export): layers with at least "
+            f"{FOREIGN_ZERO_SHARE * (pattern.m - pattern.n) / pattern.m:.0%} exact zeros are taken as meant to be sparse"
+        )
+    for layer in layers:
+        w = layer.weight
+        integer = w.quantized or np.issubdtype(w.value.dtype, np.integer)
+        tensor = torch.from_numpy(np.ascontiguousarray(w.value.astype(np.int32 if integer else np.float32)))
+        if listed is not None:
+            expected = layer.name in listed
+        else:
+            expected = _looks_sparse(tensor, layer, pattern)
+        note_parts = []
+        if w.quantized:
+            note_parts.append("INT8 values")
+        if w.chain:
+            note_parts.append("via " + "<-".join(_SHORT_OP.get(op, op) for op in w.chain))
+        report.layers.append(
+            verify.weight_verdict(
+                layer.name, tensor, pattern, op=_OP_LABEL.get(layer.op_type, "matmul"), axis=layer.axis,
+                expected_sparse=expected, trained_nm=trained_nm if expected else None,
+                conv_groups=layer.conv_groups, dtype=w.dtype, note=" ".join(note_parts),
+            )
+        )
+    skipped = sum(node.op_type in WEIGHT_OPS for node in model.graph.node) - len(layers)
+    if skipped:
+        report.notes.append(f"{skipped} Conv/Gemm/MatMul node(s) without a constant weight were skipped")
+    if listed is not None:
+        missing = sorted(listed - {layer.name for layer in layers})
+        if missing:
+            report.notes.append(
+                f"{len(missing)} layer(s) listed in {META_SPARSE_LAYERS} are not node names of the graph "
+                f"(renamed by an optimizer?), e.g. {missing[0]}"
+            )
+    return report
+
+
+def _looks_sparse(tensor: torch.Tensor, layer: WeightLayer, pattern: NMPattern) -> bool:
+    if layer.conv_groups > 1 or tensor.shape[layer.axis] % pattern.m:
+        return False
+    zeros = float((tensor == 0).float().mean())
+    return zeros >= FOREIGN_ZERO_SHARE * (pattern.m - pattern.n) / pattern.m
+
+
+verify.FILE_VERIFIERS[".onnx"] = verify_onnx

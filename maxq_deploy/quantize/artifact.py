@@ -1,0 +1,172 @@
+"""The quantized checkpoint: its format, reading it back, and its INT8 weights.
+
+A quantized checkpoint is the folded checkpoint plus a range (``amax``) for every quantizer::
+
+    {"format": "maxq-deploy/quantized", "format_version": 1, "arch", "num_classes", "nm",
+     "hardware_pattern", "quantizers": {name: amax}, "calibration": {...}, "training": {...} | None,
+     "int8_pattern": {...}, "layers": [folded layer report], "provenance": {...},
+     "state_dict": folded (or fine-tuned) float weights}
+
+Plain data and tensors only, so it loads with ``weights_only=True``. The INT8 weights TensorRT
+will use are computed from it without pytorch-quantization (:func:`int8_weight`), so ``verify``
+works where the quantization backend is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from maxq_deploy.archs import state_dict_shapes
+from maxq_deploy.checkpoint import FOLDED_FORMAT, QUANTIZED_FORMAT, torch_load_safe
+from maxq_deploy.errors import InputFileError
+from maxq_deploy.fold import FoldedCheckpoint, FoldedLayer, folded_from_dict
+from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern
+
+FORMAT_VERSION = 1
+#: Largest INT8 magnitude of a symmetric weight quantizer (amax maps to 127).
+INT8_BOUND = 127
+
+
+def weight_quantizer_name(layer: str) -> str:
+    return f"{layer}._weight_quantizer"
+
+
+def int8_weight(weight: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+    """``round(w / (amax / 127))`` clamped to [-127, 127] per output channel, as int8.
+
+    Symmetric (zero point 0): an exact 0.0 maps to 0, so an N:M zero stays a zero. A channel
+    whose amax is 0 is all zeros.
+    """
+    w = weight.detach().double()
+    scale = amax.detach().double().reshape(-1, *([1] * (w.dim() - 1))) / INT8_BOUND if amax.numel() > 1 else amax.detach().double() / INT8_BOUND
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(w / safe), -INT8_BOUND, INT8_BOUND)
+    return torch.where(scale > 0, q, torch.zeros_like(q)).to(torch.int8)
+
+
+@dataclass
+class Int8LayerCheck:
+    """The hardware pattern on one layer's INT8 weights (what TensorRT sees)."""
+
+    name: str
+    role: str  # "sparse" or "dense"
+    shape: list[int]
+    groups: int
+    violating_groups: int
+    holds: bool  # on the INT8 weights
+    fp32_holds: bool  # on the float weights it was quantized from
+    zeros_kept: bool  # every float zero is an INT8 zero
+    new_zeros: int  # small weights that rounded to 0 in INT8
+
+
+def check_int8_layers(layers: list[FoldedLayer], state: dict[str, torch.Tensor], amax: dict[str, torch.Tensor],
+                      pattern: str = HARDWARE_PATTERN) -> list[Int8LayerCheck]:
+    """Check ``pattern`` on the INT8 weights of every conv of the folded layer report."""
+    checks = []
+    for layer in layers:
+        weight = state[f"{layer.name}.weight"]
+        q = int8_weight(weight, amax[weight_quantizer_name(layer.name)])
+        c8, c32 = check_pattern(q, pattern), check_pattern(weight, pattern)
+        zeros = weight == 0
+        checks.append(Int8LayerCheck(
+            name=layer.name, role=layer.role, shape=list(weight.shape), groups=c8.groups,
+            violating_groups=c8.violating_groups, holds=c8.holds and layer.groups == 1,
+            fp32_holds=c32.holds and layer.groups == 1, zeros_kept=bool((q[zeros] == 0).all()),
+            new_zeros=int(((q == 0) & ~zeros).sum()),
+        ))
+    return checks
+
+
+@dataclass
+class QuantizedCheckpoint:
+    """A quantized checkpoint read back from disk (no pytorch-quantization needed)."""
+
+    path: Path
+    arch: str
+    num_classes: int
+    nm: str | None
+    layers: list[FoldedLayer]
+    quantizers: dict[str, torch.Tensor] = field(repr=False)
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    meta: dict = field(repr=False)
+
+    def int8_checks(self, pattern: str = HARDWARE_PATTERN) -> list[Int8LayerCheck]:
+        return check_int8_layers(self.layers, self.state_dict, self.quantizers, pattern)
+
+
+def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
+    """Validate a loaded quantized checkpoint: keys, shapes and one range per weight."""
+    try:
+        layers = [FoldedLayer(**layer) for layer in obj["layers"]]
+        ckpt = QuantizedCheckpoint(
+            path=path, arch=obj["arch"], num_classes=int(obj["num_classes"]), nm=obj.get("nm"), layers=layers,
+            quantizers=dict(obj["quantizers"]), state_dict=obj["state_dict"],
+            meta={k: v for k, v in obj.items() if k != "state_dict"},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(f"{path}: damaged quantized checkpoint ({exc})") from None
+    if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputFileError(
+            f"{path}: quantized checkpoint format version {obj.get('format_version')} is newer than this maxq-deploy "
+            f"reads ({FORMAT_VERSION}); upgrade maxq-deploy"
+        )
+    expected = state_dict_shapes(ckpt.arch, ckpt.num_classes, "folded")
+    got = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
+    if got != expected:
+        raise InputFileError(f"{path}: weights do not match {ckpt.arch} with {ckpt.num_classes} classes")
+    bad = [name for name, value in ckpt.quantizers.items() if not isinstance(value, torch.Tensor)]
+    missing = [weight_quantizer_name(layer.name) for layer in layers if weight_quantizer_name(layer.name) not in ckpt.quantizers]
+    if bad or missing:
+        raise InputFileError(f"{path}: damaged quantized checkpoint (no range for {(bad + missing)[0]})")
+    return ckpt
+
+
+def read_folded_input(path: str | os.PathLike[str]) -> tuple[FoldedCheckpoint, dict]:
+    """The folded checkpoint to quantize, with a clear error for every other kind of file."""
+    p = Path(path)
+    obj = torch_load_safe(p, "folded checkpoint")
+    fmt = obj.get("format") if isinstance(obj, dict) else None
+    if fmt == QUANTIZED_FORMAT:
+        raise InputFileError(
+            f"{p} is already quantized ({QUANTIZED_FORMAT}); quantize the folded checkpoint it was made from"
+        )
+    if fmt != FOLDED_FORMAT:
+        what = f"a {fmt} artifact" if isinstance(fmt, str) else "a MaxQ training checkpoint (or another file)"
+        raise InputFileError(
+            f"{p} is {what}, not a folded checkpoint: fold it first with maxq-deploy fold {p.name} -o folded.pth, "
+            "then quantize folded.pth"
+        )
+    return folded_from_dict(obj, p), obj
+
+
+def load_quantized_checkpoint(path: str | os.PathLike[str]) -> QuantizedCheckpoint:
+    p = Path(path)
+    obj = torch_load_safe(p, "quantized checkpoint")
+    if not isinstance(obj, dict) or obj.get("format") != QUANTIZED_FORMAT:
+        raise InputFileError(f"{p} is not a quantized checkpoint; make one with: maxq-deploy quantize FOLDED -o OUT --calib DATA")
+    return quantized_from_dict(obj, p)
+
+
+def load_quantized_model(path: Path, obj: dict):
+    """``models.load_torch_model`` hook: the fake-quantized network (eval mode, CPU)."""
+    from maxq_deploy.models import LoadedModel
+    from maxq_deploy.quantize import engine
+
+    ckpt = quantized_from_dict(obj, Path(path))
+    engine.require_pytorch_quantization()
+    model = engine.build_quant_model(ckpt.arch, ckpt.num_classes)
+    engine.load_weights(model, ckpt.state_dict)
+    for name, quantizer in engine.quantizers(model).items():
+        amax = ckpt.quantizers.get(name)
+        if amax is None:
+            raise InputFileError(f"{path}: damaged quantized checkpoint (no range for quantizer {name})")
+        engine.set_amax(quantizer, amax)
+    return LoadedModel(Path(path), "quantized-checkpoint", ckpt.arch, ckpt.num_classes, ckpt.nm, model.eval(), ckpt.meta)
+
+
+def layers_to_dicts(layers: list[FoldedLayer]) -> list[dict]:
+    return [asdict(layer) for layer in layers]

@@ -1,0 +1,73 @@
+"""Post-training quantization: calibrate the folded network's ranges, keep its weights, check 2:4 in INT8."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
+from maxq_deploy.data import Preprocess
+from maxq_deploy.progress import Progress
+from maxq_deploy.quantize import engine
+from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
+from maxq_deploy.quantize.calibrate import (
+    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, open_data, resolve_device,
+    validated_ranges,
+)
+from maxq_deploy.quantize.result import QuantizeResult, assert_pattern_kept, checkpoint_dict
+
+
+def quantize_ptq(
+    folded_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    calib_data,
+    calibrator: str = DEFAULT_CALIBRATOR,
+    percentile: float = DEFAULT_PERCENTILE,
+    calib_batches: int = 16,
+    batch_size: int = 32,
+    preprocess: Preprocess | None = None,
+    workers: int = 2,
+    progress: Progress | None = None,
+    *,
+    labels: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    seed: int = 0,
+) -> QuantizeResult:
+    """Calibrate INT8 ranges for a folded checkpoint and write a quantized checkpoint.
+
+    ``calib_data`` is a path :func:`maxq_deploy.data.open_dataset` reads (labels not needed) or
+    an opened data set. Up to ``calib_batches`` batches of ``batch_size`` images (a seeded
+    shuffle) are used. Nothing is written when any check fails.
+    """
+    started = time.perf_counter()
+    options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
+    out = check_output_path(output)
+    folded, _ = read_folded_input(folded_path)
+    engine.require_pytorch_quantization()
+    dataset = open_data(calib_data, preprocess, "calibration", labels=labels)
+    check_classes(dataset, folded.num_classes, "calibration")
+    target = resolve_device(device)
+
+    model = engine.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
+    engine.load_weights(model, folded.state_dict)
+    model.to(target)
+    stats = calibrate(model, dataset, options, workers=workers, device=target, seed=seed, progress=progress)
+    ranges, report = validated_ranges(model)
+    checks = check_int8_layers(folded.layers, folded.state_dict, ranges)
+    assert_pattern_kept(checks)
+
+    backend = f"pytorch-quantization {engine.version()}"
+    ckpt = checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), backend)
+    with atomic_output(out) as tmp:
+        torch.save(ckpt, tmp)
+    notes = [f"{r.name}: {n}" for r in report for n in r.notes]
+    if stats.skipped_unreadable:
+        notes.append(f"{stats.skipped_unreadable} unreadable calibration image(s) skipped")
+    return QuantizeResult(
+        output=Path(out), written=True, source=folded.path, mode="ptq", arch=folded.arch, num_classes=folded.num_classes,
+        nm=folded.nm, backend=backend, calibration=stats, quantizers=report, layers=checks,
+        seconds=round(time.perf_counter() - started, 3), notes=notes,
+    )

@@ -1,0 +1,342 @@
+"""Quantization-aware training that keeps the N:M zeros exactly zero.
+
+Calibrate first (as PTQ), then fine-tune the fake-quantized network with a small learning rate
+and a cosine schedule. The sparsity pattern is fixed: a mask ``weight != 0`` taken from the
+folded weights of every sparse layer multiplies the gradients before each optimizer step AND
+the weights after it, so neither momentum, Adam moments nor weight decay can revive a zero.
+The pattern is asserted on the INT8 weights at the end; nothing is written if it broke.
+
+Runs in one process or under ``torchrun --nproc_per_node K`` with DistributedDataParallel
+(gloo on CPU, NCCL on GPU; the group is initialized from torchrun's environment when
+``WORLD_SIZE`` > 1). Every rank calibrates on the same images (rank 0's ranges are broadcast),
+trains on its DistributedSampler shard, validates its share of the validation images (counts
+summed), and only rank 0 writes the output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
+from maxq_deploy.data import Preprocess
+from maxq_deploy.errors import DataError, PatternViolationError, QuantizationError
+from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.quantize import engine
+from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
+from maxq_deploy.quantize.calibrate import (
+    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, open_data, resolve_device,
+    validated_ranges,
+)
+from maxq_deploy.quantize.result import EpochReport, QuantizeResult, TrainingReport, assert_pattern_kept, checkpoint_dict
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class _Dist:
+    """This process's place in the (possibly single-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(distributed: bool | None, device: str | None) -> tuple[_Dist, torch.device]:
+    """Join torchrun's group (``distributed`` None: when WORLD_SIZE > 1) and pick this rank's device."""
+    import torch.distributed as dist
+
+    env_world = int(os.environ.get("WORLD_SIZE", "1"))
+    initialized = dist.is_available() and dist.is_initialized()
+    use = distributed if distributed is not None else (env_world > 1 or (initialized and dist.get_world_size() > 1))
+    if not use:
+        return _Dist(), resolve_device(device)
+    if not dist.is_available():
+        raise QuantizationError("distributed QAT needs torch.distributed, which this torch build lacks")
+    if not initialized and env_world <= 1:
+        raise QuantizationError(
+            "distributed QAT needs several processes: start it with torchrun --nproc_per_node K (WORLD_SIZE is not set)"
+        )
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = (device is None and torch.cuda.is_available()) or (device is not None and str(device).startswith("cuda"))
+    if use_cuda:
+        resolve_device("cuda")  # raises a clear error where CUDA is absent
+        torch.cuda.set_device(local_rank)
+        target = torch.device("cuda", local_rank)
+    else:
+        target = torch.device("cpu")
+    owns = False
+    if not initialized:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+        owns = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns), target
+
+
+def _all_reduce_sum(values: list[float], ctx: _Dist, device: torch.device) -> list[float]:
+    if not ctx.enabled:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _broadcast_ranges(model: nn.Module, ctx: _Dist) -> None:
+    """Every rank uses rank 0's ranges (calibration is deterministic, this makes it certain)."""
+    if not ctx.enabled:
+        return
+    import torch.distributed as dist
+
+    for q in engine.quantizers(model).values():
+        amax = getattr(q, "_amax", None)
+        if isinstance(amax, torch.Tensor):
+            dist.broadcast(amax.data, src=0)
+
+
+def sparsity_masks(model: nn.Module, layers) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
+    """Layer name -> (weight, ``weight != 0``) for every sparse layer: the zeros QAT must keep."""
+    masks = {}
+    for layer in layers:
+        if layer.role == "sparse":
+            weight = model.get_submodule(layer.name).weight
+            masks[layer.name] = (weight, (weight.detach() != 0).to(weight.dtype))
+    return masks
+
+
+@torch.no_grad()
+def _apply_masks(masks: dict[str, tuple[nn.Parameter, torch.Tensor]]) -> None:
+    for weight, mask in masks.values():
+        weight.mul_(mask)
+
+
+def _make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, loader, ctx: _Dist, device: torch.device) -> float:
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        logits = model(images.to(device, non_blocking=True))
+        correct += int((logits.argmax(1).cpu() == labels).sum())
+        total += int(labels.numel())
+    correct, total = _all_reduce_sum([correct, total], ctx, device)
+    return 100.0 * correct / max(total, 1)
+
+
+def _weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The folded-layout weights (no quantizer ranges), detached copies on the CPU."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.endswith("._amax")}
+
+
+def quantize_qat(
+    folded_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    train_data,
+    val_data=None,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    batch_size: int = 32,
+    train_batches: int | None = None,
+    calib_data=None,
+    calibrator: str = DEFAULT_CALIBRATOR,
+    percentile: float = DEFAULT_PERCENTILE,
+    calib_batches: int = 16,
+    preprocess: Preprocess | None = None,
+    workers: int = 2,
+    seed: int = 0,
+    device: str | None = None,
+    distributed: bool | None = None,
+    progress: Progress | None = None,
+) -> QuantizeResult:
+    """Calibrate, then fine-tune with fake quantization keeping every N:M zero; write a quantized checkpoint.
+
+    ``train_data`` needs labels; ``val_data`` (labelled) selects the best epoch by top-1, the
+    calibrated start (epoch 0) included, else the last epoch is kept. ``train_batches`` caps
+    the batches per epoch (per process). ``calib_data`` defaults to ``train_data``.
+    ``distributed`` None means: under torchrun (WORLD_SIZE > 1) use DistributedDataParallel.
+    """
+    started = time.perf_counter()
+    options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
+    _check_training_options(epochs, lr, optimizer, momentum, weight_decay, train_batches)
+    out = check_output_path(output)
+    folded, _ = read_folded_input(folded_path)
+    engine.require_pytorch_quantization()
+    train_set = open_data(train_data, preprocess, "train", require_labels=True)
+    check_classes(train_set, folded.num_classes, "train")
+    val_set = open_data(val_data, preprocess, "val", require_labels=True) if val_data is not None else None
+    if val_set is not None:
+        check_classes(val_set, folded.num_classes, "val")
+    calib_set = open_data(calib_data, preprocess, "calibration") if calib_data is not None else train_set
+
+    ctx, target = _setup_distributed(distributed, device)
+    try:
+        return _run(folded, out, train_set, val_set, calib_set, options, ctx, target, started, epochs=epochs, lr=lr,
+                    optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, train_batches=train_batches,
+                    workers=workers, seed=seed, progress=(progress or SILENT) if ctx.is_main else SILENT)
+    finally:
+        if ctx.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _check_training_options(epochs, lr, optimizer, momentum, weight_decay, train_batches) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise QuantizationError(f"--epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise QuantizationError(f"--lr must be a positive number, got {lr!r} (QAT fine-tunes: 1e-4 .. 1e-3 is typical)")
+    if optimizer not in OPTIMIZERS:
+        raise QuantizationError(f"optimizer {optimizer!r} is not supported; choose one of {', '.join(OPTIMIZERS)}")
+    if not 0 <= momentum < 1:
+        raise QuantizationError(f"momentum must be in [0, 1), got {momentum!r}")
+    if weight_decay < 0:
+        raise QuantizationError(f"weight decay must be >= 0, got {weight_decay!r}")
+    if train_batches is not None and (isinstance(train_batches, bool) or not isinstance(train_batches, int) or train_batches < 1):
+        raise QuantizationError(f"--train-batches must be a positive integer, got {train_batches!r}")
+
+
+def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationOptions, ctx: _Dist, target: torch.device,
+         started: float, *, epochs: int, lr: float, optimizer: str, momentum: float, weight_decay: float,
+         train_batches: int | None, workers: int, seed: int, progress: Progress) -> QuantizeResult:
+    from maxq_deploy.data import make_loader
+
+    torch.manual_seed(seed)
+    model = engine.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
+    engine.load_weights(model, folded.state_dict)
+    model.to(target)
+    stats = calibrate(model, calib_set, options, workers=workers, device=target, seed=seed, progress=progress)
+    _broadcast_ranges(model, ctx)
+    ranges, report = validated_ranges(model)  # refuse bad ranges before spending time on training
+
+    masks = sparsity_masks(model, folded.layers)
+    train_loader = make_loader(train_set, options.batch_size, workers, shuffle=True, seed=seed, distributed=ctx.enabled)
+    steps_per_epoch = min(len(train_loader), train_batches) if train_batches else len(train_loader)
+    if steps_per_epoch < 1:
+        raise DataError(f"train data {train_set.root} gives no batches")
+    val_loader = (
+        make_loader(val_set, options.batch_size, workers, distributed=ctx.enabled, pad_shards=False) if val_set is not None else None
+    )
+    trainable = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainable = DistributedDataParallel(
+            model, device_ids=[target.index] if target.type == "cuda" else None, broadcast_buffers=False
+        )
+    opt = _make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    total_steps = epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+
+    history: list[EpochReport] = []
+    best_epoch, best_top1, best_state = epochs, -1.0, None
+    if val_loader is not None:
+        t0 = time.perf_counter()
+        start_top1 = _validate(model, val_loader, ctx, target)
+        history.append(EpochReport(0, 0.0, None, None, round(start_top1, 4), round(time.perf_counter() - t0, 3)))
+        best_epoch, best_top1, best_state = 0, start_top1, _weights_of(model)
+    steps = 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        epoch_lr = opt.param_groups[0]["lr"]
+        train_loader.set_epoch(epoch)
+        trainable.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = itertools.islice(train_loader, steps_per_epoch)
+        for images, labels in progress.track(batches, total=steps_per_epoch, description=f"QAT epoch {epoch}/{epochs}"):
+            images, labels = images.to(target, non_blocking=True), labels.to(target, non_blocking=True)
+            logits = trainable(images)
+            loss = F.cross_entropy(logits, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for weight, mask in masks.values():  # after DDP's all-reduce: every rank masks the same gradient
+                if weight.grad is not None:
+                    weight.grad.mul_(mask)
+            opt.step()
+            _apply_masks(masks)  # weight decay / Adam cannot move a masked weight off zero
+            schedule.step()
+            steps += 1
+            loss_sum += float(loss.detach()) * labels.numel()
+            correct += int((logits.detach().argmax(1) == labels).sum())
+            seen += int(labels.numel())
+        loss_sum, correct, seen = _all_reduce_sum([loss_sum, correct, seen], ctx, target)
+        val_top1 = _validate(model, val_loader, ctx, target) if val_loader is not None else None
+        history.append(EpochReport(
+            epoch, epoch_lr, round(loss_sum / max(seen, 1), 6), round(100.0 * correct / max(seen, 1), 4),
+            None if val_top1 is None else round(val_top1, 4), round(time.perf_counter() - t0, 3),
+        ))
+        if val_top1 is not None and val_top1 >= best_top1:
+            best_epoch, best_top1, best_state = epoch, val_top1, _weights_of(model)
+    model.eval()
+    state = best_state if best_state is not None else _weights_of(model)
+
+    fixed_zeros = sum(int((mask == 0).sum()) for _, mask in masks.values())
+    revived = sum(int(((state[f"{name}.weight"] != 0) & (mask.cpu() == 0)).sum()) for name, (_, mask) in masks.items())
+    if revived:
+        raise PatternViolationError(f"QAT revived {revived} masked weights (a bug: the masks must hold them at 0); nothing was written")
+    checks = check_int8_layers(folded.layers, state, ranges)
+    assert_pattern_kept(checks)
+    training = TrainingReport(
+        epochs=epochs, lr=lr, optimizer=optimizer, batch_size=options.batch_size, world_size=ctx.world, steps=steps,
+        best_epoch=best_epoch, selected_by="val_top1" if val_loader is not None else "last", masked_layers=len(masks),
+        fixed_zeros=fixed_zeros, zeros_reintroduced=revived, history=history,
+    )
+    backend = f"pytorch-quantization {engine.version()}"
+    notes = [f"{r.name}: {n}" for r in report for n in r.notes]
+    if val_loader is not None and best_epoch == 0:
+        notes.append("fine-tuning did not beat the calibrated network on the validation data: its weights were kept")
+    _save_then_release(folded, out, state, ranges, stats, checks, backend, training, ctx)
+    return QuantizeResult(
+        output=out, written=ctx.is_main, source=folded.path, mode="qat", arch=folded.arch, num_classes=folded.num_classes,
+        nm=folded.nm, backend=backend, calibration=stats, quantizers=report, layers=checks, training=training,
+        seconds=round(time.perf_counter() - started, 3), notes=notes,
+    )
+
+
+def _save_then_release(folded, out: Path, state, ranges, stats, checks, backend, training, ctx: _Dist) -> None:
+    """Rank 0 writes; then every rank learns whether it worked (a broadcast that doubles as barrier)."""
+    failure: BaseException | None = None
+    if ctx.is_main:
+        try:
+            ckpt = checkpoint_dict(folded, state, ranges, stats, checks, provenance(folded.path), backend, training)
+            with atomic_output(out) as tmp:
+                torch.save(ckpt, tmp)
+        except BaseException as exc:  # re-raised below, after the other ranks were told
+            failure = exc
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if failure is not None else 0], dtype=torch.int32)
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.broadcast(flag, src=0)
+        if not ctx.is_main and int(flag.item()):
+            raise QuantizationError(f"rank 0 failed to write {out}; see its error")
+    if failure is not None:
+        raise failure
+

@@ -1,0 +1,134 @@
+"""What ``quantize`` returns (PTQ and QAT alike) and the checkpoint it writes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from maxq_deploy.checkpoint import QUANTIZED_FORMAT
+from maxq_deploy.errors import PatternViolationError
+from maxq_deploy.fold import FoldedCheckpoint
+from maxq_deploy.quantize.artifact import FORMAT_VERSION, Int8LayerCheck, layers_to_dicts
+from maxq_deploy.quantize.calibrate import CalibrationStats, QuantizerRange
+from maxq_deploy.sparsity import HARDWARE_PATTERN
+
+
+@dataclass
+class EpochReport:
+    epoch: int  # 0 is the calibrated network before fine-tuning
+    lr: float
+    loss: float | None
+    train_top1: float | None
+    val_top1: float | None
+    seconds: float
+
+
+@dataclass
+class TrainingReport:
+    """How QAT fine-tuned the calibrated network while keeping the N:M zeros."""
+
+    epochs: int
+    lr: float
+    optimizer: str
+    batch_size: int  # per process
+    world_size: int
+    steps: int
+    best_epoch: int  # 0: fine-tuning did not beat the calibrated start on the validation data
+    selected_by: str  # "val_top1" or "last"
+    masked_layers: int
+    fixed_zeros: int  # weights held at exactly 0 by the masks
+    zeros_reintroduced: int  # masked weights that were non-zero after training (0, or it raises)
+    history: list[EpochReport] = field(default_factory=list)
+
+
+@dataclass
+class QuantizeResult:
+    """A quantized checkpoint: ranges, the INT8 2:4 check, and (QAT) the fine-tuning record."""
+
+    output: Path
+    written: bool  # False on torchrun ranks other than 0
+    source: Path
+    mode: str  # "ptq" or "qat"
+    arch: str
+    num_classes: int
+    nm: str | None
+    backend: str
+    calibration: CalibrationStats
+    quantizers: list[QuantizerRange]
+    layers: list[Int8LayerCheck]
+    training: TrainingReport | None = None
+    seconds: float = 0.0
+    pattern: str = HARDWARE_PATTERN
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sparse_layers(self) -> list[Int8LayerCheck]:
+        return [layer for layer in self.layers if layer.role == "sparse"]
+
+    @property
+    def holding_layers(self) -> int:
+        return sum(layer.holds for layer in self.sparse_layers)
+
+    @property
+    def pattern_ok(self) -> bool:
+        return bool(self.sparse_layers) and self.holding_layers == len(self.sparse_layers)
+
+    def summary(self) -> dict:
+        """JSON-ready description (what ``quantize --json`` prints)."""
+        data = asdict(self)
+        data["output"], data["source"] = str(self.output), str(self.source)
+        data["sparse_layers"] = len(self.sparse_layers)
+        data["sparse_layers_holding_int8_pattern"] = self.holding_layers
+        data["pattern_ok"] = self.pattern_ok
+        return data
+
+
+def assert_pattern_kept(checks: list[Int8LayerCheck]) -> None:
+    """INT8 must keep what float had: a layer that held the pattern and lost it is refused."""
+    lost = [c for c in checks if c.fp32_holds and not c.holds]
+    dropped = [c for c in checks if not c.zeros_kept]
+    if lost or dropped:
+        bad = (lost or dropped)[0]
+        raise PatternViolationError(
+            f"INT8 weights of {bad.name} break {HARDWARE_PATTERN} ({bad.violating_groups} of {bad.groups} groups) although "
+            "the float weights held it; nothing was written (please report this: zeros must quantize to 0)"
+        )
+
+
+def checkpoint_dict(
+    folded: FoldedCheckpoint, state_dict: dict[str, torch.Tensor], ranges: dict[str, torch.Tensor],
+    calibration: CalibrationStats, checks: list[Int8LayerCheck], provenance: dict, backend: str,
+    training: TrainingReport | None = None,
+) -> dict:
+    """The quantized checkpoint: plain data and tensors, loadable with ``weights_only=True``."""
+    sparse = [c for c in checks if c.role == "sparse"]
+    return {
+        "format": QUANTIZED_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": folded.arch,
+        "num_classes": folded.num_classes,
+        "nm": folded.nm,
+        "hardware_pattern": HARDWARE_PATTERN,
+        "precision": "int8",
+        "scheme": {
+            "weights": "int8 symmetric, per output channel (axis 0), max calibration",
+            "activations": f"int8 symmetric, per tensor, {calibration.method} calibration",
+            "residual": "residual branch of every skip-connection Add quantized (Conv+Add fuses in INT8)",
+            "backend": backend,
+        },
+        "quantizers": {name: value.detach().clone().contiguous() for name, value in ranges.items()},
+        "calibration": calibration.to_dict(),
+        "training": asdict(training) if training is not None else None,
+        "int8_pattern": {
+            "pattern": HARDWARE_PATTERN,
+            "sparse_layers": len(sparse),
+            "holding_layers": sum(c.holds for c in sparse),
+            "layers": [asdict(c) for c in checks],
+        },
+        "layers": layers_to_dicts(folded.layers),
+        "source_folded": {k: folded.meta.get(k) for k in ("provenance", "projection_drift") if k in folded.meta},
+        "provenance": provenance,
+        "state_dict": {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()},
+    }

@@ -1,0 +1,152 @@
+"""The only door to the ``tensorrt`` module: lazy import, version and GPU checks, log capture.
+
+Everything else in this package works on plain data (strings, dicts, ONNX protos), so the
+tool starts, tests run and reports are read on machines without TensorRT or a GPU. Only the
+functions here import ``tensorrt``, and only when called.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import threading
+from typing import Any
+
+from maxq_deploy.errors import BackendUnavailableError
+
+INSTALL_HINT = "pip install tensorrt (10.x or 11.x) on a machine with an NVIDIA GPU and driver"
+MISSING_MESSAGE = f"TensorRT is not installed: {INSTALL_HINT}"
+SUPPORTED_MAJORS = (10, 11)
+#: Distributions that provide the ``tensorrt`` module (the meta package and its CUDA-specific wheels).
+_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu13", "tensorrt_cu12")
+
+
+def import_tensorrt() -> Any:
+    """``import tensorrt``, or one line saying what is missing and how to install it."""
+    try:
+        trt = importlib.import_module("tensorrt")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] != "tensorrt":
+            raise BackendUnavailableError(f"TensorRT is installed but broken (missing module {exc.name}): {INSTALL_HINT}") from None
+        raise BackendUnavailableError(MISSING_MESSAGE) from None
+    except ImportError as exc:  # present, but its shared libraries (libnvinfer, CUDA) do not load
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BackendUnavailableError(f"TensorRT is installed but cannot be loaded ({detail}): {INSTALL_HINT}") from None
+    version = str(getattr(trt, "__version__", "0"))
+    if parse_version(version)[0] not in SUPPORTED_MAJORS:
+        raise BackendUnavailableError(f"TensorRT {version} is not supported: {INSTALL_HINT}")
+    return trt
+
+
+def installed_tensorrt_version() -> str | None:
+    """The installed TensorRT version from package metadata, without importing it (None: absent)."""
+    for dist in _DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """``"10.12.0.36"`` -> ``(10, 12)``; anything unparsable -> ``(0, 0)``."""
+    parts = []
+    for piece in str(version).strip().split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 2:
+        parts.append(0)
+    return parts[0], parts[1]
+
+
+def require_cuda_gpu(purpose: str = "TensorRT", need_torch_cuda: bool = True) -> None:
+    """Fail with one line when no CUDA GPU is usable.
+
+    ``need_torch_cuda``: the caller keeps device buffers as torch CUDA tensors (the runner), so a
+    CPU-only torch build is as fatal as a missing GPU. Engine builds only need TensorRT's own
+    CUDA, so with a CPU-only torch they go ahead and let TensorRT report (see :func:`make_builder`).
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        if need_torch_cuda:
+            raise BackendUnavailableError(
+                f"{purpose} needs a CUDA build of torch (this torch {torch.__version__} is CPU-only): "
+                "install torch for your CUDA version on a machine with an NVIDIA GPU"
+            )
+        return
+    raise BackendUnavailableError(
+        f"no CUDA GPU is available (torch.cuda.is_available() is False): {purpose} needs an NVIDIA GPU and driver"
+    )
+
+
+def available_flag_names(trt: Any) -> set[str]:
+    """Names of ``BuilderFlag`` and ``NetworkDefinitionCreationFlag`` members of this TensorRT."""
+    names: set[str] = set()
+    for enum_name in ("BuilderFlag", "NetworkDefinitionCreationFlag"):
+        enum = getattr(trt, enum_name, None)
+        members = getattr(enum, "__members__", None) or {}
+        names.update(str(name) for name in members)
+    return names
+
+
+#: The build log lines that say which layers TensorRT found eligible for / ran with sparse math.
+SPARSITY_PREFIX = "(Sparsity)"
+
+
+def make_capture_logger(trt: Any) -> Any:
+    """A ``trt.ILogger`` that keeps warnings, errors and every "(Sparsity)" line of a build.
+
+    TensorRT calls ``log`` from its own threads and ``log`` must not raise (it is noexcept on
+    the C++ side), so it only appends under a lock.
+    """
+
+    class CaptureLogger(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.lock = threading.Lock()
+            self.messages: list[tuple[str, str]] = []  # (severity, message), INFO and worse
+            self.sparsity_lines: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            try:
+                level = int(severity)
+                text = str(msg)
+                if level > 3 and SPARSITY_PREFIX not in text:  # VERBOSE (4): skip cheaply
+                    return
+                name = getattr(severity, "name", str(severity)).split(".")[-1]
+                with self.lock:
+                    self.messages.append((name, text))
+                    if SPARSITY_PREFIX in text:
+                        self.sparsity_lines.append(text.strip())
+            except BaseException:  # noqa: BLE001 - must never propagate into TensorRT
+                pass
+
+        def errors(self) -> list[str]:
+            with self.lock:
+                return [m for sev, m in self.messages if sev in ("ERROR", "INTERNAL_ERROR")]
+
+        def warnings(self) -> list[str]:
+            with self.lock:
+                return [m for sev, m in self.messages if sev == "WARNING"]
+
+    return CaptureLogger()
+
+
+def make_builder(trt: Any, logger: Any) -> Any:
+    """``trt.Builder(logger)``; a builder that cannot start means no usable GPU or driver."""
+    try:
+        builder = trt.Builder(logger)
+    except Exception as exc:  # noqa: BLE001 - TensorRT raises plain TypeError/RuntimeError here
+        builder, detail = None, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    else:
+        detail = ""
+    if builder is None:
+        errors = "; ".join(logger.errors()[-2:]) if hasattr(logger, "errors") else ""
+        raise BackendUnavailableError(
+            "TensorRT could not start a builder (no usable NVIDIA GPU, driver or CUDA runtime?)"
+            + (f": {detail or errors}" if (detail or errors) else "")
+        )
+    return builder

@@ -1,0 +1,232 @@
+"""Build a (sparse) TensorRT engine from an ONNX graph and write its layer report beside it.
+
+TensorRT Python API used (present in 10.x and 11.x bindings, TensorRT OSS python/src/infer/pyCore.cpp):
+``Builder(logger)``, ``create_network(flags)``, ``OnnxParser(network, logger).parse_from_file``,
+``create_builder_config``, ``set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``,
+``profiling_verbosity = ProfilingVerbosity.DETAILED``, ``set_flag(BuilderFlag.SPARSE_WEIGHTS)``,
+``create_optimization_profile`` / ``set_shape`` / ``add_optimization_profile``,
+``create_timing_cache(bytes)`` / ``set_timing_cache(cache, ignore_mismatch)`` / ``get_timing_cache().serialize()``,
+``build_serialized_network``, ``Runtime(logger).deserialize_cuda_engine``,
+``create_engine_inspector().get_engine_information(LayerInformationFormat.JSON)``.
+Version-dependent pieces (``BuilderFlag.FP16/INT8``, ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``)
+are looked up by name through :mod:`maxq_deploy.tensorrt.flags`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, provenance
+from maxq_deploy.errors import InputFileError
+from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.tensorrt import _trt
+from maxq_deploy.tensorrt.errors import EngineBuildError
+from maxq_deploy.tensorrt.flags import FlagPlan, choose_builder_flags
+from maxq_deploy.tensorrt.onnx_graph import read_onnx_graph
+from maxq_deploy.tensorrt.profiles import ProfileShapes, profile_for_onnx
+from maxq_deploy.tensorrt.report import EngineReport, build_engine_report, report_path_for, save_engine_report
+
+DEFAULT_WORKSPACE_GIB = 4.0
+_STAGES = ("parse ONNX", "build engine", "inspect layers", "write engine + report")
+
+
+@dataclass
+class EngineBuildResult:
+    """A built engine, its report and how it was configured."""
+
+    output: Path
+    report_path: Path
+    report: EngineReport
+    plan: FlagPlan
+    profile: ProfileShapes
+    trt_version: str
+    build_seconds: float
+    timing_cache: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "output": str(self.output),
+            "report": str(self.report_path),
+            "trt_version": self.trt_version,
+            "sparse_build": self.plan.sparse,
+            "graph_precision": self.plan.graph_precision,
+            "strongly_typed": self.plan.strongly_typed,
+            "builder_flags": list(self.plan.builder_flags),
+            "network_flags": list(self.plan.network_flags),
+            "profile": self.profile.to_dict(),
+            "timing_cache": str(self.timing_cache) if self.timing_cache else None,
+            "build_seconds": round(self.build_seconds, 2),
+            "summary": self.report.summary_line(),
+            "totals": self.report.totals(),
+            "notes": list(self.plan.notes) + self.report.notes,
+            "warnings": self.warnings[-20:],
+            "layers": self.report.to_dict()["layers"],
+        }
+
+    to_dict = summary
+
+
+def _stages(progress: Progress) -> Iterator[str]:
+    return iter(progress.track(_STAGES, total=len(_STAGES), description="TensorRT build"))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def parse_onnx_into_network(trt: Any, builder: Any, logger: Any, onnx_path: Path, network_flags: tuple[str, ...]) -> tuple[Any, Any]:
+    """(network, parser); a graph TensorRT cannot parse becomes one line with the parser's messages."""
+    flags = 0
+    for name in network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(onnx_path))
+    if not ok or parser.num_errors:
+        messages = []
+        for i in range(parser.num_errors):
+            err = parser.get_error(i)
+            node = ""
+            try:
+                node = err.node_name() or ""
+            except Exception:  # noqa: BLE001 - older parsers: node name unavailable
+                node = ""
+            desc = err.desc() if hasattr(err, "desc") else str(err)
+            messages.append(f"{node}: {desc}" if node else str(desc))
+        detail = "; ".join(" ".join(m.split()) for m in messages[:5]) or "no parser message"
+        raise EngineBuildError(f"TensorRT cannot parse {onnx_path}: {detail}")
+    return network, parser
+
+
+def _load_timing_cache(config: Any, path: Path | None, notes: list[str]) -> Any:
+    data = b""
+    if path is not None and path.is_file():
+        data = path.read_bytes()
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, False):
+        if data:
+            notes.append(f"timing cache {path} was made by another TensorRT or GPU: starting an empty one")
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache
+
+
+def build_engine(
+    onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], sparse: bool = True,
+    profile: ProfileShapes | None = None, workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+    timing_cache: str | os.PathLike[str] | None = None, progress: Progress | None = None, *,
+    min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
+) -> EngineBuildResult:
+    """Build ``output`` (a serialized engine) from ``onnx_path``; write ``output + '.json'`` beside it.
+
+    ``sparse``: set ``BuilderFlag.SPARSE_WEIGHTS`` (``False`` builds the dense baseline of the
+    same graph). The profile covers the input's batch axis; a fixed-batch graph admits only its
+    own batch. Raises project errors only: missing TensorRT/GPU, bad ONNX, parser or build failure.
+    """
+    src = check_input_file(onnx_path, "ONNX model")
+    out = check_output_path(output)
+    report_path = check_output_path(report_path_for(out))
+    cache_path = check_output_path(timing_cache) if timing_cache is not None else None
+    if not workspace_gib or workspace_gib <= 0:
+        raise EngineBuildError(f"workspace must be more than 0 GiB, got {workspace_gib!r}")
+    graph = read_onnx_graph(src)
+    shapes = profile_for_onnx(graph, profile, min_batch, opt_batch, max_batch)
+
+    trt = _trt.import_tensorrt()
+    _trt.require_cuda_gpu("building a TensorRT engine", need_torch_cuda=False)
+    version = str(trt.__version__)
+    plan = choose_builder_flags(version, _trt.available_flag_names(trt), graph.precision, sparse=sparse)
+    logger = _trt.make_capture_logger(trt)
+    builder = _trt.make_builder(trt, logger)
+    stages = _stages(progress or SILENT)
+    try:
+        notes: list[str] = []
+
+        next(stages, None)
+        network, _parser = parse_onnx_into_network(trt, builder, logger, src, plan.network_flags)
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        if shapes.input_name not in names:
+            raise EngineBuildError(f"the parsed network has no input {shapes.input_name!r} (inputs: {', '.join(names)})")
+
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        for flag in plan.builder_flags:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        opt_profile = builder.create_optimization_profile()
+        opt_profile.set_shape(shapes.input_name, shapes.min_shape, shapes.opt_shape, shapes.max_shape)
+        if config.add_optimization_profile(opt_profile) < 0:
+            raise EngineBuildError(f"TensorRT rejected the optimization profile {shapes.to_dict()}")
+        _load_timing_cache(config, cache_path, notes)  # the config keeps the cache alive
+
+        next(stages, None)
+        start = time.perf_counter()
+        try:
+            serialized = builder.build_serialized_network(network, config)
+        except Exception as exc:  # noqa: BLE001 - some versions raise instead of returning None
+            raise EngineBuildError(f"TensorRT failed to build {out.name}: {_first_line(exc)}") from None
+        seconds = time.perf_counter() - start
+        if serialized is None:
+            errors = logger.errors()
+            detail = "; ".join(" ".join(e.split()) for e in errors[-3:]) or "no error message (see TensorRT's log)"
+            raise EngineBuildError(f"TensorRT failed to build {out.name}: {detail}")
+        engine_bytes = bytes(memoryview(serialized))
+
+        next(stages, None)
+        inspector_json = inspect_serialized_engine(trt, logger, engine_bytes)
+
+        next(stages, None)
+        report = build_engine_report(  # before writing anything: a report that cannot be made leaves no engine
+            inspector_json, engine=str(out), onnx_info=graph, sparsity_log_lines=list(logger.sparsity_lines),
+            sparse_build=sparse and "SPARSE_WEIGHTS" in plan.builder_flags, trt_version=version,
+            flag_plan=plan.to_dict(), profile=shapes.to_dict(), engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
+            provenance=provenance(src) | {"workspace_gib": workspace_gib, "build_seconds": round(seconds, 2)},
+        )
+        report.notes.extend(notes)
+        with atomic_output(out) as tmp:
+            tmp.write_bytes(engine_bytes)
+        save_engine_report(report, report_path)
+        if cache_path is not None:
+            cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
+            with atomic_output(cache_path) as tmp:
+                tmp.write_bytes(cache_bytes)
+        for _ in stages:
+            pass
+    finally:
+        close = getattr(stages, "close", None)
+        if close is not None:
+            close()  # ends the progress bar on success and failure alike
+    return EngineBuildResult(
+        output=out, report_path=report_path, report=report, plan=plan, profile=shapes, trt_version=version,
+        build_seconds=seconds, timing_cache=cache_path, warnings=logger.warnings(),
+    )
+
+
+def inspect_serialized_engine(trt: Any, logger: Any, engine_bytes: bytes) -> str:
+    """The engine inspector's JSON for a serialized engine (needs the GPU it was built for)."""
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(engine_bytes)
+    if engine is None:
+        errors = "; ".join(logger.errors()[-2:]) if hasattr(logger, "errors") else ""
+        raise InputFileError(
+            "TensorRT cannot load this engine (built by another TensorRT version or for another GPU?)"
+            + (f": {errors}" if errors else "")
+        )
+    inspector = engine.create_engine_inspector()
+    return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+def inspect_engine_file(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(inspector JSON, TensorRT version) of an engine file; needs TensorRT and a GPU."""
+    p = check_input_file(path, "TensorRT engine")
+    trt = _trt.import_tensorrt()
+    _trt.require_cuda_gpu("inspecting a TensorRT engine", need_torch_cuda=False)
+    logger = _trt.make_capture_logger(trt)
+    return inspect_serialized_engine(trt, logger, p.read_bytes()), str(trt.__version__)

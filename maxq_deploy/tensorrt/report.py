@@ -1,0 +1,527 @@
+"""Which layers of an engine run sparse, and why the others do not: the engine layer report.
+
+Input: the engine inspector's JSON (``IEngineInspector.get_engine_information(
+LayerInformationFormat.JSON)`` of an engine built with ``ProfilingVerbosity.DETAILED``), the
+build log's two "(Sparsity)" lines, and the ONNX graph's Conv/Gemm facts. Output: one
+:class:`EngineLayer` per conv/gemm layer with its checkpoint layer name(s), precision,
+``HasSparseWeights`` (eligible), whether the picked tactic is a sparse kernel, and a likely
+reason when an expected-sparse layer is not. Everything here is pure data: no TensorRT.
+
+Inspector JSON shapes handled (TensorRT 10.x and 11.x):
+
+* ``{"Layers": [{...}, ...], "Bindings": ["input", "logits"]}`` (10.x),
+* ``{"Layers": [{...}, ...], "I/O Tensors": [{"Name": ..., "IOMode": ..., ...}]}`` (11.x),
+* ``{"Layers": ["name", ...], ...}``: built without detailed profiling -> a clear error.
+
+Per layer (detailed): ``Name``, ``LayerType``, ``ParameterType``, ``Inputs``/``Outputs`` (each
+with ``Name``, ``Dimensions``, ``Format/Datatype``), ``Kernel``, ``Groups``, ``OutMaps``,
+``Weights`` (``Type``, ``Count``), ``HasSparseWeights`` (``ConvHasSparseWeights`` inside fused
+``ConvActPool`` layers), ``TacticName``, ``TacticValue``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maxq_deploy.artifacts import atomic_output, check_input_file
+from maxq_deploy.errors import InputFileError
+from maxq_deploy.tensorrt.onnx_graph import OnnxLayer
+
+REPORT_FORMAT = "maxq-deploy/engine-report"
+REPORT_FORMAT_VERSION = 1
+ELIGIBLE_PREFIX = "(Sparsity) Layers eligible for sparse math:"
+PICKED_PREFIX = "(Sparsity) TRT inference plan picked sparse implementation for layers:"
+#: Channel counts below which sparse kernels rarely beat dense ones (TensorRT issue #3849).
+SMALL_CHANNELS = 256
+NOT_DETAILED_MESSAGE = (
+    "the engine was built without detailed profiling (ProfilingVerbosity.DETAILED / "
+    "trtexec --profilingVerbosity=detailed), so its inspector lists layer names only: rebuild it "
+    "with maxq-deploy export trt to see which layers run sparse"
+)
+
+_CONV_PARAMETER_TYPES = {"Convolution", "ConvActPool", "Deconvolution"}
+_GEMM_PARAMETER_TYPES = {"MatrixMultiply", "FullyConnected", "Gemm"}
+_SEPARATORS = re.compile(r"\s*\+\s*|\s*,\s*|\s*\|\|\s*|\.\.\.|[\[\]{}()]")
+
+
+# ----------------------------------------------------------------------------- inspector JSON
+
+
+@dataclass
+class InspectorInfo:
+    """The engine inspector's JSON, normalized over TensorRT 10.x and 11.x."""
+
+    schema: str  # "10.x (Bindings)", "11.x (I/O Tensors)" or "unknown"
+    layers: list[dict]
+    io_tensors: list[dict]  # {"Name", "IOMode"?, "DataType"?, "Dimensions"?}
+
+
+def parse_inspector_json(data: str | bytes | dict | list) -> InspectorInfo:
+    """Parse ``get_engine_information(LayerInformationFormat.JSON)`` of either major version."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise InputFileError(f"engine layer information is not JSON ({exc})") from None
+    if isinstance(data, list):  # a bare layer list
+        data = {"Layers": data}
+    if not isinstance(data, dict) or not isinstance(data.get("Layers"), list):
+        raise InputFileError("engine layer information has no 'Layers' list: not TensorRT inspector JSON")
+    raw_layers = data["Layers"]
+    layers = [layer for layer in raw_layers if isinstance(layer, dict)]
+    if raw_layers and not layers:
+        raise InputFileError(NOT_DETAILED_MESSAGE)
+    if "I/O Tensors" in data:
+        schema = "11.x (I/O Tensors)"
+        io = [t if isinstance(t, dict) else {"Name": str(t)} for t in data.get("I/O Tensors") or []]
+    elif "Bindings" in data:
+        schema = "10.x (Bindings)"
+        io = [{"Name": str(t)} if not isinstance(t, dict) else t for t in data.get("Bindings") or []]
+    else:
+        schema, io = "unknown", []
+    if layers and not any(_is_detailed(layer) for layer in layers):
+        raise InputFileError(NOT_DETAILED_MESSAGE)
+    return InspectorInfo(schema, layers, io)
+
+
+def _is_detailed(layer: dict) -> bool:
+    return any(key in layer for key in ("LayerType", "TacticName", "TacticValue", "Inputs", "ParameterType"))
+
+
+def parse_sparsity_log(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(eligible, picked) layer names from the builder's two "(Sparsity)" INFO lines."""
+    eligible: list[str] = []
+    picked: list[str] = []
+    for line in lines:
+        for prefix, target in ((ELIGIBLE_PREFIX, eligible), (PICKED_PREFIX, picked)):
+            pos = line.find(prefix)
+            if pos >= 0:
+                rest = line[pos + len(prefix):].strip()
+                target.extend(name.strip() for name in rest.split(", ") if name.strip())
+    return list(dict.fromkeys(eligible)), list(dict.fromkeys(picked))
+
+
+def layer_name_tokens(trt_name: str) -> list[str]:
+    """Pieces of a TensorRT layer name: fused ONNX node names ("a + b"), Myelin regions ("{ForeignNode[a...b]}")."""
+    return [tok.strip() for tok in _SEPARATORS.split(trt_name) if tok and tok.strip()]
+
+
+def map_to_checkpoint_layers(trt_name: str, known: dict[str, str] | set[str] | list[str]) -> list[str]:
+    """Checkpoint layers that a TensorRT layer name contains, matched as whole tokens.
+
+    ``known`` maps name tokens to layers (node names, their weight initializers ``<layer>.weight``)
+    or is a plain collection of layer names. Substrings never match, so ``layer1.0.convbn1``
+    does not claim ``layer1.0.convbn10`` nor a Q node called ``/layer1.0/convbn1/input_quantizer``.
+    """
+    aliases = known if isinstance(known, dict) else {name: name for name in known}
+    found: list[str] = []
+    for token in layer_name_tokens(trt_name):
+        candidates = [token]
+        for suffix in (".weight", ".bias"):
+            if token.endswith(suffix):
+                candidates.append(token[: -len(suffix)])
+        for cand in candidates:
+            if cand in aliases:
+                found.append(aliases[cand])
+                break
+    return list(dict.fromkeys(found))
+
+
+def dtype_from_format(text: str | None) -> str:
+    """``"Thirty-two wide channel vectorized row major Int8 format"`` -> ``"int8"``."""
+    t = (text or "").upper()
+    for key, dtype in (("INT8", "int8"), ("FP8", "fp8"), ("BF16", "bf16"), ("BFLOAT16", "bf16"), ("FP16", "fp16"),
+                       ("HALF", "fp16"), ("FP32", "fp32"), ("FLOAT", "fp32"), ("INT32", "int32"), ("INT64", "int64"),
+                       ("BOOL", "bool")):
+        if key in t:
+            return dtype
+    return "unknown"
+
+
+def _sparse_weights_flag(layer: dict) -> bool | None:
+    for key, value in layer.items():
+        if key.endswith("HasSparseWeights"):
+            try:
+                return bool(int(value))
+            except (TypeError, ValueError):
+                return str(value).lower() in ("true", "yes")
+    return None
+
+
+def _layer_kind(layer: dict) -> str | None:
+    ptype = str(layer.get("ParameterType", ""))
+    ltype = str(layer.get("LayerType", ""))
+    if ptype in _CONV_PARAMETER_TYPES or "Convolution" in ltype or ltype == "ConvActPool":
+        return "conv"
+    if ptype in _GEMM_PARAMETER_TYPES or "MatrixMultiply" in ltype or "Gemm" in ltype:
+        return "gemm"
+    if _sparse_weights_flag(layer) is not None:
+        return "conv"
+    return None
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@dataclass
+class EngineLayer:
+    """One conv/gemm layer of the engine, told in the checkpoint's terms."""
+
+    trt_name: str
+    layer_type: str
+    op: str  # "conv", "gemm", "matmul"
+    checkpoint_layers: list[str]
+    expected_sparse: bool  # maps to a sparse layer of the checkpoint
+    precision: str  # of the weights/compute: "int8", "fp16", "fp32", ...
+    input_dtype: str
+    output_dtype: str
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel: list[int]
+    eligible: bool  # HasSparseWeights (or named in the "eligible for sparse math" log line)
+    sparse_tactic: bool  # the picked tactic is a sparse kernel (or named in the "picked" log line)
+    tactic: str
+    reason: str = ""  # why an expected-sparse layer is not eligible / not running sparse
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EngineLayer:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class EngineReport:
+    """Everything known about the sparsity of one engine; written beside it as ``MODEL.engine.json``."""
+
+    engine: str
+    onnx: str | None
+    trt_version: str | None
+    inspector_schema: str
+    sparse_build: bool  # built with BuilderFlag.SPARSE_WEIGHTS
+    graph_precision: str | None
+    nm: str | None
+    sparse_layers: list[str] | None  # checkpoint layers meant to be 2:4; None: unknown
+    layers: list[EngineLayer]
+    onnx_layers: list[OnnxLayer] = field(default_factory=list)
+    eligible_log: list[str] = field(default_factory=list)  # names from "(Sparsity) Layers eligible ..."
+    picked_log: list[str] = field(default_factory=list)  # names from "(Sparsity) ... picked sparse ..."
+    sparsity_log_lines: list[str] = field(default_factory=list)
+    io_tensors: list[dict] = field(default_factory=list)
+    flag_plan: dict | None = None
+    profile: dict | None = None
+    engine_sha256: str | None = None
+    provenance: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def eligible(self) -> list[EngineLayer]:
+        return [layer for layer in self.layers if layer.eligible]
+
+    @property
+    def sparse(self) -> list[EngineLayer]:
+        return [layer for layer in self.layers if layer.sparse_tactic]
+
+    @property
+    def expected(self) -> list[EngineLayer]:
+        return [layer for layer in self.layers if layer.expected_sparse]
+
+    @property
+    def missing_layers(self) -> list[str]:
+        """Expected-sparse checkpoint layers that no conv/gemm layer of the engine maps back to."""
+        if not self.sparse_layers:
+            return []
+        found = {name for layer in self.layers for name in [*layer.checkpoint_layers, layer.trt_name]}
+        return [name for name in self.sparse_layers if name not in found]
+
+    def totals(self) -> dict:
+        expected = self.expected
+        return {
+            "conv_gemm_layers": len(self.layers),
+            "eligible": len(self.eligible),
+            "sparse": len(self.sparse),
+            "expected_sparse": len(expected),
+            "expected_eligible": sum(layer.eligible for layer in expected),
+            "expected_sparse_tactic": sum(layer.sparse_tactic for layer in expected),
+            "missing_layers": len(self.missing_layers),
+        }
+
+    def summary_line(self) -> str:
+        t = self.totals()
+        return f"eligible {t['eligible']}, sparse {t['sparse']}"
+
+    def to_dict(self) -> dict:
+        return {
+            "format": REPORT_FORMAT,
+            "format_version": REPORT_FORMAT_VERSION,
+            "engine": self.engine,
+            "onnx": self.onnx,
+            "trt_version": self.trt_version,
+            "inspector_schema": self.inspector_schema,
+            "sparse_build": self.sparse_build,
+            "graph_precision": self.graph_precision,
+            "nm": self.nm,
+            "summary": self.summary_line(),
+            "totals": self.totals(),
+            "sparse_layers": self.sparse_layers,
+            "missing_layers": self.missing_layers,
+            "layers": [asdict(layer) for layer in self.layers],
+            "onnx_layers": [asdict(layer) for layer in self.onnx_layers],
+            "eligible_log": self.eligible_log,
+            "picked_log": self.picked_log,
+            "sparsity_log_lines": self.sparsity_log_lines,
+            "io_tensors": self.io_tensors,
+            "flag_plan": self.flag_plan,
+            "profile": self.profile,
+            "engine_sha256": self.engine_sha256,
+            "provenance": self.provenance,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "engine report") -> EngineReport:
+        if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise InputFileError(f"{source} is not a maxq-deploy engine report (format {found!r})")
+        try:
+            return cls(
+                engine=str(data["engine"]), onnx=data.get("onnx"), trt_version=data.get("trt_version"),
+                inspector_schema=str(data.get("inspector_schema", "unknown")), sparse_build=bool(data["sparse_build"]),
+                graph_precision=data.get("graph_precision"), nm=data.get("nm"), sparse_layers=data.get("sparse_layers"),
+                layers=[EngineLayer.from_dict(layer) for layer in data["layers"]],
+                onnx_layers=[OnnxLayer.from_dict(layer) for layer in data.get("onnx_layers", [])],
+                eligible_log=list(data.get("eligible_log", [])), picked_log=list(data.get("picked_log", [])),
+                sparsity_log_lines=list(data.get("sparsity_log_lines", [])), io_tensors=list(data.get("io_tensors", [])),
+                flag_plan=data.get("flag_plan"), profile=data.get("profile"), engine_sha256=data.get("engine_sha256"),
+                provenance=dict(data.get("provenance") or {}), notes=list(data.get("notes", [])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputFileError(f"{source} is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def report_path_for(engine_path: str | os.PathLike[str]) -> Path:
+    """``model.engine`` -> ``model.engine.json``."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")
+
+
+def save_engine_report(report: EngineReport, path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return out
+
+
+def load_engine_report(path: str | os.PathLike[str]) -> EngineReport:
+    p = check_input_file(path, "engine report")
+    try:
+        data = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{p} is not a JSON engine report ({type(exc).__name__})") from None
+    return EngineReport.from_dict(data, str(p))
+
+
+# ----------------------------------------------------------------------------- reasons
+
+
+def explain_sparsity(
+    *, eligible: bool, sparse_tactic: bool, sparse_build: bool, in_channels: int, out_channels: int, groups: int,
+    kernel: list[int], holds_2_4: bool | None, violating_groups: int, input_dtype: str, output_dtype: str,
+    precision: str, graph_precision: str | None, layer_type: str = "",
+) -> str:
+    """The likely reason a layer meant to be 2:4 is not eligible, or eligible but runs dense."""
+    if sparse_tactic:
+        return ""
+    if not sparse_build:
+        return "engine built dense (--dense): BuilderFlag.SPARSE_WEIGHTS was not set"
+    reasons: list[str] = []
+    if not eligible:
+        if groups > 1:
+            per_group = in_channels // groups if groups else 0
+            reasons.append(("depthwise" if per_group == 1 else f"grouped (groups={groups})") + " conv: never sparse")
+        if in_channels and in_channels % 4:
+            reasons.append(f"C={in_channels} is not a multiple of 4")
+        if holds_2_4 is False:
+            reasons.append(f"weights break 2:4 in {violating_groups} groups")
+        if "myelin" in layer_type.lower() or "foreign" in layer_type.lower():
+            reasons.append("compiled inside a Myelin region, not a conv/gemm kernel")
+        if not reasons:
+            reasons.append("TensorRT did not mark the weights sparse (check 2:4 along C: maxq-deploy verify MODEL.onnx)")
+        return "not eligible: " + "; ".join(reasons)
+    rs = 1
+    for k in kernel or []:
+        rs *= max(int(k), 1)
+    if out_channels and (out_channels < SMALL_CHANNELS or in_channels * rs < SMALL_CHANNELS):
+        reasons.append(
+            f"small channels (C={in_channels}, K={out_channels}"
+            + (f", {'x'.join(map(str, kernel))}" if kernel else "")
+            + f"): sparse kernels usually win only from about {SMALL_CHANNELS} channels"
+        )
+    if kernel and list(kernel) not in ([1, 1], [3, 3]):
+        reasons.append(f"kernel {'x'.join(map(str, kernel))}: sparse kernels mostly help 1x1 and 3x3")
+    if graph_precision == "int8":
+        not_int8 = [f"{side} is {dtype}" for side, dtype in (("input", input_dtype), ("output", output_dtype))
+                    if dtype not in ("int8", "unknown")]
+        if not_int8:
+            reasons.append(
+                ", ".join(not_int8) + ", not INT8: sparse INT8 kernels want INT8 in and out "
+                "(quantize the residual Add input and the next layer's input)"
+            )
+    if precision in ("fp32", "tf32"):
+        reasons.append("FP32/TF32 layer: sparse tensor cores pay off in FP16/INT8")
+    if not reasons:
+        reasons.append("the dense tactic was faster at the profiled shapes")
+    return "eligible, dense tactic: " + "; ".join(reasons)
+
+
+# ----------------------------------------------------------------------------- assembling
+
+
+def engine_layers_from_inspector(
+    info: InspectorInfo, onnx_layers: dict[str, OnnxLayer], aliases: dict[str, str] | None,
+    sparse_layers: list[str] | None, *, sparse_build: bool, graph_precision: str | None,
+    eligible_log: list[str] = (), picked_log: list[str] = (),  # type: ignore[assignment]
+) -> list[EngineLayer]:
+    """One :class:`EngineLayer` per conv/gemm layer of the inspector output."""
+    aliases = dict(aliases or {})
+    for name in onnx_layers:
+        aliases.setdefault(name, name)
+        aliases.setdefault(f"{name}.weight", name)
+    sparse_set = set(sparse_layers or [])
+    eligible_names, picked_names = set(eligible_log), set(picked_log)
+    result: list[EngineLayer] = []
+    for layer in info.layers:
+        name = str(layer.get("Name", ""))
+        mapped = map_to_checkpoint_layers(name, aliases)
+        onnx_mapped = [onnx_layers[m] for m in mapped if m in onnx_layers]
+        kind = _layer_kind(layer)
+        if kind is None and not onnx_mapped:
+            continue
+        first = onnx_mapped[0] if onnx_mapped else None
+        op = first.op if first else (kind or "conv")
+        inputs = layer.get("Inputs") or []
+        outputs = layer.get("Outputs") or []
+        in_fmt = inputs[0].get("Format/Datatype") if inputs and isinstance(inputs[0], dict) else None
+        out_fmt = outputs[0].get("Format/Datatype") if outputs and isinstance(outputs[0], dict) else None
+        weights = layer.get("Weights") or layer.get("ConvWeights") or {}
+        precision = dtype_from_format(weights.get("Type")) if isinstance(weights, dict) and weights.get("Type") else "unknown"
+        if precision == "unknown":
+            precision = dtype_from_format(in_fmt)
+        dims = inputs[0].get("Dimensions") if inputs and isinstance(inputs[0], dict) else None
+        in_ch = first.in_channels if first else (int(dims[1]) if isinstance(dims, list) and len(dims) > 1 else 0)
+        out_ch = first.out_channels if first else int(layer.get("OutMaps", layer.get("ConvOutMaps", 0)) or 0)
+        groups = first.groups if first else int(layer.get("Groups", layer.get("ConvGroups", 1)) or 1)
+        kernel = list(first.kernel) if first and first.kernel else [int(k) for k in layer.get("Kernel", layer.get("ConvKernel", [])) or []]
+        has_sparse = _sparse_weights_flag(layer)
+        eligible = bool(has_sparse) or name in eligible_names
+        tactic = str(layer.get("TacticName", "") or "")
+        sparse_tactic = "sparse" in tactic.lower() or name in picked_names
+        expected = any(m in sparse_set for m in mapped) or name in sparse_set
+        engine_layer = EngineLayer(
+            trt_name=name, layer_type=str(layer.get("LayerType", "")), op=op, checkpoint_layers=mapped,
+            expected_sparse=expected, precision=precision, input_dtype=dtype_from_format(in_fmt),
+            output_dtype=dtype_from_format(out_fmt), in_channels=in_ch, out_channels=out_ch, groups=groups,
+            kernel=kernel, eligible=eligible, sparse_tactic=sparse_tactic, tactic=tactic or str(layer.get("TacticValue", "")),
+        )
+        if expected or eligible:
+            engine_layer.reason = explain_sparsity(
+                eligible=eligible, sparse_tactic=sparse_tactic, sparse_build=sparse_build, in_channels=in_ch,
+                out_channels=out_ch, groups=groups, kernel=kernel,
+                holds_2_4=first.holds_2_4 if first else None, violating_groups=first.violating_groups if first else 0,
+                input_dtype=engine_layer.input_dtype, output_dtype=engine_layer.output_dtype, precision=precision,
+                graph_precision=graph_precision, layer_type=engine_layer.layer_type,
+            )
+        if len(mapped) > 1:
+            engine_layer.reason = (engine_layer.reason + "; " if engine_layer.reason else "") + \
+                f"one TensorRT layer holds {len(mapped)} checkpoint layers"
+        result.append(engine_layer)
+    return result
+
+
+def build_engine_report(
+    inspector_json: str | bytes | dict, *, engine: str, onnx_info: Any | None = None,
+    onnx_layers: list[OnnxLayer] | None = None, sparse_layers: list[str] | None = None,
+    sparsity_log_lines: list[str] | None = None, sparse_build: bool = True, trt_version: str | None = None,
+    graph_precision: str | None = None, nm: str | None = None, flag_plan: dict | None = None,
+    profile: dict | None = None, engine_sha256: str | None = None, provenance: dict | None = None,
+) -> EngineReport:
+    """Assemble the report from the inspector JSON plus either an ``OnnxGraphInfo`` or stored ONNX facts."""
+    info = parse_inspector_json(inspector_json)
+    aliases: dict[str, str] = {}
+    if onnx_info is not None:
+        layers_by_name = dict(onnx_info.layers)
+        aliases = dict(onnx_info.aliases)
+        sparse_layers = onnx_info.expected_sparse if sparse_layers is None else sparse_layers
+        graph_precision = graph_precision or onnx_info.precision
+        nm = nm or onnx_info.nm
+        onnx_path = onnx_info.path
+    else:
+        layers_by_name = {layer.name: layer for layer in onnx_layers or []}
+        onnx_path = None
+        for layer in layers_by_name.values():
+            if layer.weight:
+                aliases.setdefault(layer.weight, layer.name)
+    lines = list(sparsity_log_lines or [])
+    eligible_log, picked_log = parse_sparsity_log(lines)
+    notes: list[str] = []
+    if sparse_layers is None:
+        sparse_layers = _fallback_expected(info, layers_by_name, aliases)
+        notes.append(
+            "no checkpoint sparse-layer list (ONNX metadata maxq_deploy.sparse_layers): every ungrouped conv "
+            "with C % 4 == 0 is expected to be sparse"
+        )
+    layers = engine_layers_from_inspector(
+        info, layers_by_name, aliases, sparse_layers, sparse_build=sparse_build, graph_precision=graph_precision,
+        eligible_log=eligible_log, picked_log=picked_log,
+    )
+    report = EngineReport(
+        engine=str(engine), onnx=onnx_path if onnx_info is not None else None, trt_version=trt_version,
+        inspector_schema=info.schema, sparse_build=sparse_build, graph_precision=graph_precision, nm=nm,
+        sparse_layers=list(sparse_layers), layers=layers, onnx_layers=list(layers_by_name.values()),
+        eligible_log=eligible_log, picked_log=picked_log, sparsity_log_lines=lines, io_tensors=info.io_tensors,
+        flag_plan=flag_plan, profile=profile, engine_sha256=engine_sha256, provenance=dict(provenance or {}),
+        notes=notes,
+    )
+    if not lines and sparse_build:
+        report.notes.append("no '(Sparsity)' build log lines captured (report made from the engine alone)")
+    if report.missing_layers:
+        report.notes.append(
+            f"{len(report.missing_layers)} sparse checkpoint layers map to no conv/gemm layer of the engine: "
+            + ", ".join(report.missing_layers[:8]) + ("..." if len(report.missing_layers) > 8 else "")
+        )
+    return report
+
+
+def _fallback_expected(info: InspectorInfo, onnx_layers: dict[str, OnnxLayer], aliases: dict[str, str]) -> list[str]:
+    """Without a checkpoint list: the conv layers that could be 2:4 (ungrouped, C % 4 == 0)."""
+    if onnx_layers:
+        return [n for n, layer in onnx_layers.items()
+                if layer.op == "conv" and layer.groups == 1 and layer.in_channels and layer.in_channels % 4 == 0]
+    names: list[str] = []
+    for layer in info.layers:
+        if _layer_kind(layer) != "conv":
+            continue
+        inputs = layer.get("Inputs") or []
+        dims = inputs[0].get("Dimensions") if inputs and isinstance(inputs[0], dict) else None
+        c = int(dims[1]) if isinstance(dims, list) and len(dims) > 1 and int(dims[1]) > 0 else 0
+        groups = int(layer.get("Groups", layer.get("ConvGroups", 1)) or 1)
+        if groups == 1 and c and c % 4 == 0:
+            names.append(str(layer.get("Name", "")))
+    return names
+
+
+def refresh_report(report: EngineReport, inspector_json: str | bytes | dict, engine_sha256: str | None = None) -> EngineReport:
+    """The same report with eligibility and tactics re-read from a fresh inspection of the engine."""
+    fresh = build_engine_report(
+        inspector_json, engine=report.engine, onnx_layers=report.onnx_layers, sparse_layers=report.sparse_layers,
+        sparsity_log_lines=report.sparsity_log_lines, sparse_build=report.sparse_build, trt_version=report.trt_version,
+        graph_precision=report.graph_precision, nm=report.nm, flag_plan=report.flag_plan, profile=report.profile,
+        engine_sha256=engine_sha256 or report.engine_sha256, provenance=report.provenance,
+    )
+    fresh.onnx = report.onnx
+    return fresh

@@ -1,0 +1,139 @@
+"""Real TensorRT engines of a reference ResNet-18 2:4 network: dense vs sparse, parity with ONNX Runtime.
+
+Runs only where the ``tensorrt`` package imports and torch sees a CUDA GPU; everywhere else the
+whole module is skipped with the reason. Tolerances are relative to the largest reference logit:
+fp32 engines may use TF32 (10-bit mantissa in the matmuls), fp16 engines run fp16 throughout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _skip_reason() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - missing package or libraries that do not load
+        return f"TensorRT is not importable here ({type(exc).__name__}: {exc}); pip install tensorrt on a CUDA machine"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU: torch.cuda.is_available() is False"
+    return None
+
+
+SKIP_REASON = _skip_reason()
+pytestmark = [
+    pytest.mark.tensorrt,
+    pytest.mark.gpu,
+    pytest.mark.slow,
+    pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or ""),
+]
+
+INPUT_SIZE = 64
+#: max |trt - ort| / max |ort| per engine precision.
+TOLERANCE = {"fp32": 5e-3, "fp16": 3e-2, "int8": 1e-1}
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from maxq_deploy.tensorrt.fixtures import reference_onnx
+
+    work = tmp_path_factory.mktemp("trt")
+    fp32, _ = reference_onnx(work, "resnet18", "fp32", INPUT_SIZE)
+    paths = {"fp32": fp32}
+    try:
+        paths["fp16"], _ = reference_onnx(work, "resnet18", "fp16", INPUT_SIZE)
+    except Exception:  # noqa: BLE001 - the minimal fallback exporter writes fp32 only
+        pass
+    return paths
+
+
+@pytest.fixture(scope="module")
+def engines(graphs: dict[str, Path]) -> dict[tuple[str, bool], object]:
+    from maxq_deploy.tensorrt.build import build_engine
+
+    built = {}
+    for precision, onnx_path in graphs.items():
+        for sparse in (False, True):
+            out = onnx_path.with_name(f"{onnx_path.stem}.{'sparse' if sparse else 'dense'}.engine")
+            built[(precision, sparse)] = build_engine(onnx_path, out, sparse=sparse, min_batch=1, opt_batch=4, max_batch=8,
+                                                      workspace_gib=1.0)
+    return built
+
+
+def _ort_logits(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_matches_onnxruntime(graphs, engines, precision: str, sparse: bool) -> None:
+    from maxq_deploy.tensorrt.runner import TensorRTRunner
+
+    if precision not in graphs:
+        pytest.skip(f"no {precision} ONNX export available")
+    batch = np.random.default_rng(0).standard_normal((4, 3, INPUT_SIZE, INPUT_SIZE)).astype(np.float32)
+    reference = _ort_logits(graphs["fp32"], batch)
+    result = engines[(precision, sparse)]
+    with TensorRTRunner(result.output) as runner:
+        out = runner.run(batch)
+        assert out.shape == reference.shape and out.dtype == np.float32
+        rel = float(np.abs(out - reference).max() / np.abs(reference).max())
+        assert rel < TOLERANCE[precision], f"{precision} {'sparse' if sparse else 'dense'}: relative error {rel:.3g}"
+        assert runner.run(batch[:1]).shape == (1, reference.shape[1])
+
+
+def test_sparse_report_has_eligible_layers(engines) -> None:
+    precision = "fp16" if ("fp16", True) in engines else "fp32"
+    sparse, dense = engines[(precision, True)], engines[(precision, False)]
+    report = sparse.report
+    assert report.sparse_build and report.totals()["expected_sparse"] >= 16  # resnet18: 19 sparse conv-bn layers
+    assert report.totals()["eligible"] > 0, report.sparsity_log_lines
+    assert any(line.startswith("(Sparsity)") or "(Sparsity)" in line for line in report.sparsity_log_lines)
+    assert all(layer.checkpoint_layers for layer in report.layers if layer.op == "conv")  # every conv maps back
+    assert dense.report.totals()["eligible"] == 0 and not dense.report.sparse_build
+    saved = json.loads(Path(sparse.report_path).read_text())
+    assert saved["summary"] == report.summary_line()
+
+
+def test_verify_engines_through_cli(engines) -> None:
+    from typer.testing import CliRunner
+
+    from maxq_deploy.cli.app import app
+
+    precision = "fp16" if ("fp16", True) in engines else "fp32"
+    runner = CliRunner()
+    sparse = runner.invoke(app, ["verify", str(engines[(precision, True)].output), "--json"])
+    assert sparse.exit_code in (0, 1), sparse.output
+    data = json.loads(sparse.stdout)
+    assert data["kind"] == "engine" and data["holding_layers"] > 0
+    assert any("re-inspected the engine" in note for note in data["notes"])
+    dense = runner.invoke(app, ["verify", str(engines[(precision, False)].output)])
+    assert dense.exit_code == 1
+
+
+def test_runner_rejects_batches_outside_the_profile(engines) -> None:
+    from maxq_deploy.tensorrt.errors import EngineRunError
+    from maxq_deploy.tensorrt.runner import TensorRTRunner
+
+    with TensorRTRunner(engines[("fp32", True)].output) as runner:
+        with pytest.raises(EngineRunError, match="outside the engine's profile"):
+            runner.run(np.zeros((16, 3, INPUT_SIZE, INPUT_SIZE), np.float32))
+
+
+def test_timing_cache_is_written_and_reused(graphs, tmp_path: Path) -> None:
+    from maxq_deploy.tensorrt.build import build_engine
+
+    cache = tmp_path / "timing.cache"
+    first = build_engine(graphs["fp32"], tmp_path / "a.engine", timing_cache=cache, min_batch=1, opt_batch=1, max_batch=1)
+    assert cache.is_file() and cache.stat().st_size > 0
+    second = build_engine(graphs["fp32"], tmp_path / "b.engine", timing_cache=cache, min_batch=1, opt_batch=1, max_batch=1)
+    assert second.output.is_file() and first.report.summary_line() == second.report.summary_line()
