@@ -137,7 +137,6 @@ def main() -> None:
         print(f"making a ResNet-50 2:4 checkpoint (1000 classes) in {workdir} ...", flush=True)
         ckpt = make_checkpoint_file(workdir)
         size_mb = ckpt.stat().st_size / 2**20
-        out = workdir / "folded.pt"
 
         env = dict(os.environ)
         variants: list[tuple[str, list[str], dict[str, str]]] = [("", maxq_deploy_argv(), env)]

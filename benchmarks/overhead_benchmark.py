@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def reference_onnx(workdir: Path, arch: str, input_size: int) -> Path:

@@ -43,9 +43,9 @@ def export_onnx_command(
 
     target = target.strip().lower()
     if target not in ("tensorrt", "onnxruntime"):
-        from maxq_deploy.export_onnx import ExportOptionError
+        from maxq_deploy.errors import OptionError
 
-        raise ExportOptionError(f"--target {target!r} is not supported; choose tensorrt or onnxruntime")
+        raise OptionError(f"--target {target!r} is not supported; choose tensorrt or onnxruntime")
     if target == "onnxruntime":
         return _export_for_onnxruntime(model, output, precision, calib, calib_batches, calib_batch_size, resize, input_size,
                                        calibrate_method, opset, json_out)
@@ -80,7 +80,8 @@ def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str],
                             calib_batch_size: int, resize: Optional[int], input_size: int, calibrate_method: str, opset: int,
                             json_out: bool) -> None:
     from maxq_deploy.data import Preprocess
-    from maxq_deploy.export_onnx import ExportOptionError, export_onnx
+    from maxq_deploy.errors import OptionError
+    from maxq_deploy.export_onnx import export_onnx
     from maxq_deploy.export_ort import OrtQuantOptions, export_ort_int8
     from maxq_deploy.progress import RichProgress
 
@@ -89,7 +90,7 @@ def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str],
         result = export_onnx(model, output, precision=precision, opset=opset, input_size=input_size, progress=progress)
         return print_json(result.summary()) if json_out else console.print(f"wrote {escape(str(result.output))}: {result.parity.describe()}")
     if calib is None:
-        raise ExportOptionError("--target onnxruntime --precision int8 needs calibration data: pass --calib DATA")
+        raise OptionError("--target onnxruntime --precision int8 needs calibration data: pass --calib DATA")
     preprocess = Preprocess(resize=resize or max(256, input_size), image_size=input_size)
     result = export_ort_int8(model, output, calib, calib_batches=calib_batches, batch_size=calib_batch_size,
                              preprocess=preprocess, input_size=input_size, progress=progress,

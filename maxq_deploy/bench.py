@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path
-from maxq_deploy.errors import InputFileError, MaxQDeployError
+from maxq_deploy.errors import InputFileError, OptionError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.runtimes.base import Runner
 
@@ -60,10 +60,6 @@ CSV_COLUMNS = (
     "model_index", "model", "path", "backend", "device", "variant", "batch", "iterations",
     "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "throughput_ips", "speedup_vs_first",
 )
-
-
-class BenchOptionError(MaxQDeployError):
-    """A benchmark option is out of range (batch sizes, iterations, seconds, device)."""
 
 
 # --------------------------------------------------------------------------- statistics (pure)
@@ -126,18 +122,18 @@ def parse_batch_sizes(text: str | Sequence[int]) -> tuple[int, ...]:
         try:
             sizes = tuple(int(p) for p in parts)
         except ValueError:
-            raise BenchOptionError(f"batch sizes must be comma-separated positive integers like 1,8,32, got {text!r}") from None
+            raise OptionError(f"batch sizes must be comma-separated positive integers like 1,8,32, got {text!r}") from None
     else:
         sizes = tuple(text)
         if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
-            raise BenchOptionError(f"batch sizes must be positive integers, got {list(sizes)!r}")
+            raise OptionError(f"batch sizes must be positive integers, got {list(sizes)!r}")
         sizes = tuple(int(s) for s in sizes)
     if not sizes:
-        raise BenchOptionError(f"no batch sizes given ({text!r}); e.g. 1,8,32")
+        raise OptionError(f"no batch sizes given ({text!r}); e.g. 1,8,32")
     if min(sizes) < 1:
-        raise BenchOptionError(f"batch sizes must be >= 1, got {','.join(map(str, sizes))}")
+        raise OptionError(f"batch sizes must be >= 1, got {','.join(map(str, sizes))}")
     if len(set(sizes)) != len(sizes):
-        raise BenchOptionError(f"batch sizes repeat: {','.join(map(str, sizes))}")
+        raise OptionError(f"batch sizes repeat: {','.join(map(str, sizes))}")
     return sizes
 
 
@@ -202,21 +198,21 @@ class BenchSettings:
         if self.iters is None and self.seconds is None:
             self.iters = DEFAULT_ITERS
         if self.warmup < 0:
-            raise BenchOptionError(f"warmup must be >= 0 iterations, got {self.warmup}")
+            raise OptionError(f"warmup must be >= 0 iterations, got {self.warmup}")
         if self.iters is not None and self.seconds is not None:
-            raise BenchOptionError("give either iters or seconds, not both")
+            raise OptionError("give either iters or seconds, not both")
         if self.iters is not None and self.iters < 1:
-            raise BenchOptionError(f"iters must be >= 1, got {self.iters}")
+            raise OptionError(f"iters must be >= 1, got {self.iters}")
         if self.seconds is not None and not (self.seconds > 0 and math.isfinite(self.seconds)):
-            raise BenchOptionError(f"seconds must be a positive number, got {self.seconds}")
+            raise OptionError(f"seconds must be a positive number, got {self.seconds}")
         if self.block < 1:
-            raise BenchOptionError(f"block must be >= 1 iteration, got {self.block}")
+            raise OptionError(f"block must be >= 1 iteration, got {self.block}")
         if self.threads is not None and self.threads < 1:
-            raise BenchOptionError(f"threads must be >= 1, got {self.threads}")
+            raise OptionError(f"threads must be >= 1, got {self.threads}")
         if self.input_size is not None and self.input_size < 1:
-            raise BenchOptionError(f"input size must be >= 1 pixel, got {self.input_size}")
+            raise OptionError(f"input size must be >= 1 pixel, got {self.input_size}")
         if self.device not in DEVICES:
-            raise BenchOptionError(f"unknown device {self.device!r}; use {' or '.join(DEVICES)}")
+            raise OptionError(f"unknown device {self.device!r}; use {' or '.join(DEVICES)}")
 
 
 @dataclass
@@ -462,7 +458,7 @@ def collect_samples(
     by :func:`make_input`.
     """
     if not models:
-        raise BenchOptionError("no models to benchmark")
+        raise OptionError("no models to benchmark")
     progress = progress or SILENT
     iters = settings.iters
     if settings.seconds is not None:
@@ -582,7 +578,7 @@ def open_models(
 
     chosen = normalize_backend(backend) if backend is not None else None
     if sparse and not (chosen in (None, "torch") and device == "cuda"):
-        raise BenchOptionError(
+        raise OptionError(
             "--sparse measures the torch backend on CUDA (semi-structured 2:4 matmuls); use --backend torch --device cuda, "
             "or build a sparse TensorRT engine (maxq-deploy export trt) and bench it on --backend tensorrt"
         )
@@ -614,7 +610,7 @@ def _open_file_model(
         meta = getattr(runner, "metadata", None) or {}
         static_batch, static_size = _static_input(runner, path.name)
         if static_batch is not None and any(b != static_batch for b in batch_sizes):
-            raise BenchOptionError(
+            raise OptionError(
                 f"{path.name} has a fixed batch of {static_batch}; bench it with --batch-sizes {static_batch} "
                 "or export it with a dynamic batch"
             )
@@ -703,7 +699,7 @@ def benchmark(
     time per model and batch size. ``json_path`` also writes a CSV beside it (same stem).
     """
     if not models:
-        raise BenchOptionError("no models given; pass one or more ONNX files, engines or checkpoints")
+        raise OptionError("no models given; pass one or more ONNX files, engines or checkpoints")
     settings = BenchSettings(
         backend=backend, device=str(device).split(":")[0], batch_sizes=list(parse_batch_sizes(batch_sizes)),
         warmup=warmup, iters=iters, seconds=seconds,

@@ -72,8 +72,10 @@ class DemoResult:
 
 
 class _Recorder:
-    def __init__(self, result: DemoResult, progress: Progress):
-        self.result, self.progress = result, progress
+    """Runs one stage, timing it and recording its (ok, detail) in the result."""
+
+    def __init__(self, result: DemoResult):
+        self.result = result
 
     def step(self, stage: str, artifact: Path | None, fn):
         started = time.perf_counter()
@@ -129,7 +131,7 @@ def run_demo(
         size = input_size or (preprocess.image_size if preprocess else 224)
         preprocess = preprocess or Preprocess(resize=max(256, size), image_size=size)
     result = DemoResult(work, ckpt_path)
-    rec = _Recorder(result, progress)
+    rec = _Recorder(result)
     if train_note:
         result.steps.append(DemoStep("train (reference layers)", str(ckpt_path), True, train_note, time.perf_counter() - started))
     calib_note = ""
@@ -142,7 +144,7 @@ def run_demo(
         s = ckpt.summary()
         return True, f"{s['arch']}, {s['num_classes']} classes, N:M {s['nm']}, {s['sparse_layers']} sparse layers", ckpt
 
-    ckpt = rec.step("inspect", ckpt_path, inspect)
+    rec.step("inspect", ckpt_path, inspect)
     folded_path = work / "folded.pt"
 
     def fold():
@@ -167,8 +169,7 @@ def run_demo(
         return r.pattern_ok, f"percentile 99.99 on {r.calibration.images} images{calib_note}; INT8 weights hold 2:4 in {r.holding_layers}/{len(r.sparse_layers)} layers", r
 
     rec.step("quantize (PTQ int8)", int8_path, ptq)
-    verify_int8 = rec.step("verify int8 checkpoint", int8_path, check(int8_path))
-    del verify_int8
+    rec.step("verify int8 checkpoint", int8_path, check(int8_path))
 
     onnx_paths = {"fp32": work / "model_fp32.onnx", "int8 Q/DQ (TensorRT)": work / "model_int8_qdq.onnx",
                   "int8 (ONNX Runtime)": work / "model_int8_ort.onnx"}

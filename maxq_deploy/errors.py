@@ -61,3 +61,19 @@ class QuantizationError(MaxQDeployError):
 
 class BackendUnavailableError(MaxQDeployError):
     """An optional backend (TensorRT, CUDA, pytorch-quantization) is not installed or usable."""
+
+
+class OptionError(MaxQDeployError):
+    """An option has a value the command cannot use (out of range, contradicting another)."""
+
+
+class ProfileShapeError(OptionError):
+    """TensorRT optimization-profile batches are invalid or do not fit the ONNX graph's input."""
+
+
+class EngineBuildError(MaxQDeployError):
+    """TensorRT rejected the ONNX graph or failed to build an engine from it."""
+
+
+class EngineRunError(MaxQDeployError):
+    """An engine cannot run the given batch (shape outside its profile, execution failure)."""

@@ -60,7 +60,7 @@ from torch import nn
 
 from maxq_deploy import __version__
 from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, sha256_file
-from maxq_deploy.errors import BackendUnavailableError, InputFileError, MaxQDeployError, OutputPathError, ParityError
+from maxq_deploy.errors import BackendUnavailableError, InputFileError, OptionError, OutputPathError, ParityError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.sparsity import HARDWARE_PATTERN
 
@@ -77,10 +77,6 @@ PARITY_SEED = 0
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 META = "maxq_deploy."
 _MIN_INPUT_SIZE = 32  # every supported architecture downsamples by 32
-
-
-class ExportOptionError(MaxQDeployError):
-    """An export option has a value the exporter cannot use (kept local: see the module report)."""
 
 
 @dataclass
@@ -100,22 +96,22 @@ class ExportOptions:
             self.precision = str(self.precision).lower()
             allowed = (*FOLDED_PRECISIONS, QUANTIZED_PRECISION)
             if self.precision not in allowed:
-                raise ExportOptionError(f"--precision {self.precision!r} is not supported; choose one of {', '.join(allowed)}")
+                raise OptionError(f"--precision {self.precision!r} is not supported; choose one of {', '.join(allowed)}")
         if not isinstance(self.opset, int) or not OPSET_RANGE[0] <= self.opset <= OPSET_RANGE[1]:
-            raise ExportOptionError(
+            raise OptionError(
                 f"--opset {self.opset} is out of range; use {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
                 f"({DEFAULT_OPSET} is parsed by TensorRT 10 and 11)"
             )
         if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
-            raise ExportOptionError(f"--batch {self.batch} must be a positive integer")
+            raise OptionError(f"--batch {self.batch} must be a positive integer")
         if self.batch is not None and self.dynamic_batch:
-            raise ExportOptionError("use either --batch N (a fixed batch size) or --dynamic-batch, not both")
+            raise OptionError("use either --batch N (a fixed batch size) or --dynamic-batch, not both")
         if not isinstance(self.input_size, int) or self.input_size < _MIN_INPUT_SIZE:
-            raise ExportOptionError(f"--input-size {self.input_size} is too small; use at least {_MIN_INPUT_SIZE} (224 for ImageNet)")
+            raise OptionError(f"--input-size {self.input_size} is too small; use at least {_MIN_INPUT_SIZE} (224 for ImageNet)")
         if self.target not in TARGETS:
-            raise ExportOptionError(f"--target {self.target!r} is not supported; choose one of {', '.join(TARGETS)}")
+            raise OptionError(f"--target {self.target!r} is not supported; choose one of {', '.join(TARGETS)}")
         if not isinstance(self.parity_batch, int) or self.parity_batch < 1:
-            raise ExportOptionError(f"parity_batch {self.parity_batch} must be a positive integer")
+            raise OptionError(f"parity_batch {self.parity_batch} must be a positive integer")
 
     @property
     def is_dynamic(self) -> bool:
@@ -133,13 +129,13 @@ class ExportOptions:
     def resolve_precision(self, kind: str, path: Path) -> str:
         if kind == "quantized-checkpoint":
             if self.precision not in (None, QUANTIZED_PRECISION):
-                raise ExportOptionError(
+                raise OptionError(
                     f"{path} is a quantized checkpoint: it exports as an INT8 Q/DQ graph, not {self.precision}; "
                     "drop --precision (or export the folded checkpoint for fp32/fp16)"
                 )
             return QUANTIZED_PRECISION
         if self.precision == QUANTIZED_PRECISION:
-            raise ExportOptionError(
+            raise OptionError(
                 f"--precision int8 needs a quantized checkpoint; run maxq-deploy quantize on {path} first and export its output"
             )
         return self.precision or "fp32"

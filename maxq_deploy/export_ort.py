@@ -40,8 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, sha256_file
-from maxq_deploy.errors import BackendUnavailableError, DataError, OutputPathError, ParityError
-from maxq_deploy.export_onnx import ExportOptionError
+from maxq_deploy.errors import BackendUnavailableError, DataError, OptionError, OutputPathError, ParityError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.sparsity import HARDWARE_PATTERN
 
@@ -72,17 +71,17 @@ class OrtQuantOptions:
     def __post_init__(self) -> None:
         self.quant_format = str(self.quant_format).lower()
         if self.quant_format not in QUANT_FORMATS:
-            raise ExportOptionError(f"quant_format {self.quant_format!r} is not supported; choose one of {', '.join(QUANT_FORMATS)}")
+            raise OptionError(f"quant_format {self.quant_format!r} is not supported; choose one of {', '.join(QUANT_FORMATS)}")
         self.calibrate_method = str(self.calibrate_method).lower()
         if self.calibrate_method not in CALIBRATE_METHODS:
-            raise ExportOptionError(
+            raise OptionError(
                 f"calibrate_method {self.calibrate_method!r} is not supported; choose one of {', '.join(CALIBRATE_METHODS)}"
             )
         self.activation_type = str(self.activation_type).lower()
         if self.activation_type not in ACTIVATION_TYPES:
-            raise ExportOptionError(f"activation_type {self.activation_type!r} is not supported; choose one of {', '.join(ACTIVATION_TYPES)}")
+            raise OptionError(f"activation_type {self.activation_type!r} is not supported; choose one of {', '.join(ACTIVATION_TYPES)}")
         if not 50.0 < self.percentile <= 100.0:
-            raise ExportOptionError(f"percentile {self.percentile} must be in (50, 100]")
+            raise OptionError(f"percentile {self.percentile} must be in (50, 100]")
 
     def extra_options(self) -> dict:
         extra = {

@@ -19,7 +19,7 @@ from maxq_deploy.archs.layers import BN_EPS
 from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
 from maxq_deploy.checkpoint import FOLDED_FORMAT, MaxQCheckpoint, torch_load_safe
 from maxq_deploy.errors import CheckpointFormatError, InputFileError, UnfinishedSparsityError
-from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern, project_to_pattern
+from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern, project_to_pattern
 
 FORMAT_VERSION = 1
 

@@ -17,7 +17,7 @@ from maxq_deploy import bench
 from maxq_deploy.bench import (
     CSV_COLUMNS,
     BenchModel,
-    BenchOptionError,
+    OptionError,
     BenchSettings,
     benchmark,
     latency_stats,
@@ -151,14 +151,14 @@ def test_parse_batch_sizes(text, expected) -> None:
 
 @pytest.mark.parametrize("text", ["", "a,b", "0", "1,1", "-4", "1.5", ","])
 def test_parse_batch_sizes_rejects(text: str) -> None:
-    with pytest.raises(BenchOptionError, match="batch sizes"):
+    with pytest.raises(OptionError, match="batch sizes"):
         parse_batch_sizes(text)
 
 
 @pytest.mark.parametrize("kw", [dict(iters=0), dict(warmup=-1), dict(iters=3, seconds=1.0), dict(seconds=0.0),
                                 dict(threads=0), dict(device="tpu"), dict(block=0)])
 def test_settings_validation(kw: dict) -> None:
-    with pytest.raises(BenchOptionError):
+    with pytest.raises(OptionError):
         settings(**kw)
 
 
@@ -283,12 +283,12 @@ def test_torch_checkpoint_on_cpu_measures_both_layouts(store) -> None:
 
 def test_fixed_batch_onnx_is_refused_before_timing(tmp_path: Path) -> None:
     fixed = export_tiny(tmp_path / "fixed.onnx", dynamic=False)
-    with pytest.raises(BenchOptionError, match="fixed batch of 1"):
+    with pytest.raises(OptionError, match="fixed batch of 1"):
         benchmark([fixed], batch_sizes=[1, 4], iters=1)
 
 
 def test_sparse_needs_torch_on_cuda(tiny_onnx) -> None:
-    with pytest.raises(BenchOptionError, match="--sparse"):
+    with pytest.raises(OptionError, match="--sparse"):
         benchmark([tiny_onnx[0]], sparse=True, iters=1)
 
 

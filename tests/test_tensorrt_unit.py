@@ -19,7 +19,7 @@ import pytest
 
 from maxq_deploy.errors import BackendUnavailableError, InputFileError, MaxQDeployError
 from maxq_deploy.tensorrt import _trt
-from maxq_deploy.tensorrt.errors import EngineBuildError, ProfileShapeError
+from maxq_deploy.errors import EngineBuildError, ProfileShapeError
 from maxq_deploy.tensorrt.flags import choose_builder_flags, known_flag_names
 from maxq_deploy.tensorrt.onnx_graph import OnnxLayer, read_onnx_graph
 from maxq_deploy.tensorrt.profiles import ProfileShapes, check_profile_fits, resolve_profile

@@ -15,7 +15,7 @@ import numpy as np
 
 from maxq_deploy.artifacts import check_input_file
 from maxq_deploy.tensorrt import _trt
-from maxq_deploy.tensorrt.errors import EngineRunError, InputFileError
+from maxq_deploy.errors import EngineRunError, InputFileError
 
 #: TensorRT DataType member name -> torch dtype attribute name.
 _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
