@@ -10,18 +10,7 @@ import typer
 from rich.markup import escape
 
 from maxq_deploy.cli.app import JsonOpt, app
-from maxq_deploy.cli.render import console, handle_errors, print_json, table
-
-
-def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    from maxq_deploy.errors import DataError
-
-    try:
-        return tuple(float(v) for v in text.replace(",", " ").split())
-    except ValueError:
-        raise DataError(f"{option} takes 3 comma-separated numbers (R,G,B), got {text!r}") from None
+from maxq_deploy.cli.render import console, handle_errors, parse_floats, print_json, table
 
 
 @app.command("eval")
@@ -49,7 +38,7 @@ def eval_command(
 
     preprocess = Preprocess(
         resize=resize, image_size=image_size,
-        mean=_floats(mean, "--mean") or IMAGENET_MEAN, std=_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
+        mean=parse_floats(mean, "--mean") or IMAGENET_MEAN, std=parse_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
     )
     dataset = open_dataset(data, labels, preprocess, require_labels=True)
     progress = RichProgress(enabled=not json_out)

@@ -10,18 +10,7 @@ import typer
 from rich.markup import escape
 
 from maxq_deploy.cli.app import JsonOpt, app
-from maxq_deploy.cli.render import console, handle_errors, print_json, table, verdict_style
-
-
-def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    from maxq_deploy.errors import DataError
-
-    try:
-        return tuple(float(v) for v in text.replace(",", " ").split())
-    except ValueError:
-        raise DataError(f"{option} takes 3 comma-separated numbers (R,G,B), got {text!r}") from None
+from maxq_deploy.cli.render import console, handle_errors, parse_floats, print_json, table, verdict_style
 
 
 @app.command("quantize")
@@ -57,7 +46,7 @@ def quantize_command(
     main_rank = int(os.environ.get("RANK", "0")) == 0
     preprocess = Preprocess(
         resize=resize, image_size=image_size,
-        mean=_floats(mean, "--mean") or IMAGENET_MEAN, std=_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
+        mean=parse_floats(mean, "--mean") or IMAGENET_MEAN, std=parse_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
     )
     progress = RichProgress(enabled=not json_out and main_rank)
     if qat:

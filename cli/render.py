@@ -48,6 +48,18 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    """``"0.485,0.456,0.406"`` -> a tuple (the --mean/--std options); None stays None."""
+    if text is None:
+        return None
+    from maxq_deploy.errors import DataError
+
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise DataError(f"{option} takes 3 comma-separated numbers (R,G,B), got {text!r}") from None
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout (nothing else is printed there with --json)."""
     sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 import os
 import time
 from dataclasses import dataclass
@@ -246,9 +247,11 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        trainable = DistributedDataParallel(
-            model, device_ids=[target.index] if target.type == "cuda" else None, broadcast_buffers=False
-        )
+        with warnings.catch_warnings():  # torch 2.13 deprecates the argument but has no equivalent yet
+            warnings.simplefilter("ignore", FutureWarning)
+            trainable = DistributedDataParallel(
+                model, device_ids=[target.index] if target.type == "cuda" else None, broadcast_buffers=False
+            )
     opt = _make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
     total_steps = epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
