@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -16,10 +15,8 @@ from rich.table import Table
 
 # Wide tables when output goes to a file or pipe (rich would otherwise squeeze them to 80 columns).
 def _width(stream) -> int | None:
-    if stream.isatty():
-        return None
-    columns = os.environ.get("COLUMNS", "")
-    return int(columns) if columns.isdigit() and int(columns) >= 40 else 160
+    """The terminal's width; 160 columns when writing to a file or pipe (logs keep whole tables)."""
+    return None if stream.isatty() else 160
 
 
 console = Console(width=_width(sys.stdout))
