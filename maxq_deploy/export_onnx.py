@@ -173,8 +173,23 @@ class ExportedLayer:
     sparse: bool  # listed in maxq_deploy.sparse_layers
 
 
+class ExportSummary:
+    """What every ONNX export result shares: the 2:4 verdict in the graph and its JSON form."""
+
+    @property
+    def pattern_ok(self) -> bool:
+        return self.pattern_sparse_layers > 0 and self.pattern_holding_layers == self.pattern_sparse_layers
+
+    def summary(self) -> dict:
+        """JSON-ready description (what ``export onnx --json`` prints)."""
+        data = asdict(self)
+        data["output"], data["source"] = str(self.output), str(self.source)
+        data["pattern_ok"] = self.pattern_ok
+        return data
+
+
 @dataclass
-class ExportResult:
+class ExportResult(ExportSummary):
     """What ``export onnx`` wrote, and the numbers that say it is right."""
 
     output: Path
@@ -202,16 +217,6 @@ class ExportResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def pattern_ok(self) -> bool:
-        return self.pattern_sparse_layers > 0 and self.pattern_holding_layers == self.pattern_sparse_layers
-
-    def summary(self) -> dict:
-        """JSON-ready description (what ``export onnx --json`` prints)."""
-        data = asdict(self)
-        data["output"], data["source"] = str(self.output), str(self.source)
-        data["pattern_ok"] = self.pattern_ok
-        return data
 
 
 def export_onnx(

@@ -34,7 +34,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ import numpy as np
 from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, sha256_file
 from maxq_deploy.errors import BackendUnavailableError, DataError, OptionError, OutputPathError, ParityError
 from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.export_onnx import ExportSummary
 from maxq_deploy.sparsity import HARDWARE_PATTERN
 
 TARGET = "onnxruntime"
@@ -114,7 +115,7 @@ class OrtParity:
 
 
 @dataclass
-class OrtExportResult:
+class OrtExportResult(ExportSummary):
     """What the ONNX Runtime INT8 export wrote, and the numbers that say how good it is."""
 
     output: Path
@@ -141,15 +142,6 @@ class OrtExportResult:
     precision: str = "int8"
     weight_type: str = "int8"
 
-    @property
-    def pattern_ok(self) -> bool:
-        return self.pattern_sparse_layers > 0 and self.pattern_holding_layers == self.pattern_sparse_layers
-
-    def summary(self) -> dict:
-        data = asdict(self)
-        data["output"], data["source"] = str(self.output), str(self.source)
-        data["pattern_ok"] = self.pattern_ok
-        return data
 
 
 # --------------------------------------------------------------------------- calibration data
