@@ -148,19 +148,12 @@ def verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
-# Commands of the later stages live in their own modules and register on ``app``/``export_app``.
-def _register_command_modules() -> None:
-    import importlib
-
-    for name in ("cmd_export_onnx", "cmd_eval", "cmd_quantize", "cmd_trt", "cmd_bench", "cmd_demo"):
-        try:
-            importlib.import_module(f"maxq_deploy.cli.{name}")
-        except ModuleNotFoundError as exc:  # a stage not written yet
-            if exc.name != f"maxq_deploy.cli.{name}":
-                raise
-
-
-_register_command_modules()
+# Commands of the later stages live in their own modules and register on ``app``/``export_app``
+# when imported (each imports its heavy libraries inside the command, so --help stays fast);
+# the import order is the order --help lists them: the pipeline's.
+from maxq_deploy.cli import cmd_quantize  # noqa: E402,F401
+from maxq_deploy.cli import cmd_export_onnx, cmd_trt  # noqa: E402,F401
+from maxq_deploy.cli import cmd_eval, cmd_bench, cmd_demo  # noqa: E402,F401
 
 
 def main() -> None:

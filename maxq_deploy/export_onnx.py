@@ -469,6 +469,11 @@ def rename_value(graph, old: str, new: str) -> None:
     for value in (*graph.input, *graph.output, *graph.value_info):
         if value.name == old:
             value.name = new
+    _rename_in_nodes(graph, old, new)
+
+
+def _rename_in_nodes(graph, old: str, new: str) -> None:
+    """Rename a tensor where nodes read or write it (graph inputs/outputs keep their names)."""
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name == old:
@@ -525,13 +530,8 @@ def _float32_boundary(graph) -> None:
     from onnx import TensorProto, helper
 
     inner_in, inner_out = f"{INPUT_NAME}_fp16", f"{OUTPUT_NAME}_fp16"
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name == INPUT_NAME:
-                node.input[i] = inner_in
-        for i, name in enumerate(node.output):
-            if name == OUTPUT_NAME:
-                node.output[i] = inner_out
+    _rename_in_nodes(graph, INPUT_NAME, inner_in)
+    _rename_in_nodes(graph, OUTPUT_NAME, inner_out)
     graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
     graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
     graph.node.insert(0, helper.make_node("Cast", [INPUT_NAME], [inner_in], name="input_to_fp16", to=TensorProto.FLOAT16))

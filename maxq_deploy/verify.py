@@ -154,11 +154,7 @@ def _load_plugins() -> None:
     import importlib
 
     for name in _PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+        importlib.import_module(name)
 
 
 def verify_artifact(
