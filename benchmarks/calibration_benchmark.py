@@ -73,20 +73,20 @@ def _collection(mode: str) -> Iterator[None]:
         return
     from pytorch_quantization import calib
 
-    from maxq_deploy.quantize import engine
+    from maxq_deploy.quantize import pq_adapter
 
-    with mock.patch.object(engine, "_single_pass_calibrators", lambda: (calib.HistogramCalibrator, calib.MaxCalibrator)), \
-            mock.patch.object(engine, "share_calibrators", lambda model, sharing: None):
+    with mock.patch.object(pq_adapter, "_single_pass_calibrators", lambda: (calib.HistogramCalibrator, calib.MaxCalibrator)), \
+            mock.patch.object(pq_adapter, "share_calibrators", lambda model, sharing: None):
         yield
 
 
 def _calibration(folded, dataset, method: str, batches: int, batch_size: int, mode: str) -> tuple[_Clock, object]:
-    from maxq_deploy.quantize import engine
+    from maxq_deploy.quantize import pq_adapter
     from maxq_deploy.quantize.calibrate import CalibrationOptions, calibrate
 
     with _collection(mode):
-        model = engine.build_quant_model(folded.arch, folded.num_classes, method)
-        engine.load_weights(model, folded.state_dict)
+        model = pq_adapter.build_quant_model(folded.arch, folded.num_classes, method)
+        pq_adapter.load_weights(model, folded.state_dict)
         options = CalibrationOptions(method, batches=batches, batch_size=batch_size)
         with _Clock() as clock:
             stats = calibrate(model, dataset, options, workers=0)

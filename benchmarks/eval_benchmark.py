@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     from maxq_deploy.artifacts import atomic_output, check_output_path
     from maxq_deploy.data import open_dataset
     from maxq_deploy.evaluate import evaluate_runner
-    from maxq_deploy.runtimes import runner_for
-    from maxq_deploy.runtimes.torch_runner import torch_runner_from_path
+    from maxq_deploy.runtimes import open_runner
+    from maxq_deploy.runtimes.torch_runner import open_torch_runner
 
     check_output_path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset = open_dataset(workdir / "images.npy", labels=workdir / "labels.npy", require_labels=True)
 
         runners = {
-            "torch": runner_for(folded, backend="torch", threads=args.threads),
-            "onnxruntime": runner_for(onnx_path, backend="onnxruntime", threads=args.threads),
+            "torch": open_runner(folded, backend="torch", threads=args.threads),
+            "onnxruntime": open_runner(onnx_path, backend="onnxruntime", threads=args.threads),
         }
         if args.channels_last:  # eager with NHWC activations: oneDNN's preferred CPU layout
-            runners["torch-channels-last"] = torch_runner_from_path(folded, threads=args.threads, channels_last=True)
+            runners["torch-channels-last"] = open_torch_runner(folded, threads=args.threads, channels_last=True)
         results: dict[str, list] = {name: [] for name in runners}
         for name, runner in runners.items():  # warm-up: kernel selection, page-in of mapped weights
             evaluate_runner(runner, dataset, batch_size=args.batch_size, workers=0)

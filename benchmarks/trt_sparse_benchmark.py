@@ -86,7 +86,7 @@ def time_engine(runner, batch: int, input_size: int, warmup: int, min_seconds: f
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from maxq_deploy.errors import MaxQDeployError
-    from maxq_deploy.tensorrt import _trt
+    from maxq_deploy.runtimes import tensorrt_api as _trt
 
     try:
         trt = _trt.import_tensorrt()
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from maxq_deploy.tensorrt.build import build_engine
-    from maxq_deploy.tensorrt.runner import TensorRTRunner
+    from maxq_deploy.runtimes.tensorrt_runner import TensorRTRunner
 
     try:
         args.workdir.mkdir(parents=True, exist_ok=True)

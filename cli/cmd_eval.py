@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -33,6 +32,7 @@ def eval_command(
 ) -> None:
     """Top-1 / top-5 accuracy on a labelled data set. With several MODELs, a side-by-side table (same images)."""
     from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, open_dataset
+    from maxq_deploy.distributed import is_main_process
     from maxq_deploy.evaluate import evaluate
     from maxq_deploy.progress import RichProgress
 
@@ -47,7 +47,7 @@ def eval_command(
                  limit=limit, progress=progress, threads=threads)
         for model in models
     ]
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return  # torchrun: every rank holds the same totals; rank 0 prints them
     if json_out:
         return print_json(results[0].summary() if len(results) == 1 else [r.summary() for r in results])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -40,34 +39,21 @@ def quantize_command(
 ) -> None:
     """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""
     from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-    from maxq_deploy.errors import DataError
+    from maxq_deploy.distributed import is_main_process
     from maxq_deploy.progress import RichProgress
+    from maxq_deploy.quantize import QuantizeConfig, quantize
 
-    main_rank = int(os.environ.get("RANK", "0")) == 0
+    main_rank = is_main_process()
     preprocess = Preprocess(
         resize=resize, image_size=image_size,
         mean=parse_floats(mean, "--mean") or IMAGENET_MEAN, std=parse_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
     )
-    progress = RichProgress(enabled=not json_out and main_rank)
-    if qat:
-        from maxq_deploy.quantize import quantize_qat
-
-        if train_data is None:
-            raise DataError("--qat needs labelled training images: pass --train-data DATA")
-        result = quantize_qat(
-            folded, output, train_data, val_data, epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
-            train_batches=train_batches, calib_data=calib, calibrator=calibrator, percentile=percentile,
-            calib_batches=calib_batches, preprocess=preprocess, workers=workers, device=device, progress=progress,
-        )
-    else:
-        from maxq_deploy.quantize import quantize_ptq
-
-        if train_data is not None or val_data is not None:
-            raise DataError("--train-data/--val-data are for --qat; PTQ only needs --calib")
-        result = quantize_ptq(
-            folded, output, calib, calibrator=calibrator, percentile=percentile, calib_batches=calib_batches,
-            batch_size=batch_size, preprocess=preprocess, workers=workers, progress=progress, device=device,
-        )
+    config = QuantizeConfig(
+        qat=qat, calib_data=calib, calibrator=calibrator, percentile=percentile, calib_batches=calib_batches,
+        batch_size=batch_size, preprocess=preprocess, workers=workers, device=device, train_data=train_data,
+        val_data=val_data, epochs=epochs, lr=lr, optimizer=optimizer, train_batches=train_batches,
+    )
+    result = quantize(folded, output, config, progress=RichProgress(enabled=not json_out and main_rank))
     if not main_rank:
         return  # torchrun: rank 0 reports
     if json_out:

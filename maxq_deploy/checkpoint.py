@@ -19,13 +19,17 @@ from torch import nn
 
 from maxq_deploy.archs import MaxQConvBN, build_model, list_archs, normalize_arch, state_dict_shapes
 from maxq_deploy.artifacts import check_input_file, sha256_file
-from maxq_deploy.errors import CheckpointFormatError, InputFileError, SparsityPatternError, UnsupportedArchitectureError
+from maxq_deploy.errors import (
+    CheckpointFormatError,
+    InputFileError,
+    SparsityPatternError,
+    UnsupportedArchitectureError,
+    first_line,
+)
+from maxq_deploy.formats import format_of, is_tool_artifact
 from maxq_deploy.sparsity import NMPattern, dense_groups_for, groups_along, infer_mask_pattern, mask_agrees
 
 PREFIXES = ("module.", "_orig_mod.")
-#: ``format`` entry of the artifacts this tool writes.
-FOLDED_FORMAT = "maxq-deploy/folded"
-QUANTIZED_FORMAT = "maxq-deploy/quantized"
 
 
 def torch_load_safe(path: str | os.PathLike[str], what: str = "checkpoint", mmap: bool = True) -> object:
@@ -54,7 +58,7 @@ def torch_load_safe(path: str | os.PathLike[str], what: str = "checkpoint", mmap
     # a bogus end record, ...): each means "not a readable checkpoint", never a bug of ours.
     except Exception as exc:
         hint = "truncated or corrupt" if isinstance(exc, EOFError) or "zip" in str(exc).lower() else "not a PyTorch file"
-        raise InputFileError(f"{p} cannot be read as a PyTorch {what}: {hint} ({_first_line(exc)})") from None
+        raise InputFileError(f"{p} cannot be read as a PyTorch {what}: {hint} ({first_line(exc)})") from None
 
 
 _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
@@ -69,11 +73,6 @@ def _pickle_references_code(path: Path) -> bool:
             return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(f))
     except Exception:  # noqa: BLE001 - garbage is simply "not a pickle"
         return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -94,9 +93,8 @@ def extract_state_dict(obj: object, path: Path) -> tuple[dict[str, torch.Tensor]
     """(state dict, the rest of the training dict) from a full training dict or a bare state dict."""
     if not isinstance(obj, dict):
         raise InputFileError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
-    fmt = obj.get("format")
-    if isinstance(fmt, str) and fmt.startswith("maxq-deploy/"):
-        raise InputFileError(f"{path} is a {fmt} artifact written by maxq-deploy, not a MaxQ training checkpoint")
+    if is_tool_artifact(obj):
+        raise InputFileError(f"{path} is a {format_of(obj)} artifact written by maxq-deploy, not a MaxQ training checkpoint")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
         state, meta = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}
     else:

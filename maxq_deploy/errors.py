@@ -77,3 +77,14 @@ class EngineBuildError(MaxQDeployError):
 
 class EngineRunError(MaxQDeployError):
     """An engine cannot run the given batch (shape outside its profile, execution failure)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when empty), cut to ``limit`` chars.
+
+    Third-party errors (torch, ONNX Runtime, TensorRT) can span pages; a one-line error message
+    quotes only this.
+    """
+    lines = str(exc).strip().splitlines()
+    text = " ".join(lines[0].split()) if lines else ""
+    return (text or type(exc).__name__)[:limit]

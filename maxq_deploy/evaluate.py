@@ -17,17 +17,16 @@ every image counts exactly once. Every rank returns the same totals; the CLI pri
 
 from __future__ import annotations
 
-import atexit
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Subset
 
 from maxq_deploy.data import ImageDataset, Preprocess, check_input_shape, make_loader, open_dataset
+from maxq_deploy.distributed import all_reduce, join_process_group
 from maxq_deploy.errors import DataError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.runtimes.base import Runner
@@ -96,36 +95,6 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int((rank < k).sum())
 
 
-def _distributed_context() -> tuple[int, int]:
-    """(rank, world size); initializes the group from torchrun's environment when needed."""
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        return 0, 1
-    if not dist.is_initialized():
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return 0, 1
-        dist.init_process_group(backend="gloo")
-        atexit.register(_destroy_group)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _destroy_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _all_reduce(values: list[float], op: str) -> list[float]:
-    import torch.distributed as dist
-
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return tensor.cpu().tolist()
-
-
 def _check_classes(model_classes: int | None, dataset: ImageDataset, model: str) -> None:
     data_classes = dataset.num_classes
     if model_classes is None or data_classes is None or data_classes <= model_classes:
@@ -148,13 +117,13 @@ def evaluate_runner(
     ``limit`` evaluates that many images spread evenly over the data set (an ImageFolder lists
     its classes one after another, so the first N would cover only the first classes).
     """
-    name = model_name or str(getattr(runner, "path", None) or runner.name)
+    info = runner.info
+    name = model_name or str(info.path or info.backend)
     if not dataset.has_labels:
         raise DataError(f"{dataset.root} has no labels ({dataset.kind} data); evaluation needs labelled data")
-    shape = getattr(runner, "input_shape", None)
-    if shape is not None:
-        check_input_shape(dataset, shape[0], (shape[1], shape[2]), what=Path(name).name)
-    model_classes = getattr(runner, "num_classes", None)
+    shape = info.input_shape
+    check_input_shape(dataset, shape[0], (shape[1], shape[2]), what=Path(name).name)
+    model_classes = info.num_classes
     _check_classes(model_classes, dataset, Path(name).name)
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be >= 1, got {limit}")
@@ -162,7 +131,8 @@ def evaluate_runner(
     subset = dataset
     if limit is not None and limit < len(dataset):
         subset = Subset(dataset, ((np.arange(limit) * len(dataset)) // limit).tolist())
-    rank, world = _distributed_context()
+    dist = join_process_group("gloo")
+    rank, world = dist.rank, dist.world_size
     loader = make_loader(subset, batch_size=batch_size, workers=workers, distributed=world > 1, pad_shards=False)
     track = (progress or SILENT) if rank == 0 else SILENT
 
@@ -191,16 +161,16 @@ def evaluate_runner(
     report = loader.report
     skipped = report.skipped
     if world > 1:
-        seen, correct1, correct5, skipped, flag5 = (int(v) for v in _all_reduce([seen, correct1, correct5, skipped, int(bool(use_top5))], "sum"))
+        seen, correct1, correct5, skipped, flag5 = (int(v) for v in all_reduce([seen, correct1, correct5, skipped, int(bool(use_top5))], "sum"))
         use_top5 = flag5 > 0
-        (seconds,) = _all_reduce([seconds], "max")
+        (seconds,) = all_reduce([seconds], "max")
     if seen == 0:
         raise DataError(f"no readable images in {dataset.root} ({skipped} unreadable): nothing to evaluate")
     return EvalResult(
         model=name,
-        model_kind=str(getattr(runner, "model_kind", runner.name)),
-        backend=runner.name,
-        device=runner.device,
+        model_kind=info.model_kind,
+        backend=info.backend,
+        device=info.device,
         data=str(dataset.root),
         data_kind=dataset.kind,
         images=seen,
@@ -242,15 +212,15 @@ def evaluate(
     TensorRT, else torch) unless ``backend`` says; ``device`` None means cpu, or cuda for
     TensorRT. Labels are required.
     """
-    from maxq_deploy.runtimes.select import runner_for
+    from maxq_deploy.runtimes.select import open_runner
 
     dataset = data if isinstance(data, ImageDataset) else open_dataset(data, labels, preprocess, require_labels=True)
     if not dataset.has_labels:
         raise DataError(f"{dataset.root} has no labels ({dataset.kind} data); evaluation needs labelled data")
-    rank, world = _distributed_context()
-    if world > 1 and device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    runner = runner_for(model_path, backend=backend, device=device, threads=threads)
+    dist = join_process_group("gloo")
+    if dist.enabled and device == "cuda":
+        device = f"cuda:{dist.local_rank}"
+    runner = open_runner(model_path, backend=backend, device=device, threads=threads)
     try:
         return evaluate_runner(runner, dataset, batch_size, workers, limit, progress, model_name=str(model_path))
     finally:

@@ -17,11 +17,14 @@ from torch import nn
 from maxq_deploy.archs import MaxQConvBN, build_model, state_dict_shapes
 from maxq_deploy.archs.layers import BN_EPS
 from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
-from maxq_deploy.checkpoint import FOLDED_FORMAT, MaxQCheckpoint, torch_load_safe
+from maxq_deploy.checkpoint import MaxQCheckpoint, torch_load_safe
+from maxq_deploy.compare import compare_outputs
 from maxq_deploy.errors import CheckpointFormatError, InputFileError, UnfinishedSparsityError
+from maxq_deploy.formats import FOLDED_FORMAT, FORMATS, check_format
+from maxq_deploy.models import LoadedModel
 from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern, project_to_pattern
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = FORMATS[FOLDED_FORMAT].version
 
 
 @dataclass
@@ -223,14 +226,8 @@ def fold_masks_and_bn(
 def _projection_drift(ckpt: MaxQCheckpoint, result: FoldResult, probe_shape: tuple[int, ...]) -> ProjectionDrift:
     """Output change caused by projection: original MaxQ network vs projected folded network."""
     x = torch.randn(probe_shape, generator=torch.Generator().manual_seed(0))
-    ref = ckpt.build_model()(x)
-    out = result.build_model()(x)
-    return ProjectionDrift(
-        probe_batch=list(probe_shape),
-        max_abs_error=float((out - ref).abs().max()),
-        relative_l2_error=float((out - ref).norm() / ref.norm().clamp_min(1e-12)),
-        top1_agreement=float((out.argmax(1) == ref.argmax(1)).float().mean()),
-    )
+    diff = compare_outputs(ckpt.build_model()(x), result.build_model()(x))
+    return ProjectionDrift(list(probe_shape), diff.max_abs_error, diff.relative_l2_error, diff.top1_agreement)
 
 
 def save_folded(result: FoldResult, path: str | os.PathLike[str]) -> Path:
@@ -293,10 +290,11 @@ def folded_from_dict(obj: dict, path: Path) -> FoldedCheckpoint:
 def load_folded(path: str | os.PathLike[str]) -> FoldedCheckpoint:
     """Read a deploy checkpoint written by :func:`save_folded` (weights_only)."""
     p = Path(path)
-    obj = torch_load_safe(p, "folded checkpoint")
-    if not isinstance(obj, dict) or obj.get("format") != FOLDED_FORMAT:
-        found = obj.get("format") if isinstance(obj, dict) else None
-        raise InputFileError(
-            f"{p} is not a folded checkpoint (format {found!r}); make one with: maxq-deploy fold CKPT -o OUT"
-        )
+    obj = check_format(torch_load_safe(p, "folded checkpoint"), FOLDED_FORMAT, p)
     return folded_from_dict(obj, p)
+
+
+def loaded_model_from_dict(path: Path, obj: dict) -> LoadedModel:
+    """The folded network of an already loaded folded checkpoint (registered in ``formats``)."""
+    folded = folded_from_dict(obj, path)
+    return LoadedModel(path, "folded-checkpoint", folded.arch, folded.num_classes, folded.nm, folded.build_model(), folded.meta)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from torch import nn
 
-from maxq_deploy.checkpoint import FOLDED_FORMAT, QUANTIZED_FORMAT, load_checkpoint, torch_load_safe
-from maxq_deploy.errors import InputFileError
+from maxq_deploy.checkpoint import load_checkpoint, torch_load_safe
+from maxq_deploy.formats import artifact_format
 
 
 @dataclass
@@ -34,17 +34,8 @@ def load_torch_model(path: str | os.PathLike[str], arch: str | None = None, nm: 
     """Load a MaxQ, folded or quantized checkpoint as an eval-mode module."""
     p = Path(path)
     obj = torch_load_safe(p)
-    fmt = obj.get("format") if isinstance(obj, dict) else None
-    if fmt == FOLDED_FORMAT:
-        from maxq_deploy.fold import folded_from_dict
-
-        folded = folded_from_dict(obj, p)
-        return LoadedModel(p, "folded-checkpoint", folded.arch, folded.num_classes, folded.nm, folded.build_model(), folded.meta)
-    if fmt == QUANTIZED_FORMAT:
-        from maxq_deploy.quantize import load_quantized_model
-
-        return load_quantized_model(p, obj)
-    if isinstance(fmt, str):
-        raise InputFileError(f"{p}: artifact format {fmt!r} is not a model this version can run")
+    spec = artifact_format(obj, p)  # checks the format and its version once, for every caller
+    if spec is not None:
+        return spec.load_model(p, obj)  # type: ignore[arg-type]
     ckpt = load_checkpoint(p, arch=arch, nm=nm, loaded=obj)
     return LoadedModel(p, "maxq-checkpoint", ckpt.arch, ckpt.num_classes, str(ckpt.nm) if ckpt.nm else None, ckpt.build_model(), {"epoch": ckpt.epoch})

@@ -17,7 +17,6 @@ from maxq_deploy import bench
 from maxq_deploy.bench import (
     CSV_COLUMNS,
     BenchModel,
-    OptionError,
     BenchSettings,
     benchmark,
     latency_stats,
@@ -27,7 +26,7 @@ from maxq_deploy.bench import (
     percentile,
     throughput,
 )
-from maxq_deploy.errors import MaxQDeployError
+from maxq_deploy.errors import MaxQDeployError, OptionError
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -69,7 +68,7 @@ class FakeRunner:
 @pytest.fixture
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     clock = FakeClock()
-    monkeypatch.setattr(bench.time, "perf_counter_ns", clock)
+    monkeypatch.setattr(bench.timing.time, "perf_counter_ns", clock)
     return clock
 
 
@@ -299,7 +298,7 @@ def test_input_size_conflicting_with_graph(tiny_onnx) -> None:
 
 def test_runners_closed_after_run(fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch, tiny_onnx) -> None:
     opened: list = []
-    monkeypatch.setattr(bench, "open_models", lambda *a, **k: opened.extend(fake_models(fake_clock, [])) or opened)
+    monkeypatch.setattr(bench.command, "open_models", lambda *a, **k: opened.extend(fake_models(fake_clock, [])) or opened)
     benchmark([tiny_onnx[0]], batch_sizes=[1], iters=1)
     assert opened and all(m.runner.closed for m in opened)
 
@@ -351,7 +350,7 @@ def test_cli_errors_are_one_line(cli, tiny_onnx, tmp_path: Path, args: list[str]
 
 def test_sparse_plan_resnet18(store) -> None:
     from maxq_deploy.models import load_torch_model
-    from maxq_deploy.sparse_torch import plan_sparse_layers
+    from maxq_deploy.semi_structured import plan_sparse_layers
 
     model = load_torch_model(store.folded(arch="resnet18")).module
     plan = plan_sparse_layers(model, torch.float16, min_shape=(16, 16))
@@ -372,7 +371,7 @@ def test_sparse_plan_resnet18(store) -> None:
 
 def test_sparse_plan_skips_depthwise(store) -> None:
     from maxq_deploy.models import load_torch_model
-    from maxq_deploy.sparse_torch import plan_sparse_layers
+    from maxq_deploy.semi_structured import plan_sparse_layers
 
     model = load_torch_model(store.folded(arch="mobilenet_v1")).module
     plan = plan_sparse_layers(model, torch.bfloat16, min_shape=(16, 16))
@@ -383,7 +382,7 @@ def test_sparse_plan_skips_depthwise(store) -> None:
 def test_matmul_forms_reproduce_convs(store) -> None:
     """The layer swap is exact with dense weights, so only the sparse kernel itself needs a GPU."""
     from maxq_deploy.models import load_torch_model
-    from maxq_deploy.sparse_torch import plan_sparse_layers, replace_with_matmuls_
+    from maxq_deploy.semi_structured import plan_sparse_layers, replace_with_matmuls_
 
     model = load_torch_model(store.folded(arch="resnet18")).module
     plan = plan_sparse_layers(model, torch.float16, min_shape=(16, 16), conv_kxk="im2col")
@@ -397,7 +396,7 @@ def test_matmul_forms_reproduce_convs(store) -> None:
 
 
 def test_sparse_runner_needs_cuda() -> None:
-    from maxq_deploy.sparse_torch import check_sparse_device
+    from maxq_deploy.semi_structured import check_sparse_device
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
@@ -409,7 +408,7 @@ def test_sparse_runner_needs_cuda() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_sparse_runner_on_gpu(store) -> None:
     from maxq_deploy.models import load_torch_model
-    from maxq_deploy.sparse_torch import SparseTorchRunner
+    from maxq_deploy.runtimes.torch_sparse_runner import SparseTorchRunner
 
     if torch.cuda.get_device_capability() < (8, 0):
         pytest.skip("2:4 sparse tensor cores need sm80+")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from maxq_deploy.archs import list_archs, state_dict_shapes
-from maxq_deploy.checkpoint import FOLDED_FORMAT, load_checkpoint
+from maxq_deploy.checkpoint import load_checkpoint
+from maxq_deploy.formats import FOLDED_FORMAT
 from maxq_deploy.errors import InputFileError, OutputPathError, UnfinishedSparsityError
 from maxq_deploy.fold import fold_checkpoint, fold_masks_and_bn, load_folded, save_folded
 from maxq_deploy.reference import LAYER_TYPES

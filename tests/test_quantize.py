@@ -22,10 +22,10 @@ from onnx import numpy_helper
 pytest.importorskip("pytorch_quantization")
 pytest.importorskip("sklearn")
 
-from maxq_deploy.checkpoint import QUANTIZED_FORMAT  # noqa: E402
+from maxq_deploy.formats import QUANTIZED_FORMAT  # noqa: E402
 from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OutputPathError, QuantizationError  # noqa: E402
 from maxq_deploy.fold import fold_checkpoint  # noqa: E402
-from maxq_deploy.quantize import engine, quantize_ptq, quantize_qat  # noqa: E402
+from maxq_deploy.quantize import histogram as histogram_maths, pq_adapter, quantize_ptq, quantize_qat  # noqa: E402
 from maxq_deploy.quantize.artifact import int8_weight, load_quantized_checkpoint  # noqa: E402
 from maxq_deploy.reference.train import DigitsExample, prepare_digits_example  # noqa: E402
 from maxq_deploy.sparsity import check_pattern  # noqa: E402
@@ -321,7 +321,7 @@ def test_unfolded_or_already_quantized_input(digits, ptq_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("value, message", [(float("nan"), "non-finite range"), (0.0, "zero range")])
 def test_unusable_calibrated_ranges_name_the_quantizer(folded, tmp_path, monkeypatch, value, message):
-    monkeypatch.setattr(engine, "histogram_amax", lambda *args, **kwargs: value)  # what the entropy calibrator returns
+    monkeypatch.setattr(pq_adapter, "histogram_amax", lambda *args, **kwargs: value)  # what the entropy calibrator returns
     data = small_npz(tmp_path / "calib.npz", 16)
     out = tmp_path / "q.pth"
     with pytest.raises(QuantizationError, match=rf"quantizer layer1\.0\.convbn1\._input_quantizer \(input\) got a {message}"):
@@ -363,13 +363,13 @@ def test_output_folder_is_checked_before_any_work(folded, tmp_path):
 def test_missing_backend_is_a_one_line_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_quantization", None)
     with pytest.raises(BackendUnavailableError, match=r"pip install 'maxq-deploy\[quant\]'"):
-        engine.require_pytorch_quantization()
+        pq_adapter.require_pytorch_quantization()
 
 
 def test_importing_the_package_needs_neither_backend_nor_cuda():
     import subprocess
 
-    code = ("import sys, maxq_deploy.quantize, maxq_deploy.quantize.engine, maxq_deploy.cli.cmd_quantize; "
+    code = ("import sys, maxq_deploy.quantize, maxq_deploy.quantize.pq_adapter, maxq_deploy.cli.cmd_quantize; "
             "assert 'pytorch_quantization' not in sys.modules; import torch; assert not torch.cuda.is_initialized()")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -393,16 +393,16 @@ def test_vectorized_entropy_and_mse_match_pytorch_quantization():
         if trial % 2:
             x = np.concatenate([x, np.zeros(5000)])  # ReLU zeros
         hist, edges = np.histogram(x, bins=int(rng.integers(200, 500)))
-        assert engine.histogram_amax(hist, edges, "entropy") == pytest.approx(float(_compute_amax_entropy(hist.copy(), edges, 8, False)), rel=1e-6)
-        assert engine.histogram_amax(hist, edges, "mse") == pytest.approx(upstream_mse(hist, edges), rel=1e-5)
+        assert histogram_maths.histogram_amax(hist, edges, "entropy") == pytest.approx(float(_compute_amax_entropy(hist.copy(), edges, 8, False)), rel=1e-6)
+        assert histogram_maths.histogram_amax(hist, edges, "mse") == pytest.approx(upstream_mse(hist, edges), rel=1e-5)
         assert float(_compute_amax_percentile(hist, edges, 99.9)) <= edges[-1]
 
 
 def test_single_pass_calibrators_collect_what_upstream_collects():
     from pytorch_quantization import calib
 
-    engine.require_pytorch_quantization()
-    histogram, maximum = engine._single_pass_calibrators()
+    pq_adapter.require_pytorch_quantization()
+    histogram, maximum = pq_adapter._single_pass_calibrators()
     generator = torch.Generator().manual_seed(0)
     for signed in (False, True):
         refs = calib.HistogramCalibrator(8, None, False), calib.MaxCalibrator(8, None, False)
@@ -418,22 +418,22 @@ def test_single_pass_calibrators_collect_what_upstream_collects():
 
 def test_sampled_histograms_give_nearly_the_same_ranges():
     """Large tensors are binned from a fixed-stride sample (counts scaled back): ranges barely move."""
-    engine.require_pytorch_quantization()
-    histogram, _ = engine._single_pass_calibrators()
+    pq_adapter.require_pytorch_quantization()
+    histogram, _ = pq_adapter._single_pass_calibrators()
     full, sampled = histogram(8, None, False), histogram(8, None, False)
-    sampled.max_samples = engine.HISTOGRAM_SAMPLES
+    sampled.max_samples = pq_adapter.HISTOGRAM_SAMPLES
     generator = torch.Generator().manual_seed(0)
     for i in range(3):
         x = (torch.randn(8, 256, 56, 56, generator=generator) * (1 + 0.2 * i) + 0.3).relu() ** 1.5  # 6.4M values
         full.collect(x)
         sampled.collect(x)
-    assert engine.sample_stride(x.numel(), engine.HISTOGRAM_SAMPLES) == 11
+    assert histogram_maths.sample_stride(x.numel(), pq_adapter.HISTOGRAM_SAMPLES) == 11
     assert torch.equal(full._calib_bin_edges, sampled._calib_bin_edges)  # the range comes from every value
     assert float(sampled._calib_hist.sum()) == pytest.approx(float(full._calib_hist.sum()), rel=1e-3)
     p_full, p_sampled = (float(c.compute_amax("percentile", percentile=99.99)) for c in (full, sampled))
     assert p_sampled == pytest.approx(p_full, rel=0.02)
     for method, tolerance in (("mse", 0.02), ("entropy", 0.1)):  # entropy's KL minimum is flat: it moves as much between calibration sets
-        amax = [engine.histogram_amax(c._calib_hist.numpy(), c._calib_bin_edges.numpy(), method) for c in (full, sampled)]
+        amax = [histogram_maths.histogram_amax(c._calib_hist.numpy(), c._calib_bin_edges.numpy(), method) for c in (full, sampled)]
         assert amax[1] == pytest.approx(amax[0], rel=tolerance), method
 
 

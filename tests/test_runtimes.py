@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, MaxQDeployError
-from maxq_deploy.runtimes import OnnxRuntimeRunner, Runner, TorchRunner, runner_for
+from maxq_deploy.runtimes import OnnxRuntimeRunner, Runner, TorchRunner, open_runner
 
 SIZE = 32
 
@@ -81,7 +81,7 @@ def test_torch_runner_refuses_cuda_where_there_is_none() -> None:
 
 def test_onnxruntime_matches_torch_on_the_folded_network(folded_onnx: tuple[Path, Path]) -> None:
     folded, onnx_path = folded_onnx
-    torch_runner, ort_runner = runner_for(folded), runner_for(onnx_path, threads=1)
+    torch_runner, ort_runner = open_runner(folded), open_runner(onnx_path, threads=1)
     assert isinstance(torch_runner, TorchRunner) and torch_runner.model_kind == "folded-checkpoint"
     assert isinstance(ort_runner, OnnxRuntimeRunner) and isinstance(ort_runner, Runner)
     assert (ort_runner.name, ort_runner.device, ort_runner.input_name) == ("onnxruntime", "cpu", "input")
@@ -106,7 +106,7 @@ def test_onnxruntime_casts_to_a_float16_input_and_returns_float32(tmp_path: Path
 
 
 def test_onnxruntime_wrong_input_shape_is_a_data_error(folded_onnx: tuple[Path, Path]) -> None:
-    runner = runner_for(folded_onnx[1])
+    runner = open_runner(folded_onnx[1])
     if runner.input_shape[1] is None:
         pytest.skip("the fallback export has a dynamic spatial size")
     with pytest.raises(DataError, match=r"rejected a batch of shape \(1, 3, 16, 16\)"):
@@ -117,9 +117,9 @@ def test_unreadable_onnx_is_an_input_file_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07 not a protobuf model")
     with pytest.raises(InputFileError, match="cannot be loaded by ONNX Runtime"):
-        runner_for(bad)
+        open_runner(bad)
     with pytest.raises(InputFileError, match="not found"):
-        runner_for(tmp_path / "missing.onnx")
+        open_runner(tmp_path / "missing.onnx")
 
 
 def test_unavailable_provider_is_named(folded_onnx: tuple[Path, Path]) -> None:
@@ -128,38 +128,38 @@ def test_unavailable_provider_is_named(folded_onnx: tuple[Path, Path]) -> None:
 
 
 def test_runner_for_picks_the_backend_from_the_file(store, folded_onnx: tuple[Path, Path]) -> None:
-    maxq = runner_for(store.checkpoint())
+    maxq = open_runner(store.checkpoint())
     assert isinstance(maxq, TorchRunner) and maxq.model_kind == "maxq-checkpoint" and maxq.num_classes == 10
-    assert isinstance(runner_for(folded_onnx[1], backend="onnxruntime"), OnnxRuntimeRunner)
-    assert isinstance(runner_for(folded_onnx[0], backend="torch"), TorchRunner)
+    assert isinstance(open_runner(folded_onnx[1], backend="onnxruntime"), OnnxRuntimeRunner)
+    assert isinstance(open_runner(folded_onnx[0], backend="torch"), TorchRunner)
 
 
 def test_runner_for_refuses_mismatches_and_unknowns(folded_onnx: tuple[Path, Path], tmp_path: Path) -> None:
     folded, onnx_path = folded_onnx
     with pytest.raises(InputFileError, match="is an ONNX model, which the torch backend cannot run; use --backend onnxruntime"):
-        runner_for(onnx_path, backend="torch")
+        open_runner(onnx_path, backend="torch")
     with pytest.raises(InputFileError, match="is a PyTorch checkpoint, which the onnxruntime backend cannot run"):
-        runner_for(folded, backend="onnxruntime")
+        open_runner(folded, backend="onnxruntime")
     with pytest.raises(InputFileError, match="export trt"):
-        runner_for(onnx_path, backend="tensorrt")
+        open_runner(onnx_path, backend="tensorrt")
     with pytest.raises(BackendUnavailableError, match="unknown backend 'tflite'; choose one of torch, onnxruntime, tensorrt"):
-        runner_for(onnx_path, backend="tflite")
+        open_runner(onnx_path, backend="tflite")
     odd = tmp_path / "model.weights"
     odd.write_bytes(b"x")
     with pytest.raises(InputFileError, match="cannot tell which runtime .* pass --backend"):
-        runner_for(odd)
+        open_runner(odd)
 
 
 def test_tensorrt_needs_cuda_and_tensorrt(tmp_path: Path) -> None:
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not really an engine")
     with pytest.raises(BackendUnavailableError, match="CUDA devices only"):
-        runner_for(engine, device="cpu")
+        open_runner(engine, device="cpu")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(MaxQDeployError):  # a one-line "not available" error, never an ImportError
-            runner_for(engine)
+            open_runner(engine)
 
 
 def test_importing_runtimes_loads_neither_onnxruntime_nor_tensorrt() -> None:

@@ -76,7 +76,7 @@ def _ort_logits(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_onnxruntime(graphs, engines, precision: str, sparse: bool) -> None:
-    from maxq_deploy.tensorrt.runner import TensorRTRunner
+    from maxq_deploy.runtimes.tensorrt_runner import TensorRTRunner
 
     if precision not in graphs:
         pytest.skip(f"no {precision} ONNX export available")
@@ -122,7 +122,7 @@ def test_verify_engines_through_cli(engines) -> None:
 
 def test_runner_rejects_batches_outside_the_profile(engines) -> None:
     from maxq_deploy.errors import EngineRunError
-    from maxq_deploy.tensorrt.runner import TensorRTRunner
+    from maxq_deploy.runtimes.tensorrt_runner import TensorRTRunner
 
     with TensorRTRunner(engines[("fp32", True)].output) as runner:
         with pytest.raises(EngineRunError, match="outside the engine's profile"):

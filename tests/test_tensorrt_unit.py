@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from maxq_deploy.errors import BackendUnavailableError, InputFileError, MaxQDeployError
-from maxq_deploy.tensorrt import _trt
+from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.errors import EngineBuildError, ProfileShapeError
 from maxq_deploy.tensorrt.flags import choose_builder_flags, known_flag_names
 from maxq_deploy.tensorrt.onnx_graph import OnnxLayer, read_onnx_graph
@@ -235,7 +235,7 @@ def run_cli():
 def test_importing_the_package_never_imports_tensorrt() -> None:
     code = (
         "import sys; import maxq_deploy.tensorrt, maxq_deploy.tensorrt.verify, maxq_deploy.cli.cmd_trt; "
-        "import maxq_deploy.tensorrt.build, maxq_deploy.tensorrt.runner; "
+        "import maxq_deploy.tensorrt.build, maxq_deploy.runtimes.tensorrt_runner; "
         "assert 'tensorrt' not in sys.modules, 'tensorrt imported'; "
         "import torch; assert not torch.cuda.is_initialized(), 'CUDA initialised'"
     )
@@ -271,7 +271,7 @@ def test_gpu_checks_have_their_own_messages(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_runner_without_tensorrt_is_one_line(tmp_path: Path, no_tensorrt) -> None:
-    from maxq_deploy.tensorrt.runner import TensorRTRunner
+    from maxq_deploy.runtimes.tensorrt_runner import TensorRTRunner
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not really an engine")

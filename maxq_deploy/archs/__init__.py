@@ -2,7 +2,14 @@
 
 from maxq_deploy.archs import mobilenet, resnet  # noqa: F401  (registers the builders)
 from maxq_deploy.archs.layers import FoldedLayers, LayerFactory, MaxQConvBN, MaxQLayers
-from maxq_deploy.archs.registry import build_model, list_archs, normalize_arch, register_arch, state_dict_shapes
+from maxq_deploy.archs.registry import (
+    build_model,
+    list_archs,
+    model_entrypoint,
+    normalize_arch,
+    register_arch,
+    state_dict_shapes,
+)
 
 __all__ = [
     "FoldedLayers",
@@ -11,6 +18,7 @@ __all__ = [
     "MaxQLayers",
     "build_model",
     "list_archs",
+    "model_entrypoint",
     "normalize_arch",
     "register_arch",
     "state_dict_shapes",

@@ -1,4 +1,4 @@
-"""The architecture registry: ``@register_arch``, ``list_archs``, ``build_model``.
+"""The architecture registry: ``@register_arch``, ``list_archs``, ``model_entrypoint``, ``build_model``.
 
 To add an architecture, write one module in this package whose builder takes a
 :class:`~maxq_deploy.archs.layers.LayerFactory` and a class count, decorate it with
@@ -48,13 +48,22 @@ def normalize_arch(name: str) -> str:
     )
 
 
+def model_entrypoint(arch: str) -> Builder:
+    """The builder registered for ``arch`` (any accepted spelling): ``builder(layers, num_classes)``.
+
+    Stages that build the architecture from their own layers (quantized, reference MaxQ layers)
+    call this with their :class:`LayerFactory`.
+    """
+    return _REGISTRY[normalize_arch(arch)]
+
+
 def build_model(arch: str, num_classes: int, form: str = "maxq", device: str | torch.device = "cpu") -> nn.Module:
     """Build ``arch`` in ``form`` "maxq" (trained layout) or "folded" (deploy layout), eval mode."""
     factories = {"maxq": MaxQLayers, "folded": FoldedLayers}
     if form not in factories:
         raise ValueError(f"form must be one of {sorted(factories)}, got {form!r}")
     with torch.device(device):
-        model = _REGISTRY[normalize_arch(arch)](factories[form](), num_classes)
+        model = model_entrypoint(arch)(factories[form](), num_classes)
     return model.eval()
 
 

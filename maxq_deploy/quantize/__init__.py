@@ -1,10 +1,15 @@
 """INT8 quantization that keeps 2:4: PTQ with calibrators, mask-preserving QAT, Q/DQ ONNX.
 
-``quantize_ptq`` calibrates the ranges of a folded checkpoint; ``quantize_qat`` calibrates and
-then fine-tunes with fake quantization while a fixed mask keeps every N:M zero at exactly 0.
-Both write a ``maxq-deploy/quantized`` checkpoint whose INT8 weights are checked for 2:4.
-pytorch-quantization is used only inside :mod:`maxq_deploy.quantize.engine`, imported lazily:
-importing this package needs neither it nor CUDA.
+``quantize(folded, out, QuantizeConfig(...))`` is the one entry: PTQ calibrates the ranges of a
+folded checkpoint; QAT (``qat=True``) calibrates and then fine-tunes with fake quantization
+while a fixed mask keeps every N:M zero at exactly 0. Both write a ``maxq-deploy/quantized``
+checkpoint whose INT8 weights are checked for 2:4. pytorch-quantization is used only inside
+:mod:`maxq_deploy.quantize.pq_adapter`, imported lazily: importing this package needs neither
+it nor CUDA.
+
+Modules: ``config`` (options), ``calibrate`` (the collection loop and checked ranges),
+``histogram`` (ranges from histograms, pure numpy), ``ptq`` / ``qat`` (the two modes),
+``artifact`` (the quantized checkpoint), ``result``, ``export`` (Q/DQ ONNX), ``verify``.
 """
 
 from __future__ import annotations
@@ -13,25 +18,29 @@ from typing import TYPE_CHECKING
 
 __all__ = [
     "CALIBRATORS",
+    "QuantizeConfig",
     "QuantizeResult",
     "export_qdq_onnx",
     "int8_weight",
     "load_quantized_checkpoint",
     "load_quantized_model",
+    "quantize",
     "quantize_ptq",
     "quantize_qat",
 ]
 
 if TYPE_CHECKING:
-    from maxq_deploy.quantize.engine import CALIBRATORS
     from maxq_deploy.quantize.artifact import int8_weight, load_quantized_checkpoint, load_quantized_model
+    from maxq_deploy.quantize.config import CALIBRATORS, QuantizeConfig, quantize
     from maxq_deploy.quantize.export import export_qdq_onnx
     from maxq_deploy.quantize.ptq import quantize_ptq
     from maxq_deploy.quantize.qat import quantize_qat
     from maxq_deploy.quantize.result import QuantizeResult
 
 _LAZY = {
-    "CALIBRATORS": "maxq_deploy.quantize.engine",
+    "CALIBRATORS": "maxq_deploy.quantize.config",
+    "QuantizeConfig": "maxq_deploy.quantize.config",
+    "quantize": "maxq_deploy.quantize.config",
     "QuantizeResult": "maxq_deploy.quantize.result",
     "export_qdq_onnx": "maxq_deploy.quantize.export",
     "int8_weight": "maxq_deploy.quantize.artifact",

@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 from maxq_deploy.archs import state_dict_shapes
-from maxq_deploy.checkpoint import FOLDED_FORMAT, QUANTIZED_FORMAT, torch_load_safe
+from maxq_deploy.checkpoint import torch_load_safe
+from maxq_deploy.formats import FOLDED_FORMAT, FORMATS, QUANTIZED_FORMAT, check_format, format_of
 from maxq_deploy.errors import InputFileError
 from maxq_deploy.fold import FoldedCheckpoint, FoldedLayer, folded_from_dict
 from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = FORMATS[QUANTIZED_FORMAT].version
 #: Largest INT8 magnitude of a symmetric weight quantizer (amax maps to 127).
 INT8_BOUND = 127
 
@@ -99,7 +100,8 @@ class QuantizedCheckpoint:
 
 
 def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
-    """Validate a loaded quantized checkpoint: keys, shapes and one range per weight."""
+    """Validate a loaded quantized checkpoint: format, keys, shapes and one range per weight."""
+    check_format(obj, QUANTIZED_FORMAT, path)
     try:
         layers = [FoldedLayer(**layer) for layer in obj["layers"]]
         ckpt = QuantizedCheckpoint(
@@ -109,11 +111,6 @@ def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputFileError(f"{path}: damaged quantized checkpoint ({exc})") from None
-    if int(obj.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputFileError(
-            f"{path}: quantized checkpoint format version {obj.get('format_version')} is newer than this maxq-deploy "
-            f"reads ({FORMAT_VERSION}); upgrade maxq-deploy"
-        )
     expected = state_dict_shapes(ckpt.arch, ckpt.num_classes, "folded")
     got = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
     if got != expected:
@@ -129,7 +126,7 @@ def read_folded_input(path: str | os.PathLike[str]) -> tuple[FoldedCheckpoint, d
     """The folded checkpoint to quantize, with a clear error for every other kind of file."""
     p = Path(path)
     obj = torch_load_safe(p, "folded checkpoint")
-    fmt = obj.get("format") if isinstance(obj, dict) else None
+    fmt = format_of(obj)
     if fmt == QUANTIZED_FORMAT:
         raise InputFileError(
             f"{p} is already quantized ({QUANTIZED_FORMAT}); quantize the folded checkpoint it was made from"
@@ -140,31 +137,30 @@ def read_folded_input(path: str | os.PathLike[str]) -> tuple[FoldedCheckpoint, d
             f"{p} is {what}, not a folded checkpoint: fold it first with maxq-deploy fold {p.name} -o folded.pth, "
             "then quantize folded.pth"
         )
+    check_format(obj, FOLDED_FORMAT, p)
     return folded_from_dict(obj, p), obj
 
 
 def load_quantized_checkpoint(path: str | os.PathLike[str]) -> QuantizedCheckpoint:
     p = Path(path)
     obj = torch_load_safe(p, "quantized checkpoint")
-    if not isinstance(obj, dict) or obj.get("format") != QUANTIZED_FORMAT:
-        raise InputFileError(f"{p} is not a quantized checkpoint; make one with: maxq-deploy quantize FOLDED -o OUT --calib DATA")
-    return quantized_from_dict(obj, p)
+    return quantized_from_dict(check_format(obj, QUANTIZED_FORMAT, p), p)
 
 
 def load_quantized_model(path: Path, obj: dict):
     """``models.load_torch_model`` hook: the fake-quantized network (eval mode, CPU)."""
     from maxq_deploy.models import LoadedModel
-    from maxq_deploy.quantize import engine
+    from maxq_deploy.quantize import pq_adapter
 
     ckpt = quantized_from_dict(obj, Path(path))
-    engine.require_pytorch_quantization()
-    model = engine.build_quant_model(ckpt.arch, ckpt.num_classes)
-    engine.load_weights(model, ckpt.state_dict)
-    for name, quantizer in engine.quantizers(model).items():
+    pq_adapter.require_pytorch_quantization()
+    model = pq_adapter.build_quant_model(ckpt.arch, ckpt.num_classes)
+    pq_adapter.load_weights(model, ckpt.state_dict)
+    for name, quantizer in pq_adapter.quantizers(model).items():
         amax = ckpt.quantizers.get(name)
         if amax is None:
             raise InputFileError(f"{path}: damaged quantized checkpoint (no range for quantizer {name})")
-        engine.set_amax(quantizer, amax)
+        pq_adapter.set_amax(quantizer, amax)
     return LoadedModel(Path(path), "quantized-checkpoint", ckpt.arch, ckpt.num_classes, ckpt.nm, model.eval(), ckpt.meta)
 
 

@@ -9,13 +9,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from maxq_deploy.devices import resolve_device  # noqa: F401  (PTQ and QAT pick their device here)
 from maxq_deploy.errors import DataError, QuantizationError
 from maxq_deploy.progress import SILENT, Progress
-from maxq_deploy.quantize import engine
+from maxq_deploy.quantize import pq_adapter
+from maxq_deploy.quantize.config import CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE
 
-#: Default activation calibrator: pytorch-quantization's ResNet-50 tutorial recipe.
-DEFAULT_CALIBRATOR = "percentile"
-DEFAULT_PERCENTILE = 99.99
 #: Fewer images than this give ranges that describe the images, not the data.
 MIN_CALIBRATION_IMAGES = 16
 #: A weight channel that is entirely zero gets this range (its INT8 values are 0 whatever it is);
@@ -32,13 +31,13 @@ class CalibrationOptions:
     batches: int = 16
     batch_size: int = 32
     #: Values a histogram calibrator bins per tensor and batch (None: every value); see
-    #: :data:`engine.HISTOGRAM_SAMPLES`.
-    histogram_samples: int | None = engine.HISTOGRAM_SAMPLES
+    #: :data:`pq_adapter.HISTOGRAM_SAMPLES`.
+    histogram_samples: int | None = pq_adapter.HISTOGRAM_SAMPLES
 
     def __post_init__(self) -> None:
         self.calibrator = str(self.calibrator).lower()
-        if self.calibrator not in engine.CALIBRATORS:
-            raise QuantizationError(f"--calibrator {self.calibrator!r} is not supported; choose one of {', '.join(engine.CALIBRATORS)}")
+        if self.calibrator not in CALIBRATORS:
+            raise QuantizationError(f"--calibrator {self.calibrator!r} is not supported; choose one of {', '.join(CALIBRATORS)}")
         if not isinstance(self.percentile, (int, float)) or not 0 < float(self.percentile) <= 100:
             raise QuantizationError(f"--percentile {self.percentile!r} must be in (0, 100], e.g. 99.99")
         self.percentile = float(self.percentile)
@@ -139,33 +138,33 @@ def calibrate(model: nn.Module, dataset, options: CalibrationOptions, *, workers
 
     progress = progress or SILENT
     check_calibration_size(dataset, options)
-    engine.set_histogram_samples(model, options.histogram_samples)
-    engine.calibrate_weights(model)
+    pq_adapter.set_histogram_samples(model, options.histogram_samples)
+    pq_adapter.calibrate_weights(model)
     loader = make_loader(dataset, options.batch_size, workers, shuffle=True, seed=seed)
     batches = min(options.batches, len(loader))
     model.eval()
     started = time.perf_counter()
     seen = 0
     input_quantizers: list[str] = []
-    with engine.collecting_activation_statistics(model):
+    with pq_adapter.collecting_activation_statistics(model):
         for index, (images, _) in enumerate(
             progress.track(itertools.islice(loader, batches), total=batches, description=f"calibrate ({options.calibrator})")
         ):
             x = images.to(device, non_blocking=True)
             if index == 0:
-                with engine.watching_inputs(model, x) as sharing:
+                with pq_adapter.watching_inputs(model, x) as sharing:
                     model(x)
-                engine.share_calibrators(model, sharing)
+                pq_adapter.share_calibrators(model, sharing)
                 input_quantizers = sharing.network_input
                 if options.calibrator != "max":
-                    engine.switch_to_max_calibrator(model, input_quantizers, x)
+                    pq_adapter.switch_to_max_calibrator(model, input_quantizers, x)
             else:
                 model(x)
             seen += int(images.shape[0])
     collect_seconds = time.perf_counter() - started
     check_calibration_size(dataset, options, seen=seen)
     started = time.perf_counter()
-    engine.load_activation_amax(model, options.calibrator, options.percentile, progress=progress)
+    pq_adapter.load_activation_amax(model, options.calibrator, options.percentile, progress=progress)
     model.to(device)  # ranges computed on the host join the model's device
     ranges_seconds = time.perf_counter() - started
     return CalibrationStats(
@@ -183,9 +182,9 @@ def validated_ranges(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[Qu
     """
     ranges: dict[str, torch.Tensor] = {}
     report: list[QuantizerRange] = []
-    for name, quantizer in engine.quantizers(model).items():
-        role = engine.quantizer_role(name)
-        amax = engine.amax_of(quantizer)
+    for name, quantizer in pq_adapter.quantizers(model).items():
+        role = pq_adapter.quantizer_role(name)
+        amax = pq_adapter.amax_of(quantizer)
         if amax is None or amax.numel() == 0:
             raise QuantizationError(f"quantizer {name} has no range after calibration (it saw no data); this is a bug if calibration ran")
         amax = amax.float().cpu()
@@ -199,7 +198,7 @@ def validated_ranges(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[Qu
         if role == "weight" and bool((amax <= 0).any()):
             zero = int((amax <= 0).sum())
             amax = torch.where(amax > 0, amax, torch.full_like(amax, ZERO_CHANNEL_AMAX))
-            engine.set_amax(quantizer, amax.to(quantizer._amax.device))
+            pq_adapter.set_amax(quantizer, amax.to(quantizer._amax.device))
             notes.append(f"{zero} all-zero output channel(s) given range {ZERO_CHANNEL_AMAX}")
         elif bool((amax <= 0).any()):
             raise QuantizationError(
@@ -216,14 +215,3 @@ def _describe(amax: torch.Tensor) -> str:
         return f"amax {float(amax):g}"
     bad = int((~torch.isfinite(amax)).sum())
     return f"{bad} of {amax.numel()} channel ranges not finite"
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        from maxq_deploy.errors import BackendUnavailableError
-
-        raise BackendUnavailableError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return torch.device(device)
-

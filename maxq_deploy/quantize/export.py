@@ -3,7 +3,7 @@
 TensorRT's rules: QuantizeLinear/DequantizeLinear pairs with zero point 0 (int8), per-channel
 weight scales on axis 0 (opset >= 13), per-tensor activation scales, nothing between Conv and
 ReLU, the residual input of every Add quantized. The fake-quant network already has exactly
-these quantizers; :func:`engine.onnx_export_mode` makes them export as Q/DQ.
+these quantizers; :func:`pq_adapter.onnx_export_mode` makes them export as Q/DQ.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from maxq_deploy.errors import QuantizationError
-from maxq_deploy.quantize import engine
+from maxq_deploy.quantize import pq_adapter
 
 MIN_OPSET = 13  # per-channel QuantizeLinear (axis attribute)
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -46,7 +46,7 @@ def export_qdq_onnx(loaded, dummy: torch.Tensor, path: str | os.PathLike[str], o
     module = loaded.module
     module.eval()
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    with engine.onnx_export_mode(), torch.no_grad(), warnings.catch_warnings():
+    with pq_adapter.onnx_export_mode(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
         torch.onnx.export(
             module, (dummy,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],

@@ -11,7 +11,7 @@ import torch
 from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
 from maxq_deploy.data import Preprocess
 from maxq_deploy.progress import Progress
-from maxq_deploy.quantize import engine
+from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
 from maxq_deploy.quantize.calibrate import (
     DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, open_data, resolve_device,
@@ -46,20 +46,20 @@ def quantize_ptq(
     options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
     out = check_output_path(output)
     folded, _ = read_folded_input(folded_path)
-    engine.require_pytorch_quantization()
+    pq_adapter.require_pytorch_quantization()
     dataset = open_data(calib_data, preprocess, "calibration", labels=labels)
     check_classes(dataset, folded.num_classes, "calibration")
     target = resolve_device(device)
 
-    model = engine.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
-    engine.load_weights(model, folded.state_dict)
+    model = pq_adapter.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
+    pq_adapter.load_weights(model, folded.state_dict)
     model.to(target)
     stats = calibrate(model, dataset, options, workers=workers, device=target, seed=seed, progress=progress)
     ranges, report = validated_ranges(model)
     checks = check_int8_layers(folded.layers, folded.state_dict, ranges)
     assert_pattern_kept(checks)
 
-    backend = f"pytorch-quantization {engine.version()}"
+    backend = f"pytorch-quantization {pq_adapter.version()}"
     ckpt = checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), backend)
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)

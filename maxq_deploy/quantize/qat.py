@@ -29,9 +29,11 @@ from torch.nn import functional as F
 
 from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
 from maxq_deploy.data import Preprocess
+from maxq_deploy.distributed import join_process_group
 from maxq_deploy.errors import DataError, PatternViolationError, QuantizationError
 from maxq_deploy.progress import SILENT, Progress
-from maxq_deploy.quantize import engine
+from maxq_deploy.quantize import pq_adapter
+from maxq_deploy.quantize.config import QuantizeConfig
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
 from maxq_deploy.quantize.calibrate import (
     DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, open_data, resolve_device,
@@ -39,7 +41,6 @@ from maxq_deploy.quantize.calibrate import (
 )
 from maxq_deploy.quantize.result import EpochReport, QuantizeResult, TrainingReport, assert_pattern_kept, checkpoint_dict
 
-OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -83,10 +84,8 @@ def _setup_distributed(distributed: bool | None, device: str | None) -> tuple[_D
         target = torch.device("cuda", local_rank)
     else:
         target = torch.device("cpu")
-    owns = False
-    if not initialized:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
-        owns = True
+    owns = not initialized
+    join_process_group(backend="nccl" if use_cuda else "gloo")
     return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns), target
 
 
@@ -106,7 +105,7 @@ def _broadcast_ranges(model: nn.Module, ctx: _Dist) -> None:
         return
     import torch.distributed as dist
 
-    for q in engine.quantizers(model).values():
+    for q in pq_adapter.quantizers(model).values():
         amax = getattr(q, "_amax", None)
         if isinstance(amax, torch.Tensor):
             dist.broadcast(amax.data, src=0)
@@ -184,10 +183,11 @@ def quantize_qat(
     """
     started = time.perf_counter()
     options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
-    _check_training_options(epochs, lr, optimizer, momentum, weight_decay, train_batches)
+    QuantizeConfig(qat=True, train_data=train_data, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
+                   weight_decay=weight_decay, train_batches=train_batches)  # validates; messages name the options
     out = check_output_path(output)
     folded, _ = read_folded_input(folded_path)
-    engine.require_pytorch_quantization()
+    pq_adapter.require_pytorch_quantization()
     train_set = open_data(train_data, preprocess, "train", require_labels=True)
     check_classes(train_set, folded.num_classes, "train")
     val_set = open_data(val_data, preprocess, "val", require_labels=True) if val_data is not None else None
@@ -207,29 +207,14 @@ def quantize_qat(
             dist.destroy_process_group()
 
 
-def _check_training_options(epochs, lr, optimizer, momentum, weight_decay, train_batches) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise QuantizationError(f"--epochs must be a positive integer, got {epochs!r}")
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise QuantizationError(f"--lr must be a positive number, got {lr!r} (QAT fine-tunes: 1e-4 .. 1e-3 is typical)")
-    if optimizer not in OPTIMIZERS:
-        raise QuantizationError(f"optimizer {optimizer!r} is not supported; choose one of {', '.join(OPTIMIZERS)}")
-    if not 0 <= momentum < 1:
-        raise QuantizationError(f"momentum must be in [0, 1), got {momentum!r}")
-    if weight_decay < 0:
-        raise QuantizationError(f"weight decay must be >= 0, got {weight_decay!r}")
-    if train_batches is not None and (isinstance(train_batches, bool) or not isinstance(train_batches, int) or train_batches < 1):
-        raise QuantizationError(f"--train-batches must be a positive integer, got {train_batches!r}")
-
-
 def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationOptions, ctx: _Dist, target: torch.device,
          started: float, *, epochs: int, lr: float, optimizer: str, momentum: float, weight_decay: float,
          train_batches: int | None, workers: int, seed: int, progress: Progress) -> QuantizeResult:
     from maxq_deploy.data import make_loader
 
     torch.manual_seed(seed)
-    model = engine.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
-    engine.load_weights(model, folded.state_dict)
+    model = pq_adapter.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
+    pq_adapter.load_weights(model, folded.state_dict)
     model.to(target)
     stats = calibrate(model, calib_set, options, workers=workers, device=target, seed=seed, progress=progress)
     _broadcast_ranges(model, ctx)
@@ -309,7 +294,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
         best_epoch=best_epoch, selected_by="val_top1" if val_loader is not None else "last", masked_layers=len(masks),
         fixed_zeros=fixed_zeros, zeros_reintroduced=revived, history=history,
     )
-    backend = f"pytorch-quantization {engine.version()}"
+    backend = f"pytorch-quantization {pq_adapter.version()}"
     notes = [f"{r.name}: {n}" for r in report for n in r.notes]
     if val_loader is not None and best_epoch == 0:
         notes.append("fine-tuning did not beat the calibrated network on the validation data: its weights were kept")

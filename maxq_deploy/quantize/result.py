@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from maxq_deploy.checkpoint import QUANTIZED_FORMAT
+from maxq_deploy.formats import QUANTIZED_FORMAT
 from maxq_deploy.errors import PatternViolationError
 from maxq_deploy.fold import FoldedCheckpoint
 from maxq_deploy.quantize.artifact import FORMAT_VERSION, Int8LayerCheck, layers_to_dicts

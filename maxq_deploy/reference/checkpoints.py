@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from maxq_deploy.archs.layers import MaxQLayers
-from maxq_deploy.archs.registry import _REGISTRY, normalize_arch
+from maxq_deploy.archs import model_entrypoint, normalize_arch
 from maxq_deploy.artifacts import atomic_output
 from maxq_deploy.reference.layers import ReferenceMaxQConvBN
 from maxq_deploy.sparsity import NMPattern
@@ -28,7 +28,7 @@ class ReferenceLayers(MaxQLayers):
 def build_reference_model(arch: str, num_classes: int, nm: str = "2:4", layer_type: str = "SoftMaxQConv2DBNV2Pro") -> nn.Module:
     """An untrained MaxQ network of ``arch`` made of reference layers (train mode)."""
     pattern = NMPattern.parse(nm)
-    return _REGISTRY[normalize_arch(arch)](ReferenceLayers(layer_type, pattern.n, pattern.m), num_classes)
+    return model_entrypoint(arch)(ReferenceLayers(layer_type, pattern.n, pattern.m), num_classes)
 
 
 def sparse_layers(model: nn.Module) -> list[ReferenceMaxQConvBN]:

@@ -1,17 +1,34 @@
-"""Runtimes that execute a model on a batch: torch, ONNX Runtime, TensorRT (lazy).
+"""The runtime wing: every backend that runs a model, behind one contract (``base.Runner``).
 
-``runner_for(path)`` picks one from the file; the torch and ONNX Runtime runners load their
-libraries on use, the TensorRT runner only when an engine is opened.
+* :mod:`~maxq_deploy.runtimes.base` -- ``Runner`` (run/close) and ``ModelInfo`` (what it runs)
+* :mod:`~maxq_deploy.runtimes.select` -- ``open_runner(path, backend)``: the backend decided once
+* :mod:`~maxq_deploy.runtimes.torch_runner` -- PyTorch eager (any torch artifact)
+* :mod:`~maxq_deploy.runtimes.torch_sparse_runner` -- PyTorch CUDA fp16/bf16 with 2:4 semi-structured layers
+* :mod:`~maxq_deploy.runtimes.onnxruntime_runner` -- ONNX Runtime sessions
+* :mod:`~maxq_deploy.runtimes.tensorrt_api` / :mod:`~maxq_deploy.runtimes.tensorrt_runner` -- the only
+  door to ``tensorrt``, and engines
+
+Backend libraries are imported when a model is opened, never with this package.
 """
 
-from maxq_deploy.runtimes.base import Runner
-from maxq_deploy.runtimes.select import BACKENDS, backend_for_file, normalize_backend, runner_for
+from maxq_deploy.runtimes.base import ModelInfo, Runner
+from maxq_deploy.runtimes.select import BACKENDS, backend_for_file, normalize_backend, open_runner, resolve_backend
 
-__all__ = ["BACKENDS", "OnnxRuntimeRunner", "Runner", "TorchRunner", "backend_for_file", "normalize_backend", "runner_for"]
+__all__ = [
+    "BACKENDS",
+    "ModelInfo",
+    "OnnxRuntimeRunner",
+    "Runner",
+    "TorchRunner",
+    "backend_for_file",
+    "normalize_backend",
+    "open_runner",
+    "resolve_backend",
+]
 
 
 def __getattr__(name: str):
-    # Lazy, so importing the package does not load onnxruntime.
+    # Lazy, so importing the package does not load torch or onnxruntime.
     if name == "TorchRunner":
         from maxq_deploy.runtimes.torch_runner import TorchRunner
 

@@ -1,19 +1,28 @@
-"""Run an ONNX model with ONNX Runtime behind the Runner interface."""
+"""ONNX Runtime: a session loaded from an ``.onnx`` file, and the runner over it.
+
+:func:`session_from_onnx` opens (file -> ``InferenceSession``, providers, threads);
+:class:`OnnxRuntimeRunner` reads the session's input, output and ``maxq_deploy.*`` metadata
+once into its :class:`ModelInfo` and then only runs.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from maxq_deploy import onnx_meta
 from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError
+from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OptionError, first_line
+from maxq_deploy.runtimes.base import ModelInfo, Runner
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+CPU_PROVIDER = "CPUExecutionProvider"
 
 
-def _ort_errors() -> tuple[type[BaseException], ...]:
+def ort_errors() -> tuple[type[BaseException], ...]:
     """ONNX Runtime's own exception classes (they derive from Exception directly)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
@@ -22,81 +31,109 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
     return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
+def providers_for(device: str | None) -> list[str]:
+    """Execution providers for ``cpu`` or ``cuda[:N]``."""
+    dev = (device or "cpu").split(":")[0]
+    if dev not in ("cpu", "cuda"):
+        raise BackendUnavailableError(f"unsupported device {device!r} for ONNX Runtime; use cpu or cuda")
+    return ["CUDAExecutionProvider", CPU_PROVIDER] if dev == "cuda" else [CPU_PROVIDER]
 
 
-class OnnxRuntimeRunner:
-    """An ONNX Runtime session (graph optimization level ALL) over a one-input, one-output model.
+def session_from_onnx(path: str | os.PathLike[str], threads: int | None = None, providers: list[str] | None = None) -> Any:
+    """An ``InferenceSession`` (graph optimization level ALL) over ``path``.
 
-    The batch is cast to the graph's input type (float16 graphs take float16) and the output
-    comes back as float32. ``threads`` sets the session's intra-op threads (None: ORT's default).
-    ``providers`` defaults to the CPU provider; pass e.g. ``["CUDAExecutionProvider"]`` for GPU.
+    ``threads`` sets the intra-op threads (None: ONNX Runtime's default); ``providers`` defaults
+    to the CPU provider. A missing provider or an unloadable graph is a one-line error.
+    """
+    import onnxruntime as ort
+
+    p = check_input_file(path, "ONNX model")
+    if threads is not None and threads < 1:
+        raise OptionError(f"threads must be >= 1, got {threads}")
+    available = ort.get_available_providers()
+    providers = list(providers) if providers else [CPU_PROVIDER]
+    missing = [name for name in providers if name not in available]
+    if missing:
+        raise BackendUnavailableError(
+            f"ONNX Runtime provider(s) {', '.join(missing)} not available here (available: {', '.join(available)}); "
+            "CUDA needs the onnxruntime-gpu package"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: keep ORT's warnings off the CLI output
+    try:
+        return ort.InferenceSession(str(p), sess_options=options, providers=providers)
+    except ort_errors() as exc:
+        raise InputFileError(f"{p} cannot be loaded by ONNX Runtime: {first_line(exc, 300)}") from None
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs a one-input classifier session; the batch is cast to the graph's input type (float16
+    graphs take float16) and the output comes back as float32.
+
+    ``source`` is an ``.onnx`` path (opened with :func:`session_from_onnx`) or an open session.
     """
 
-    name = "onnxruntime"
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        threads: int | None = None,
-        providers: list[str] | None = None,
-    ):
+    def __init__(self, source: str | os.PathLike[str] | Any, threads: int | None = None, providers: list[str] | None = None):
         import onnxruntime as ort
 
-        self.path = check_input_file(path, "ONNX model")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        available = ort.get_available_providers()
-        providers = list(providers) if providers else ["CPUExecutionProvider"]
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise BackendUnavailableError(
-                f"ONNX Runtime provider(s) {', '.join(missing)} not available here (available: {', '.join(available)}); "
-                "CUDA needs the onnxruntime-gpu package"
-            )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: keep ORT's warnings off the CLI output
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-        except _ort_errors() as exc:
-            raise InputFileError(f"{self.path} cannot be loaded by ONNX Runtime: {_one_line(exc)}") from None
+        if isinstance(source, (str, os.PathLike)):
+            path: Path | None = Path(source)
+            self.session = session_from_onnx(source, threads, providers)
+        else:
+            path, self.session = None, source
+        where = path or "the ONNX model"
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise InputFileError(
-                f"{self.path}: expected a classifier with one input and one output, "
+                f"{where}: expected a classifier with one input and one output, "
                 f"found {len(inputs)} input(s) and {len(outputs)} output(s)"
             )
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.output_name = outputs[0].name
         if inputs[0].type not in _NUMPY_TYPES:
-            raise InputFileError(f"{self.path}: input {self.input_name!r} is {inputs[0].type}; only float and float16 inputs are supported")
-        self.input_dtype = np.dtype(_NUMPY_TYPES[inputs[0].type])
+            raise InputFileError(f"{where}: input {inputs[0].name!r} is {inputs[0].type}; only float and float16 inputs are supported")
         shape = inputs[0].shape
         if len(shape) != 4:
-            raise InputFileError(f"{self.path}: input {self.input_name!r} has rank {len(shape)}, expected NCHW (rank 4)")
+            raise InputFileError(f"{where}: input {inputs[0].name!r} has rank {len(shape)}, expected NCHW (rank 4)")
         # Named or unknown dims are dynamic: None.
-        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
-        out_shape = outputs[0].shape
-        last = out_shape[-1] if out_shape else None
-        self.num_classes: int | None = last if isinstance(last, int) and last > 0 else None
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.arch = self.metadata.get("maxq_deploy.arch")
-        precision = self.metadata.get("maxq_deploy.precision")
-        self.model_kind = f"onnx-{precision}" if precision else "onnx"
-        self.providers = self.session.get_providers()
-        self.device = "cuda" if self.providers and self.providers[0] != "CPUExecutionProvider" else "cpu"
+        dims = tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+        last = outputs[0].shape[-1] if outputs[0].shape else None
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        precision = metadata.get(onnx_meta.PRECISION)
+        used = self.session.get_providers()
+        self.info = ModelInfo(
+            backend="onnxruntime",
+            backend_version=ort.__version__,
+            device="cuda" if used and used[0] != CPU_PROVIDER else "cpu",
+            model_kind=f"onnx-{precision}" if precision else "onnx",
+            path=path,
+            precision=precision,
+            arch=metadata.get(onnx_meta.ARCH),
+            num_classes=last if isinstance(last, int) and last > 0 else None,
+            input_name=inputs[0].name,
+            input_shape=dims[1:],  # type: ignore[arg-type]
+            input_dtype=np.dtype(_NUMPY_TYPES[inputs[0].type]),
+            batch_range=(dims[0], dims[0]) if dims[0] is not None else (1, None),
+            metadata=metadata,
+            options={"threads": threads, "providers": ",".join(used)},
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(np.asarray(batch), dtype=self.input_dtype)
+        x = np.ascontiguousarray(np.asarray(batch), dtype=self.info.input_dtype)
         try:
-            (out,) = self.session.run([self.output_name], {self.input_name: x})
-        except _ort_errors() as exc:  # InvalidArgument for a wrong shape: bad input, not a bug
-            raise DataError(f"{Path(self.path).name} rejected a batch of shape {x.shape}: {_one_line(exc)}") from None
+            (out,) = self.session.run([self.output_name], {self.info.input_name: x})
+        except ort_errors() as exc:  # InvalidArgument for a wrong shape: bad input, not a bug
+            name = self.info.path.name if self.info.path else "the ONNX model"
+            raise DataError(f"{name} rejected a batch of shape {x.shape}: {first_line(exc, 300)}") from None
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None
+
+
+def open_onnxruntime_runner(path: Path, device: str | None = None, threads: int | None = None) -> OnnxRuntimeRunner:
+    """``open_runner``'s opener for ``.onnx`` files."""
+    return OnnxRuntimeRunner(path, threads=threads, providers=providers_for(device))

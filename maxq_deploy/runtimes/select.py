@@ -1,94 +1,95 @@
-"""Pick the runtime for a model file: by suffix, or as ``backend`` says (checked against the file)."""
+"""Which runtime runs a model file, decided once: by suffix, or as ``--backend`` says.
+
+:func:`resolve_backend` checks the choice against the file; :func:`open_runner` then calls that
+backend's opener (imported only then, so a missing optional backend costs nothing until used).
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from maxq_deploy.artifacts import check_input_file
 from maxq_deploy.errors import BackendUnavailableError, InputFileError
 from maxq_deploy.runtimes.base import Runner
 
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+#: Backend -> "module:function" that opens a file as a Runner: ``function(path, device, threads, **options)``.
+OPENERS: dict[str, str] = {
+    "torch": "maxq_deploy.runtimes.torch_runner:open_torch_runner",
+    "onnxruntime": "maxq_deploy.runtimes.onnxruntime_runner:open_onnxruntime_runner",
+    "tensorrt": "maxq_deploy.runtimes.tensorrt_runner:open_tensorrt_runner",
+}
+BACKENDS: tuple[str, ...] = tuple(OPENERS)
 _ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
-#: Suffix -> backend that runs it. ``.pth.tar`` ends in ``.tar``.
-SUFFIX_BACKENDS: dict[str, str] = {
-    ".onnx": "onnxruntime",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-    ".trt": "tensorrt",
-    ".pth": "torch",
-    ".pt": "torch",
-    ".tar": "torch",
-    ".ckpt": "torch",
+#: Suffix -> backends that can run it (the first is the default). ``.pth.tar`` ends in ``.tar``.
+SUFFIX_BACKENDS: dict[str, tuple[str, ...]] = {
+    ".onnx": ("onnxruntime",),
+    ".engine": ("tensorrt",),
+    ".plan": ("tensorrt",),
+    ".trt": ("tensorrt",),
+    ".pth": ("torch",),
+    ".pt": ("torch",),
+    ".tar": ("torch",),
+    ".ckpt": ("torch",),
 }
 _WHAT = {"torch": "a PyTorch checkpoint", "onnxruntime": "an ONNX model", "tensorrt": "a TensorRT engine"}
 
 
 def normalize_backend(backend: str) -> str:
-    key = backend.strip().lower()
+    key = str(backend).strip().lower()
     key = _ALIASES.get(key, key)
-    if key not in BACKENDS:
+    if key not in OPENERS:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     return key
 
 
 def backend_for_file(path: str | os.PathLike[str]) -> str | None:
-    """The backend a file's suffix calls for, or None when the suffix says nothing."""
-    return SUFFIX_BACKENDS.get(Path(path).suffix.lower())
+    """The default backend a file's suffix calls for, or None when the suffix says nothing."""
+    choices = SUFFIX_BACKENDS.get(Path(path).suffix.lower())
+    return choices[0] if choices else None
 
 
-def runner_for(
+def resolve_backend(path: Path, backend: str | None = None) -> str:
+    """The backend that runs ``path``: ``backend`` when it can, else the one its suffix names."""
+    choices = SUFFIX_BACKENDS.get(path.suffix.lower(), ())
+    if backend is None:
+        if not choices:
+            raise InputFileError(
+                f"cannot tell which runtime runs {path.name} from its suffix {path.suffix or '(none)'!r}; known suffixes: "
+                f"{', '.join(SUFFIX_BACKENDS)}; pass --backend {'|'.join(BACKENDS)}"
+            )
+        return choices[0]
+    chosen = normalize_backend(backend)
+    if choices and chosen not in choices:
+        raise InputFileError(
+            f"{path.name} is {_WHAT[choices[0]]}, which the {chosen} backend cannot run; "
+            f"use --backend {choices[0]} or leave --backend out"
+            + (" (build an engine first: maxq-deploy export trt)" if chosen == "tensorrt" else "")
+        )
+    return chosen
+
+
+def opener(backend: str) -> Callable[..., Runner]:
+    """The function that opens files for ``backend`` (a one-line error when its package is missing)."""
+    module, _, function = OPENERS[backend].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def open_runner(
     path: str | os.PathLike[str],
     backend: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    **options: Any,
 ) -> Runner:
-    """Open ``path`` with the runtime for it.
+    """Open ``path`` with the runtime for it (``backend`` None: by suffix).
 
     ``device`` None means cpu for torch and ONNX Runtime, cuda for TensorRT. ``threads`` sets
-    the CPU intra-op threads (torch: process-wide).
+    the CPU intra-op threads (torch: process-wide). ``options`` go to the backend's opener.
     """
     p = check_input_file(path, "model")
-    from_suffix = backend_for_file(p)
-    chosen = normalize_backend(backend) if backend is not None else from_suffix
-    if chosen is None:
-        raise InputFileError(
-            f"cannot tell which runtime runs {p.name} from its suffix {p.suffix or '(none)'!r}; known suffixes: "
-            f"{', '.join(SUFFIX_BACKENDS)}; pass --backend {'|'.join(BACKENDS)}"
-        )
-    if from_suffix is not None and chosen != from_suffix:
-        raise InputFileError(
-            f"{p.name} is {_WHAT[from_suffix]}, which the {chosen} backend cannot run; "
-            f"use --backend {from_suffix} or leave --backend out"
-            + (" (build an engine first: maxq-deploy export trt)" if chosen == "tensorrt" else "")
-        )
-    if chosen == "torch":
-        from maxq_deploy.runtimes.torch_runner import torch_runner_from_path
-
-        return torch_runner_from_path(p, device=device or "cpu", threads=threads)
-    if chosen == "onnxruntime":
-        from maxq_deploy.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-
-        dev = (device or "cpu").split(":")[0]
-        if dev not in ("cpu", "cuda"):
-            raise BackendUnavailableError(f"unsupported device {device!r}; use cpu or cuda")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev == "cuda" else ["CPUExecutionProvider"]
-        return OnnxRuntimeRunner(p, threads=threads, providers=providers)
-    return _tensorrt_runner(p, device or "cuda")
-
-
-def _tensorrt_runner(path: Path, device: str) -> Runner:
-    if not device.startswith("cuda"):
-        raise BackendUnavailableError(f"TensorRT runs on CUDA devices only, not {device!r}; use --device cuda")
-    try:
-        from maxq_deploy.tensorrt.runner import TensorRTRunner
-    except ModuleNotFoundError as exc:
-        if exc.name in ("tensorrt", "pycuda", "cuda") or (exc.name or "").startswith(("tensorrt.", "cuda.")):
-            raise BackendUnavailableError(
-                f"the TensorRT backend needs the {exc.name!r} package: pip install tensorrt (on a machine with CUDA)"
-            ) from None
-        if exc.name in ("maxq_deploy.tensorrt.runner", "maxq_deploy.tensorrt"):
-            raise BackendUnavailableError("this build of maxq-deploy has no TensorRT runner") from None
-        raise
-    return TensorRTRunner(path, device=device)
+    chosen = resolve_backend(p, backend)
+    return opener(chosen)(p, device=device, threads=threads, **options)

@@ -1,38 +1,36 @@
-"""Run a torch module (MaxQ, folded or fake-quantized network) behind the Runner interface."""
+"""PyTorch eager inference of any torch artifact (MaxQ, folded or fake-quantized network).
+
+The loader is :func:`maxq_deploy.models.load_torch_model` (file -> ``LoadedModel``); the runner
+only runs the module it is given, so bench can run one loaded model in several layouts.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from maxq_deploy.errors import BackendUnavailableError
+from maxq_deploy.devices import resolve_device
+from maxq_deploy.errors import OptionError
+from maxq_deploy.models import LoadedModel
+from maxq_deploy.runtimes.base import ModelInfo, Runner
 
 
-def resolve_torch_device(device: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``, checked against what this machine has."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise BackendUnavailableError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError(f"device {device!r} requested but CUDA is not available here (use --device cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise BackendUnavailableError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return dev
+def torch_precision(kind: str) -> str:
+    return "int8" if kind == "quantized-checkpoint" else "fp32"
 
 
-class TorchRunner:
-    """PyTorch eager inference on CPU or CUDA; float32 logits come back as numpy.
+class TorchRunner(Runner):
+    """Eager inference of a module on CPU or CUDA; float32 logits come back as numpy.
 
-    ``threads`` sets torch's intra-op thread count, which is process-wide in PyTorch.
-    ``model_kind``, ``num_classes`` and ``input_shape`` describe the model for eval (the
-    eager networks take any input size, so ``input_shape`` only fixes the channels).
+    ``threads`` sets torch's intra-op thread count, which is process-wide in PyTorch. The eager
+    networks take any input size, so ``info.input_shape`` only fixes the channels. Build one
+    from a loaded artifact with :meth:`from_loaded`.
     """
-
-    name = "torch"
 
     def __init__(
         self,
@@ -44,20 +42,39 @@ class TorchRunner:
         model_kind: str = "torch-module",
         num_classes: int | None = None,
         arch: str | None = None,
+        path: Path | None = None,
+        metadata: dict | None = None,
     ):
-        self._device = resolve_torch_device(device)
-        self.device = self._device.type
+        self._device = resolve_device(device)
         if threads is not None:
             if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
+                raise OptionError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         self.channels_last = channels_last
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.module = module.eval().to(self._device, memory_format=memory_format)
-        self.model_kind = model_kind
-        self.num_classes = num_classes
-        self.arch = arch
-        self.input_shape: tuple[int | None, int | None, int | None] = (3, None, None)
+        self.info = ModelInfo(
+            backend="torch",
+            backend_version=torch.__version__,
+            device=self._device.type,
+            model_kind=model_kind,
+            path=path,
+            precision=torch_precision(model_kind),
+            arch=arch,
+            num_classes=num_classes,
+            metadata={k: str(v) for k, v in (metadata or {}).items() if isinstance(v, (str, int, float))},
+            options={"threads": threads, "layout": "channels-last" if channels_last else "nchw"},
+        )
+
+    @classmethod
+    def from_loaded(
+        cls, model: LoadedModel, device: str = "cpu", channels_last: bool = False, threads: int | None = None,
+        *, copy_module: bool = False,
+    ) -> TorchRunner:
+        """A runner of a loaded artifact; ``copy_module`` runs a private copy (two layouts side by side)."""
+        module = copy.deepcopy(model.module) if copy_module else model.module
+        return cls(module, device, channels_last, threads, model_kind=model.kind, num_classes=model.num_classes,
+                   arch=model.arch, path=model.path, metadata=model.meta)
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -73,15 +90,12 @@ class TorchRunner:
             torch.cuda.empty_cache()
 
 
-def torch_runner_from_path(
-    path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None, channels_last: bool = False
+def open_torch_runner(
+    path: str | os.PathLike[str], device: str | None = "cpu", threads: int | None = None, channels_last: bool = False
 ) -> TorchRunner:
     """Any torch artifact of the pipeline (MaxQ, folded, quantized checkpoint) as a TorchRunner."""
     from maxq_deploy.models import load_torch_model
 
-    resolve_torch_device(device)  # fail before loading the weights
-    loaded = load_torch_model(path)
-    return TorchRunner(
-        loaded.module, device=device, channels_last=channels_last, threads=threads,
-        model_kind=loaded.kind, num_classes=loaded.num_classes, arch=loaded.arch,
-    )
+    device = device or "cpu"
+    resolve_device(device)  # fail before loading the weights
+    return TorchRunner.from_loaded(load_torch_model(path), device=device, channels_last=channels_last, threads=threads)

@@ -1,13 +1,13 @@
-"""TensorRT stage: sparse (and dense baseline) engines from ONNX, their layer report, a runner.
+"""TensorRT stage: sparse (and dense baseline) engines from ONNX and their layer report.
 
 Importing this package never imports ``tensorrt`` (nor torch or onnx): only the functions that
-need it do, through :func:`maxq_deploy.tensorrt._trt.import_tensorrt`, which turns a missing
-TensorRT or GPU into one line with the install hint.
+need it do, through :func:`maxq_deploy.runtimes.tensorrt_api.import_tensorrt`, which turns a
+missing TensorRT or GPU into one line with the install hint. Engines run in the runtime wing
+(:class:`maxq_deploy.runtimes.tensorrt_runner.TensorRTRunner`).
 
 * :func:`build_engine` -- ONNX -> ``MODEL.engine`` + ``MODEL.engine.json`` (layer report)
 * :func:`choose_builder_flags` -- TensorRT 10 vs 11 typing/flag plan (pure)
 * :func:`trtexec_for_onnx` -- the equivalent ``trtexec`` command line (pure, no TensorRT)
-* :class:`TensorRTRunner` -- run an engine (``runtimes.base.Runner``)
 * :mod:`maxq_deploy.tensorrt.verify` -- ``maxq-deploy verify MODEL.engine``
 """
 
@@ -24,7 +24,6 @@ from maxq_deploy.tensorrt.report import (
     parse_sparsity_log,
     report_path_for,
 )
-from maxq_deploy.tensorrt.runner import TensorRTRunner
 from maxq_deploy.tensorrt.trtexec import TrtexecCommand, trtexec_command, trtexec_for_onnx
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "EngineReport",
     "FlagPlan",
     "ProfileShapes",
-    "TensorRTRunner",
     "TrtexecCommand",
     "build_engine",
     "build_engine_report",

@@ -25,7 +25,7 @@ from typing import Any
 from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, provenance
 from maxq_deploy.errors import InputFileError
 from maxq_deploy.progress import SILENT, Progress
-from maxq_deploy.tensorrt import _trt
+from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.errors import EngineBuildError
 from maxq_deploy.tensorrt.flags import FlagPlan, choose_builder_flags
 from maxq_deploy.tensorrt.onnx_graph import read_onnx_graph

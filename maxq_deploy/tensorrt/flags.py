@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from maxq_deploy.errors import MaxQDeployError
-from maxq_deploy.tensorrt._trt import parse_version
+from maxq_deploy.runtimes.tensorrt_api import parse_version
 
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
 #: Precision builder flags deprecated from this version on (10.12 release notes).

@@ -79,7 +79,7 @@ def trtexec_for_onnx(
 
     ``trt_version``: "10", "11" or a full version; default: the installed TensorRT, else 10.
     """
-    from maxq_deploy.tensorrt._trt import SUPPORTED_MAJORS, installed_tensorrt_version, parse_version
+    from maxq_deploy.runtimes.tensorrt_api import SUPPORTED_MAJORS, installed_tensorrt_version, parse_version
     from maxq_deploy.errors import EngineBuildError
     from maxq_deploy.tensorrt.flags import choose_builder_flags, known_flag_names
     from maxq_deploy.tensorrt.onnx_graph import read_onnx_graph

@@ -19,7 +19,7 @@ from maxq_deploy import verify as _verify
 from maxq_deploy.artifacts import sha256_file
 from maxq_deploy.errors import BackendUnavailableError, InputFileError, SparsityPatternError
 from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern
-from maxq_deploy.tensorrt import _trt
+from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.tensorrt.report import (
     EngineLayer, EngineReport, build_engine_report, load_engine_report, refresh_report, report_path_for,
 )

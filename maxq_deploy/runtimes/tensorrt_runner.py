@@ -14,58 +14,77 @@ from typing import Any
 import numpy as np
 
 from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.tensorrt import _trt
-from maxq_deploy.errors import EngineRunError, InputFileError
+from maxq_deploy.errors import BackendUnavailableError, EngineRunError, InputFileError
+from maxq_deploy.runtimes import tensorrt_api as _trt
+from maxq_deploy.runtimes.base import ModelInfo, Runner
 
 #: TensorRT DataType member name -> torch dtype attribute name.
 _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
                  "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
 
 
-class TensorRTRunner:
+def engine_from_file(trt: Any, runtime: Any, logger: Any, path: Path) -> Any:
+    """Deserialize an engine file; one line naming the likely cause when TensorRT refuses it."""
+    engine = runtime.deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        errors = "; ".join(logger.errors()[-2:])
+        raise InputFileError(
+            f"TensorRT {trt.__version__} cannot load {path} (built by another TensorRT version or "
+            f"for another GPU? rebuild it with maxq-deploy export trt)" + (f": {errors}" if errors else "")
+        )
+    return engine
+
+
+class TensorRTRunner(Runner):
     """One engine, one execution context, one CUDA stream; ``run`` is synchronous."""
 
-    name = "tensorrt"
-
     def __init__(self, path: str | os.PathLike[str], device: str = "cuda"):
-        self.path = Path(path)
-        check_input_file(self.path, "TensorRT engine")
+        self.engine_path = check_input_file(path, "TensorRT engine")
         trt = _trt.import_tensorrt()
         _trt.require_cuda_gpu("running a TensorRT engine", need_torch_cuda=True)
         import torch
 
         self._trt, self._torch = trt, torch
-        self.device = str(device)
         self._device = torch.device(device)
         if self._device.type != "cuda":
             raise EngineRunError(f"TensorRT engines run on a CUDA device, got device={device!r}")
         self._logger = _trt.make_capture_logger(trt)
         with torch.cuda.device(self._device):
             self._runtime = trt.Runtime(self._logger)
-            self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-            if self._engine is None:
-                errors = "; ".join(self._logger.errors()[-2:])
-                raise InputFileError(
-                    f"TensorRT {trt.__version__} cannot load {self.path} (built by another TensorRT version or "
-                    f"for another GPU? rebuild it with maxq-deploy export trt)" + (f": {errors}" if errors else "")
-                )
+            self._engine = engine_from_file(trt, self._runtime, self._logger, self.engine_path)
             self._context = self._engine.create_execution_context()
             if self._context is None:
-                raise EngineRunError(f"TensorRT could not create an execution context for {self.path} (out of GPU memory?)")
+                raise EngineRunError(f"TensorRT could not create an execution context for {self.engine_path} (out of GPU memory?)")
             self._stream = torch.cuda.Stream(device=self._device)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self.inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(self.inputs) != 1 or not self.outputs:
             raise InputFileError(
-                f"{self.path}: expected one image input and at least one output, got inputs {self.inputs} and outputs {self.outputs}"
+                f"{self.engine_path}: expected one image input and at least one output, got inputs {self.inputs} and outputs {self.outputs}"
             )
+        lo, _opt, hi = self.profile_shapes()
+        name = self.inputs[0]
+        out_shape = [int(d) for d in self._engine.get_tensor_shape(self.outputs[0])]
+        input_type = str(self._torch_dtype(name)).replace("torch.", "")
+        self.info = ModelInfo(
+            backend="tensorrt",
+            backend_version=str(trt.__version__),
+            device=str(device),
+            model_kind="tensorrt-engine",
+            path=self.engine_path,
+            input_name=name,
+            input_shape=tuple(a if a == b else None for a, b in zip(lo[1:], hi[1:])),  # type: ignore[arg-type]
+            input_dtype=np.dtype(input_type if input_type != "bfloat16" else "float32"),  # numpy has no bfloat16
+            batch_range=(int(lo[0]), int(hi[0])),
+            num_classes=out_shape[-1] if out_shape and out_shape[-1] > 0 else None,
+        )
 
     def _torch_dtype(self, tensor_name: str) -> Any:
         dtype = self._engine.get_tensor_dtype(tensor_name)
         name = getattr(dtype, "name", str(dtype)).split(".")[-1]
         if name not in _TORCH_DTYPES:
-            raise EngineRunError(f"{self.path}: tensor {tensor_name!r} has TensorRT type {name}, which this runner cannot hold")
+            raise EngineRunError(f"{self.engine_path}: tensor {tensor_name!r} has TensorRT type {name}, which this runner cannot hold")
         return getattr(self._torch, _TORCH_DTYPES[name])
 
     def profile_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -89,7 +108,7 @@ class TensorRTRunner:
         """
         torch = self._torch
         if self._context is None:
-            raise EngineRunError(f"{self.path}: runner is closed")
+            raise EngineRunError(f"{self.engine_path}: runner is closed")
         name = self.inputs[0]
         self._check_shape(tuple(x.shape))
         want = self._torch_dtype(name)
@@ -110,7 +129,7 @@ class TensorRTRunner:
                     outputs[out] = buf
                 if not self._context.execute_async_v3(self._stream.cuda_stream):
                     errors = "; ".join(self._logger.errors()[-2:])
-                    raise EngineRunError(f"TensorRT failed to run {self.path}" + (f": {errors}" if errors else ""))
+                    raise EngineRunError(f"TensorRT failed to run {self.engine_path}" + (f": {errors}" if errors else ""))
             caller = torch.cuda.current_stream(self._device)
             x.record_stream(self._stream)  # the caller's input may be freed while the engine still reads it
             for buf in outputs.values():
@@ -132,8 +151,10 @@ class TensorRTRunner:
         self._engine = None
         self._runtime = None
 
-    def __enter__(self) -> TensorRTRunner:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def open_tensorrt_runner(path: Path, device: str | None = None, threads: int | None = None) -> TensorRTRunner:
+    """``open_runner``'s opener for engines; TensorRT runs on CUDA only (``threads`` does not apply)."""
+    device = device or "cuda"
+    if not device.startswith("cuda"):
+        raise BackendUnavailableError(f"TensorRT runs on CUDA devices only, not {device!r}; use --device cuda")
+    return TensorRTRunner(path, device=device)

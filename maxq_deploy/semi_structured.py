@@ -8,16 +8,14 @@ consecutive. The im2col copy usually costs more than the sparse matmul saves, so
 stay dense unless ``conv_kxk="im2col"``.
 
 :func:`plan_sparse_layers` decides per layer (pure, runs anywhere: it is what the tests check);
-:func:`sparsify_semi_structured_` swaps the eligible layers in place on a CUDA model;
-:class:`SparseTorchRunner` runs a model in fp16/bf16 channels-last, dense or sparse, so a
-benchmark compares the two at the same precision.
+:func:`sparsify_semi_structured_` swaps the eligible layers in place on a CUDA model. The runner
+that uses both lives in the runtime wing (:mod:`maxq_deploy.runtimes.torch_sparse_runner`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -263,39 +261,3 @@ def sparsify_semi_structured_(model: nn.Module, dtype: torch.dtype = torch.float
     report = plan_sparse_layers(model, dtype, min_shape_for(subclass, dtype), conv_kxk, backend)
     replace_with_matmuls_(model, report, to_sparse_semi_structured)
     return report
-
-
-class SparseTorchRunner:
-    """torch on CUDA in fp16/bf16, channels-last; ``sparse`` swaps the 2:4 layers for sparse matmuls.
-
-    Dense and sparse runners share everything but the swap, so their ratio is the sparse gain.
-    """
-
-    name = "torch"
-
-    def __init__(self, module: nn.Module, device: str = "cuda", dtype: torch.dtype = torch.float16,
-                 sparse: bool = True, conv_kxk: str = "skip"):
-        from maxq_deploy.runtimes.torch_runner import resolve_torch_device
-
-        self._device = resolve_torch_device(device)
-        self.device = self._device.type
-        if dtype not in SPARSE_DTYPES:
-            raise MaxQDeployError(f"sparse torch runs in float16 or bfloat16, not {dtype}")
-        if sparse:
-            check_sparse_device(self._device)
-        self.dtype = dtype
-        self.module = module.eval().to(self._device, dtype, memory_format=torch.channels_last)
-        self.report: SparseConversionReport | None = (
-            sparsify_semi_structured_(self.module, dtype, conv_kxk) if sparse else None
-        )
-
-    @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device).to(self.dtype)
-        out = self.module(x.contiguous(memory_format=torch.channels_last))
-        return out.float().cpu().numpy()  # .cpu() waits for the GPU
-
-    def close(self) -> None:
-        self.module = None  # type: ignore[assignment]
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

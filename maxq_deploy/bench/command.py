@@ -1,0 +1,204 @@
+"""``benchmark(models)``: open every model once with the backend decided once, time them, write the results."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from maxq_deploy.artifacts import check_input_file, check_output_path
+from maxq_deploy.bench.environment import collect_environment
+from maxq_deploy.bench.schema import BenchModel, BenchResult, BenchSettings
+from maxq_deploy.bench.stats import parse_batch_sizes
+from maxq_deploy.bench.timing import DEFAULT_BLOCK, measure
+from maxq_deploy.errors import InputFileError, OptionError
+from maxq_deploy.progress import Progress
+from maxq_deploy.runtimes.base import Runner
+
+DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 8, 32)
+DEFAULT_WARMUP = 5
+DEFAULT_INPUT_SIZE = 224
+
+
+def _static_size(runner: Runner, label: str) -> int | None:
+    """The square input size fixed in the model's graph, None where it is dynamic."""
+    _, h, w = runner.info.input_shape
+    if h is not None and w is not None and h != w:
+        raise InputFileError(f"{label}: non-square input {h}x{w} is not supported by bench")
+    return h if h is not None and w is not None else None
+
+
+def _resolve_input_size(label: str, static: int | None, metadata, requested: int | None) -> int:
+    from maxq_deploy import onnx_meta
+
+    if static is not None:
+        if requested is not None and requested != static:
+            raise InputFileError(f"{label} takes {static}x{static} inputs (fixed in the graph), not --input-size {requested}")
+        return static
+    if requested is not None:
+        return requested
+    try:
+        return int(metadata[onnx_meta.INPUT_SIZE])
+    except (KeyError, ValueError):
+        return DEFAULT_INPUT_SIZE
+
+
+def _unique_labels(models: list[BenchModel]) -> None:
+    """File names, made unique with their parent folder (then an index) where two collide."""
+    seen: dict[str, int] = {}
+    for m in models:
+        seen[m.label] = seen.get(m.label, 0) + 1
+    for m in models:
+        if seen[m.label] > 1 and m.path:
+            m.label = f"{Path(m.path).parent.name}/{m.label}"
+    labels = [m.label for m in models]
+    for i, m in enumerate(models):
+        if labels.count(m.label) > 1:
+            m.label = f"{m.label}#{i}"
+
+
+def _bench_model(label: str, runner: Runner, input_size: int, threads: int | None, variant: str = "", **extra) -> BenchModel:
+    info = runner.info
+    return BenchModel(
+        label, str(info.path) if info.path else None, info.model_kind, info.backend, info.device, input_size,
+        variant=variant, threads=threads, precision=info.precision,
+        options={k: v for k, v in info.options.items() if v is not None}, runner=runner, **extra,
+    )
+
+
+def open_models(
+    paths: Sequence[str | os.PathLike[str]],
+    backend: str | None,
+    device: str,
+    threads: int | None,
+    input_size: int | None,
+    sparse: bool,
+    batch_sizes: Sequence[int],
+) -> list[BenchModel]:
+    """Open every model with its runtime; variants (layouts, sparse) become separate entries."""
+    from maxq_deploy.runtimes.select import normalize_backend, opener, resolve_backend
+
+    chosen = normalize_backend(backend) if backend is not None else None
+    if sparse and not (chosen in (None, "torch") and device == "cuda"):
+        raise OptionError(
+            "--sparse measures the torch backend on CUDA (semi-structured 2:4 matmuls); use --backend torch --device cuda, "
+            "or build a sparse TensorRT engine (maxq-deploy export trt) and bench it on --backend tensorrt"
+        )
+    opened: list[BenchModel] = []
+    try:
+        for raw in paths:
+            path = check_input_file(raw, "model")
+            name = resolve_backend(path, chosen)
+            if name == "torch":
+                opened.extend(_open_torch_variants(path, device, threads, input_size, sparse))
+                continue
+            runner = opener(name)(path, device=device, threads=threads)
+            try:
+                fixed = runner.info.fixed_batch
+                if fixed is not None and any(b != fixed for b in batch_sizes):
+                    raise OptionError(
+                        f"{path.name} has a fixed batch of {fixed}; bench it with --batch-sizes {fixed} "
+                        "or export it with a dynamic batch"
+                    )
+                size = _resolve_input_size(path.name, _static_size(runner, path.name), runner.info.metadata, input_size)
+            except BaseException:
+                runner.close()
+                raise
+            opened.append(_bench_model(path.name, runner, size, threads))
+    except BaseException:
+        for m in opened:
+            if m.runner is not None:
+                m.runner.close()
+        raise
+    _unique_labels(opened)
+    return opened
+
+
+def _open_torch_variants(path: Path, device: str, threads: int | None, input_size: int | None, sparse: bool) -> list[BenchModel]:
+    """A checkpoint on torch: NCHW + channels-last on CPU; fp32, or fp16 dense + fp16 2:4 sparse on CUDA."""
+    from maxq_deploy.devices import resolve_device
+    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.runtimes.torch_runner import TorchRunner
+
+    resolve_device(device)  # before loading the weights
+    loaded = load_torch_model(path)
+    size = input_size or DEFAULT_INPUT_SIZE
+    out: list[BenchModel] = []
+    try:
+        if device == "cpu":
+            for variant, channels_last in (("nchw", False), ("channels-last", True)):
+                runner = TorchRunner.from_loaded(loaded, device, channels_last, threads, copy_module=channels_last)
+                out.append(_bench_model(f"{path.name} [{variant}]", runner, size, threads, variant))
+        elif not sparse:
+            out.append(_bench_model(path.name, TorchRunner.from_loaded(loaded, device, threads=threads), size, threads, "fp32"))
+        else:
+            from maxq_deploy.runtimes.torch_sparse_runner import SparseTorchRunner
+
+            if loaded.kind != "folded-checkpoint":
+                raise InputFileError(
+                    f"--sparse runs folded checkpoints (constant 2:4 weights); {path.name} is a {loaded.kind}: "
+                    "fold it first (maxq-deploy fold), or bench its TensorRT engine"
+                )
+            for variant, make_sparse in (("fp16-dense", False), ("fp16-sparse-2:4", True)):
+                runner = SparseTorchRunner.from_loaded(loaded, device, sparse=make_sparse, copy_module=make_sparse)
+                report = runner.report.to_dict() if runner.report is not None else None
+                notes = [runner.report.summary()] if runner.report is not None else []
+                out.append(_bench_model(f"{path.name} [{variant}]", runner, size, threads, variant, notes=notes,
+                                        sparse_report=report))
+    except BaseException:
+        for m in out:
+            m.runner.close()  # type: ignore[union-attr]
+        raise
+    return out
+
+
+def benchmark(
+    models: Sequence[str | os.PathLike[str]],
+    backend: str | None = None,
+    device: str = "cpu",
+    batch_sizes: Sequence[int] | str = DEFAULT_BATCH_SIZES,
+    warmup: int = DEFAULT_WARMUP,
+    iters: int | None = None,
+    seconds: float | None = None,
+    threads: int | None = None,
+    input_size: int | None = None,
+    sparse: bool = False,
+    block: int = DEFAULT_BLOCK,
+    json_path: str | os.PathLike[str] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> BenchResult:
+    """Measure ``models`` side by side (interleaved) at every batch size; write JSON/CSV/PNG if asked.
+
+    ``iters`` timed iterations per model and batch size (default 30), or ``seconds`` of measured
+    time per model and batch size. ``json_path`` also writes a CSV beside it (same stem).
+    """
+    if not models:
+        raise OptionError("no models given; pass one or more ONNX files, engines or checkpoints")
+    settings = BenchSettings(
+        backend=backend, device=str(device).split(":")[0], batch_sizes=list(parse_batch_sizes(batch_sizes)),
+        warmup=warmup, iters=iters, seconds=seconds,
+        block=block, threads=threads, input_size=input_size, sparse=sparse,
+    )
+    outputs: dict[str, Path] = {}
+    if json_path is not None:
+        outputs["json"] = check_output_path(json_path)
+        outputs["csv"] = check_output_path(Path(json_path).with_suffix(".csv"))
+    if plot_path is not None:
+        outputs["plot"] = check_output_path(plot_path)
+    opened = open_models(models, backend, device, threads, input_size, sparse, settings.batch_sizes)
+    try:
+        measurements = measure(opened, settings, progress)
+    finally:
+        for m in opened:
+            if m.runner is not None:
+                m.runner.close()
+    result = BenchResult(opened, measurements, settings, collect_environment(threads))
+    if "plot" in outputs:
+        result.write_plot(outputs["plot"])
+        result.outputs["plot"] = str(outputs["plot"])
+    if "json" in outputs:
+        result.outputs["json"], result.outputs["csv"] = str(outputs["json"]), str(outputs["csv"])
+        result.write_csv(outputs["csv"])
+        result.write_json(outputs["json"])
+    return result

@@ -1,0 +1,112 @@
+"""What ``quantize`` is asked to do, as one typed config validated on creation (torchao style).
+
+``QuantizeConfig(qat=False)`` is post-training quantization (calibration only); ``qat=True`` adds
+mask-preserving fine-tuning. Every message names the option, the value received and what is
+allowed, so the CLI only builds a config and calls :func:`maxq_deploy.quantize.quantize`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from maxq_deploy.errors import DataError, QuantizationError
+
+#: Default activation calibrator: pytorch-quantization's ResNet-50 tutorial recipe.
+DEFAULT_CALIBRATOR = "percentile"
+DEFAULT_PERCENTILE = 99.99
+#: Activation calibrators: per-tensor max, or a range from a histogram of |x|.
+HISTOGRAM_METHODS = ("entropy", "mse", "percentile")
+CALIBRATORS = ("max", *HISTOGRAM_METHODS)
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def _positive_int(value: Any, option: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise QuantizationError(f"{option} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class QuantizeConfig:
+    """INT8 quantization of a folded checkpoint.
+
+    Calibration (PTQ and QAT): ``calib_data`` (QAT: defaults to ``train_data``), ``calibrator``,
+    ``percentile``, ``calib_batches`` of ``batch_size``. QAT (``qat=True``): labelled
+    ``train_data``, optional labelled ``val_data`` (selects the best epoch), ``epochs``, ``lr``,
+    ``optimizer``, ``momentum``, ``weight_decay``, ``train_batches`` per epoch, ``distributed``
+    (None: under torchrun). ``preprocess`` is a :class:`maxq_deploy.data.Preprocess` or None.
+    """
+
+    qat: bool = False
+    calib_data: str | os.PathLike[str] | Any | None = None
+    calibrator: str = DEFAULT_CALIBRATOR
+    percentile: float = DEFAULT_PERCENTILE
+    calib_batches: int = 16
+    batch_size: int = 32
+    preprocess: Any = None
+    workers: int = 2
+    device: str | None = None
+    seed: int = 0
+    train_data: str | os.PathLike[str] | Any | None = None
+    val_data: str | os.PathLike[str] | Any | None = None
+    epochs: int = 1
+    lr: float = 1e-4
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    train_batches: int | None = None
+    distributed: bool | None = None
+
+    def __post_init__(self) -> None:
+        from maxq_deploy.quantize.calibrate import CalibrationOptions
+
+        calibration = CalibrationOptions(self.calibrator, self.percentile, self.calib_batches, self.batch_size)
+        self.calibrator, self.percentile = calibration.calibrator, calibration.percentile
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise QuantizationError(f"--workers must be an integer >= 0, got {self.workers!r}")
+        if not self.qat:
+            if self.train_data is not None or self.val_data is not None:
+                raise DataError("--train-data/--val-data are for --qat; PTQ only needs --calib")
+            return
+        if self.train_data is None:
+            raise DataError("--qat needs labelled training images: pass --train-data DATA")
+        _positive_int(self.epochs, "--epochs")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise QuantizationError(f"--lr must be a positive number, got {self.lr!r} (QAT fine-tunes: 1e-4 .. 1e-3 is typical)")
+        self.optimizer = str(self.optimizer).lower()
+        if self.optimizer not in OPTIMIZERS:
+            raise QuantizationError(f"--optimizer {self.optimizer!r} is not supported; choose one of {', '.join(OPTIMIZERS)}")
+        if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
+            raise QuantizationError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not isinstance(self.weight_decay, (int, float)) or not self.weight_decay >= 0:
+            raise QuantizationError(f"weight decay must be >= 0, got {self.weight_decay!r}")
+        if self.train_batches is not None:
+            _positive_int(self.train_batches, "--train-batches")
+
+    @property
+    def mode(self) -> str:
+        return "qat" if self.qat else "ptq"
+
+
+def quantize(folded: str | os.PathLike[str], output: str | os.PathLike[str], config: QuantizeConfig, progress: Any = None):
+    """Quantize a folded checkpoint as ``config`` says and write the quantized checkpoint."""
+    if config.qat:
+        from maxq_deploy.quantize.qat import quantize_qat
+
+        return quantize_qat(
+            folded, output, config.train_data, config.val_data, epochs=config.epochs, lr=config.lr,
+            optimizer=config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay,
+            batch_size=config.batch_size, train_batches=config.train_batches, calib_data=config.calib_data,
+            calibrator=config.calibrator, percentile=config.percentile, calib_batches=config.calib_batches,
+            preprocess=config.preprocess, workers=config.workers, seed=config.seed, device=config.device,
+            distributed=config.distributed, progress=progress,
+        )
+    from maxq_deploy.quantize.ptq import quantize_ptq
+
+    return quantize_ptq(
+        folded, output, config.calib_data, calibrator=config.calibrator, percentile=config.percentile,
+        calib_batches=config.calib_batches, batch_size=config.batch_size, preprocess=config.preprocess,
+        workers=config.workers, progress=progress, device=config.device, seed=config.seed,
+    )
