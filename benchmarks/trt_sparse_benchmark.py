@@ -40,24 +40,19 @@ def prepare_onnx(args: argparse.Namespace) -> tuple[Path, str]:
     """(ONNX path, how it was made)."""
     if args.onnx is not None:
         return args.onnx, "given"
-    from maxq_deploy.tensorrt.fixtures import reference_onnx
-
-    import maxq_deploy.quantize as quantize
-
-    fp16_onnx, folded = reference_onnx(args.workdir, args.arch, "fp16", args.input_size, num_classes=1000)
-    quantize_checkpoint = getattr(quantize, "quantize_checkpoint", None)
-    if quantize_checkpoint is None:
-        print("note: maxq_deploy.quantize offers no quantize_checkpoint: benchmarking the fp16 graph "
-              "(pass --onnx with an INT8 Q/DQ export for INT8)", file=sys.stderr)
-        return fp16_onnx, "reference fp16"
     from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.reference import make_checkpoint, save_checkpoint
 
-    quantized = args.workdir / f"{args.arch}_2of4.quantized.pt"
-    int8_onnx = args.workdir / f"{args.arch}_2of4_int8_{args.input_size}.onnx"
-    if not int8_onnx.exists():
-        quantize_checkpoint(folded, quantized)
-        export_onnx(quantized, int8_onnx, input_size=args.input_size)
-    return int8_onnx, "reference int8 Q/DQ"
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    ckpt, folded = args.workdir / f"{args.arch}_2of4.pth.tar", args.workdir / f"{args.arch}_2of4.folded.pt"
+    fp16_onnx = args.workdir / f"{args.arch}_2of4_fp16_{args.input_size}.onnx"
+    if not fp16_onnx.exists():
+        save_checkpoint(make_checkpoint(args.arch, "2:4", num_classes=1000), ckpt)
+        fold_checkpoint(ckpt, folded)
+        export_onnx(folded, fp16_onnx, precision="fp16", input_size=args.input_size)
+    print("note: benchmarking the reference fp16 graph (pass --onnx with an INT8 Q/DQ export for INT8)", file=sys.stderr)
+    return fp16_onnx, "reference fp16"
 
 
 def time_engine(runner, batch: int, input_size: int, warmup: int, min_seconds: float) -> dict:

@@ -14,19 +14,7 @@ from rich.markup import escape
 
 from maxq_deploy.cli.render import console, handle_errors, print_json, table, verdict_style
 
-app = typer.Typer(
-    name="maxq-deploy",
-    help="Deploy MaxQ N:M-sparse CNNs: inspect, fold, verify, quantize, export, benchmark, evaluate.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-export_app = typer.Typer(help="Export a folded or quantized model to ONNX or a TensorRT engine.", no_args_is_help=True)
-app.add_typer(export_app, name="export")
-
-ArchOpt = typer.Option(None, "--arch", help="Architecture, when the file does not say (resnet18, resnet34, resnet50, mobilenet_v1).")
-NMOpt = typer.Option(None, "--nm", help="Trained N:M (e.g. 2:4); inferred from the masks when omitted.")
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+from maxq_deploy.cli.base import ArchOpt, JsonOpt, NMOpt, app, export_app  # noqa: F401  (app, export_app: the entry points)
 
 
 def _fmt(value: float | None) -> str:
@@ -149,8 +137,8 @@ def verify(
 
 
 # Commands of the later stages live in their own modules and register on ``app``/``export_app``
-# when imported (each imports its heavy libraries inside the command, so --help stays fast);
-# the import order is the order --help lists them: the pipeline's.
+# (from ``cli.base``) when imported here (each imports its heavy libraries inside the command, so
+# --help stays fast); the import order is the order --help lists them: the pipeline's.
 from maxq_deploy.cli import cmd_quantize  # noqa: E402,F401
 from maxq_deploy.cli import cmd_export_onnx, cmd_trt  # noqa: E402,F401
 from maxq_deploy.cli import cmd_eval, cmd_bench, cmd_demo  # noqa: E402,F401

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from maxq_deploy.cli.app import app
+from maxq_deploy.cli.base import app
 from maxq_deploy.cli.render import console, handle_errors, table
 
 
@@ -16,7 +16,7 @@ from maxq_deploy.cli.render import console, handle_errors, table
 @handle_errors
 def bench_command(
     models: List[Path] = typer.Argument(..., help="ONNX files, TensorRT engines or folded/quantized checkpoints; the first is the baseline."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, tensorrt or torch (default: from each file's suffix)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, tensorrt or torch, or a comma-separated list: every model on each, in one interleaved run (default: from each file's suffix)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed runs per model and batch size."),
@@ -45,13 +45,15 @@ def bench_command(
         model = result.models[m.model_index]
         s = m.latency
         ratio = "baseline" if m.model_index == 0 else f"{m.speedup_vs_first:.2f}x"
-        rows.append((escape(m.model), model.backend, m.batch, f"{s.mean_ms:.3f}", f"{s.p50_ms:.3f}", f"{s.p90_ms:.3f}",
+        inside = model.options.get("inference_precision")
+        precision = (model.precision or "-") + (f" ({inside} inside)" if inside and inside != model.precision else "")
+        rows.append((escape(m.model), model.backend, precision, m.batch, f"{s.mean_ms:.3f}", f"{s.p50_ms:.3f}", f"{s.p90_ms:.3f}",
                      f"{s.p99_ms:.3f}", f"{s.std_ms:.3f}", s.iterations, f"{m.throughput_ips:,.1f}", ratio))
-    cols = ["model", "backend", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms", "iters", "img/s", "vs first"]
+    cols = ["model", "backend", "precision", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms", "iters", "img/s", "vs first"]
     settings = result.settings
     timing = f"{settings.iters} iters" if settings.seconds is None else f"{settings.seconds:g} s"
     title = f"bench on {settings.device}: {timing} per model and batch size after {settings.warmup} warm-up, interleaved"
-    console.print(table(title, cols, rows, cols[2:]))
+    console.print(table(title, cols, rows, cols[3:]))
     for model in result.models:
         for note in model.notes:
             console.print(f"note: {escape(model.label)}: {escape(note)}", highlight=False)

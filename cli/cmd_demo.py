@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from maxq_deploy.cli.app import app
+from maxq_deploy.cli.base import app
 from maxq_deploy.cli.render import console, handle_errors, print_json, table, verdict_style
 
 

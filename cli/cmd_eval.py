@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from maxq_deploy.cli.app import JsonOpt, app
+from maxq_deploy.cli.base import JsonOpt, app
 from maxq_deploy.cli.render import console, handle_errors, parse_floats, print_json, table
 
 
@@ -18,7 +18,7 @@ def eval_command(
     models: List[Path] = typer.Argument(..., metavar="MODEL", help="Model(s): MaxQ/folded/quantized checkpoint, ONNX model or TensorRT engine. Several are evaluated on the same data and shown side by side."),
     data: Path = typer.Option(..., "--data", help="ImageFolder tree (class sub-folders), flat image folder with --labels, or .npy/.npz preprocessed NCHW float32 arrays."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for a flat folder or .npy images: .npy array or one integer per line."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt (default: from the file suffix)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt, or a comma-separated list to compare runtimes on the same images (default: from the file suffix)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cpu; cuda for TensorRT)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
     workers: int = typer.Option(2, "--workers", "-j", min=0, help="Image decoding worker processes (0: decode in this process)."),
@@ -33,7 +33,7 @@ def eval_command(
     """Top-1 / top-5 accuracy on a labelled data set. With several MODELs, a side-by-side table (same images)."""
     from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, open_dataset
     from maxq_deploy.distributed import is_main_process
-    from maxq_deploy.evaluate import evaluate
+    from maxq_deploy.evaluate import evaluate_models
     from maxq_deploy.progress import RichProgress
 
     preprocess = Preprocess(
@@ -42,11 +42,8 @@ def eval_command(
     )
     dataset = open_dataset(data, labels, preprocess, require_labels=True)
     progress = RichProgress(enabled=not json_out)
-    results = [
-        evaluate(model, dataset, backend=backend, batch_size=batch_size, workers=workers, device=device,
-                 limit=limit, progress=progress, threads=threads)
-        for model in models
-    ]
+    results = evaluate_models(models, dataset, backends=backend, batch_size=batch_size, workers=workers, device=device,
+                              limit=limit, progress=progress, threads=threads)
     if not is_main_process():
         return  # torchrun: every rank holds the same totals; rank 0 prints them
     if json_out:
@@ -54,19 +51,26 @@ def eval_command(
 
     first = results[0]
     console.print(f"data: {escape(dataset.describe())}", highlight=False)
-    columns = ["model", "kind", "backend", "images", "top-1 %", "top-5 %", "img/s"]
+    columns = ["model", "kind", "backend", "precision", "images", "top-1 %", "top-5 %", "img/s"]
     if len(results) > 1:
         columns.append(f"agrees with {escape(Path(first.model).name)} %")
     rows = []
     for r in results:
-        row = [escape(Path(r.model).name), r.model_kind, f"{r.backend} ({r.device})", r.images,
+        row = [escape(Path(r.model).name), r.model_kind, f"{r.backend} ({r.device})", _precision(r.precision, r.options), r.images,
                f"{r.top1:.2f}", None if r.top5 is None else f"{r.top5:.2f}", f"{r.images_per_second:.1f}"]
         if len(results) > 1:
             agreement = r.agreement(first)
             row.append(None if agreement is None else f"{agreement:.2f}")
         rows.append(row)
-    console.print(table("Accuracy", columns, rows, [c for c in columns if c not in ("model", "kind", "backend")]))
+    console.print(table("Accuracy", columns, rows, [c for c in columns if c not in ("model", "kind", "backend", "precision")]))
     skipped = max(r.skipped_corrupt for r in results)
     if skipped:
         example = f", e.g. {escape(first.skipped_files[0])}" if first.skipped_files else ""
         console.print(f"[yellow]skipped {skipped} unreadable image(s)[/]{example}", highlight=False)
+
+
+def _precision(precision: str | None, options: dict) -> str:
+    """The model's precision, and the runtime's own inference precision where it sets one."""
+    inside = options.get("inference_precision")
+    text = precision or "-"
+    return f"{text} ({inside} inside)" if inside and inside != precision else text

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from maxq_deploy.cli.app import JsonOpt, export_app
+from maxq_deploy.cli.base import JsonOpt, export_app
 from maxq_deploy.cli.render import console, handle_errors, print_json, table, verdict_style
 
 

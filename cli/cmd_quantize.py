@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from maxq_deploy.cli.app import JsonOpt, app
+from maxq_deploy.cli.base import JsonOpt, app
 from maxq_deploy.cli.render import console, handle_errors, parse_floats, print_json, table, verdict_style
 
 

@@ -54,6 +54,8 @@ class EvalResult:
     seconds: float
     images_per_second: float
     world_size: int = 1
+    precision: str | None = None  # what the runtime computes in ("fp32", "fp16", "int8"; None: not known)
+    options: dict = field(default_factory=dict)  # runtime settings that can change results (threads, inference precision)
     skipped_files: list[str] = field(default_factory=list)  # the first few, "path: reason"
     predictions: np.ndarray | None = field(default=None, repr=False)  # top-1 class per image, data order; None when distributed
 
@@ -77,6 +79,8 @@ class EvalResult:
             "seconds": self.seconds,
             "images_per_second": self.images_per_second,
             "world_size": self.world_size,
+            "precision": self.precision,
+            "options": dict(self.options),
         }
 
     def agreement(self, other: EvalResult) -> float | None:
@@ -183,6 +187,8 @@ def evaluate_runner(
         seconds=seconds,
         images_per_second=seen / seconds if seconds > 0 else float("inf"),
         world_size=world,
+        precision=info.precision,
+        options={k: v for k, v in info.options.items() if v is not None},
         skipped_files=report.skipped_files,
         predictions=np.concatenate(predictions) if world == 1 and predictions else None,
     )
@@ -225,3 +231,35 @@ def evaluate(
         return evaluate_runner(runner, dataset, batch_size, workers, limit, progress, model_name=str(model_path))
     finally:
         runner.close()
+
+
+def evaluate_models(
+    model_paths: list[str | os.PathLike[str]],
+    data: str | os.PathLike[str] | ImageDataset,
+    labels: str | os.PathLike[str] | None = None,
+    backends: str | None = None,
+    preprocess: Preprocess = Preprocess(),
+    batch_size: int = 32,
+    workers: int = 2,
+    device: str | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    *,
+    threads: int | None = None,
+) -> list[EvalResult]:
+    """Every model on every backend of ``backends`` (comma-separated; None: each file's own), on the same images.
+
+    The data set is opened once; the results come in (model, backend) order, so the first is the
+    reference that the others' prediction agreement is measured against.
+    """
+    from maxq_deploy.runtimes.select import parse_backends
+
+    if not model_paths:
+        raise DataError("no models given; pass one or more checkpoints, ONNX models or engines")
+    chosen = parse_backends(backends)
+    dataset = data if isinstance(data, ImageDataset) else open_dataset(data, labels, preprocess, require_labels=True)
+    return [
+        evaluate(model, dataset, backend=backend, batch_size=batch_size, workers=workers, device=device, limit=limit,
+                 progress=progress, threads=threads)
+        for model in model_paths for backend in chosen
+    ]

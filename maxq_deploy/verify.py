@@ -17,6 +17,7 @@ import torch
 
 from maxq_deploy.artifacts import check_input_file
 from maxq_deploy.errors import InputFileError
+from maxq_deploy.formats import FOLDED_FORMAT, artifact_format
 from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern
 
 
@@ -141,7 +142,7 @@ def _verify_folded(path: Path, obj: dict, pattern: NMPattern, arch: str | None, 
 
 #: Torch artifacts: the ``format`` entry (None for MaxQ training files) -> verifier.
 TorchVerifier = Callable[[Path, object, NMPattern, "str | None", "str | None"], VerifyReport]
-TORCH_VERIFIERS: dict[str | None, TorchVerifier] = {None: _verify_maxq, "maxq-deploy/folded": _verify_folded}
+TORCH_VERIFIERS: dict[str | None, TorchVerifier] = {None: _verify_maxq, FOLDED_FORMAT: _verify_folded}
 #: Other artifacts by file suffix -> verifier(path, pattern).
 FILE_VERIFIERS: dict[str, Callable[[Path, NMPattern], VerifyReport]] = {}
 
@@ -170,7 +171,8 @@ def verify_artifact(
     if suffix in FILE_VERIFIERS:
         return FILE_VERIFIERS[suffix](p, hw)
     obj = torch_load_safe(p)
-    fmt = obj.get("format") if isinstance(obj, dict) and isinstance(obj.get("format"), str) else None
+    spec = artifact_format(obj, p)  # the same format and version check as every other reader
+    fmt = spec.name if spec is not None else None
     if fmt not in TORCH_VERIFIERS:
         raise InputFileError(f"{p}: artifact format {fmt!r} cannot be verified by this version of maxq-deploy")
     return TORCH_VERIFIERS[fmt](p, obj, hw, arch, nm)

@@ -18,7 +18,8 @@ from torch.nn.utils import parametrize
 from typer.testing import CliRunner
 
 from maxq_deploy import export_onnx as export_module
-from maxq_deploy.formats import QUANTIZED_FORMAT, MaxQCheckpoint, load_checkpoint
+from maxq_deploy.checkpoint import MaxQCheckpoint, load_checkpoint
+from maxq_deploy.formats import QUANTIZED_FORMAT
 from maxq_deploy.cli.app import app
 from maxq_deploy.errors import BackendUnavailableError, InputFileError, MaxQDeployError, OutputPathError, ParityError
 from maxq_deploy.export_onnx import ExportResult, export_onnx

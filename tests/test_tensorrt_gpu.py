@@ -41,7 +41,7 @@ TOLERANCE = {"fp32": 5e-3, "fp16": 3e-2, "int8": 1e-1}
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from maxq_deploy.tensorrt.fixtures import reference_onnx
+    from onnx_fixtures import reference_onnx
 
     work = tmp_path_factory.mktemp("trt")
     fp32, _ = reference_onnx(work, "resnet18", "fp32", INPUT_SIZE)

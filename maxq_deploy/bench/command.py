@@ -75,19 +75,23 @@ def open_models(
     sparse: bool,
     batch_sizes: Sequence[int],
 ) -> list[BenchModel]:
-    """Open every model with its runtime; variants (layouts, sparse) become separate entries."""
-    from maxq_deploy.runtimes.select import normalize_backend, opener, resolve_backend
+    """Open every model with every backend asked for; variants (layouts, sparse) become separate entries.
 
-    chosen = normalize_backend(backend) if backend is not None else None
-    if sparse and not (chosen in (None, "torch") and device == "cuda"):
+    ``backend`` None runs each file on its own runtime; a comma-separated list (``"onnxruntime,openvino"``)
+    runs every model on each of them, so runtimes are compared in the same interleaved run.
+    """
+    from maxq_deploy.runtimes.select import opener, parse_backends, resolve_backend
+
+    backends = parse_backends(backend)
+    if sparse and not (backends in ([None], ["torch"]) and device == "cuda"):
         raise OptionError(
             "--sparse measures the torch backend on CUDA (semi-structured 2:4 matmuls); use --backend torch --device cuda, "
             "or build a sparse TensorRT engine (maxq-deploy export trt) and bench it on --backend tensorrt"
         )
     opened: list[BenchModel] = []
     try:
-        for raw in paths:
-            path = check_input_file(raw, "model")
+        pairs = [(check_input_file(raw, "model"), chosen) for raw in paths for chosen in backends]
+        for path, chosen in pairs:
             name = resolve_backend(path, chosen)
             if name == "torch":
                 opened.extend(_open_torch_variants(path, device, threads, input_size, sparse))
@@ -104,7 +108,8 @@ def open_models(
             except BaseException:
                 runner.close()
                 raise
-            opened.append(_bench_model(path.name, runner, size, threads))
+            label = path.name if len(backends) == 1 else f"{path.name} [{name}]"
+            opened.append(_bench_model(label, runner, size, threads))
     except BaseException:
         for m in opened:
             if m.runner is not None:

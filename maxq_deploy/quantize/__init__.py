@@ -14,7 +14,8 @@ Modules: ``config`` (options), ``calibrate`` (the collection loop and checked ra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "CALIBRATORS",
@@ -31,7 +32,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from maxq_deploy.quantize.artifact import int8_weight, load_quantized_checkpoint, load_quantized_model
-    from maxq_deploy.quantize.config import CALIBRATORS, QuantizeConfig, quantize
+    from maxq_deploy.quantize.config import CALIBRATORS, QuantizeConfig
     from maxq_deploy.quantize.export import export_qdq_onnx
     from maxq_deploy.quantize.ptq import quantize_ptq
     from maxq_deploy.quantize.qat import quantize_qat
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 _LAZY = {
     "CALIBRATORS": "maxq_deploy.quantize.config",
     "QuantizeConfig": "maxq_deploy.quantize.config",
-    "quantize": "maxq_deploy.quantize.config",
     "QuantizeResult": "maxq_deploy.quantize.result",
     "export_qdq_onnx": "maxq_deploy.quantize.export",
     "int8_weight": "maxq_deploy.quantize.artifact",
@@ -49,6 +49,29 @@ _LAZY = {
     "quantize_ptq": "maxq_deploy.quantize.ptq",
     "quantize_qat": "maxq_deploy.quantize.qat",
 }
+
+
+
+def quantize(folded: str | os.PathLike[str], output: str | os.PathLike[str], config: QuantizeConfig, progress: Any = None) -> QuantizeResult:
+    """Quantize a folded checkpoint as ``config`` says and write the quantized checkpoint."""
+    if config.qat:
+        from maxq_deploy.quantize.qat import quantize_qat
+
+        return quantize_qat(
+            folded, output, config.train_data, config.val_data, epochs=config.epochs, lr=config.lr,
+            optimizer=config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay,
+            batch_size=config.batch_size, train_batches=config.train_batches, calib_data=config.calib_data,
+            calibrator=config.calibrator, percentile=config.percentile, calib_batches=config.calib_batches,
+            preprocess=config.preprocess, workers=config.workers, seed=config.seed, device=config.device,
+            distributed=config.distributed, progress=progress,
+        )
+    from maxq_deploy.quantize.ptq import quantize_ptq
+
+    return quantize_ptq(
+        folded, output, config.calib_data, calibrator=config.calibrator, percentile=config.percentile,
+        calib_batches=config.calib_batches, batch_size=config.batch_size, preprocess=config.preprocess,
+        workers=config.workers, progress=progress, device=config.device, seed=config.seed,
+    )
 
 
 def __getattr__(name: str):

@@ -13,7 +13,7 @@ from maxq_deploy.devices import resolve_device  # noqa: F401  (PTQ and QAT pick 
 from maxq_deploy.errors import DataError, QuantizationError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.quantize import pq_adapter
-from maxq_deploy.quantize.config import CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE
+from maxq_deploy.quantize.config import DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, check_calibration
 
 #: Fewer images than this give ranges that describe the images, not the data.
 MIN_CALIBRATION_IMAGES = 16
@@ -35,16 +35,7 @@ class CalibrationOptions:
     histogram_samples: int | None = pq_adapter.HISTOGRAM_SAMPLES
 
     def __post_init__(self) -> None:
-        self.calibrator = str(self.calibrator).lower()
-        if self.calibrator not in CALIBRATORS:
-            raise QuantizationError(f"--calibrator {self.calibrator!r} is not supported; choose one of {', '.join(CALIBRATORS)}")
-        if not isinstance(self.percentile, (int, float)) or not 0 < float(self.percentile) <= 100:
-            raise QuantizationError(f"--percentile {self.percentile!r} must be in (0, 100], e.g. 99.99")
-        self.percentile = float(self.percentile)
-        for name, option in (("batches", "--calib-batches"), ("batch_size", "--batch-size")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise QuantizationError(f"{option} must be a positive integer, got {value!r}")
+        self.calibrator, self.percentile = check_calibration(self.calibrator, self.percentile, self.batches, self.batch_size)
         samples = self.histogram_samples
         if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1024):
             raise QuantizationError(f"histogram_samples must be None (every value) or an integer >= 1024, got {samples!r}")

@@ -28,6 +28,18 @@ def _positive_int(value: Any, option: str) -> None:
         raise QuantizationError(f"{option} must be a positive integer, got {value!r}")
 
 
+def check_calibration(calibrator: Any, percentile: Any, batches: Any, batch_size: Any) -> tuple[str, float]:
+    """Validate the calibration options; returns (calibrator, percentile) normalized."""
+    name = str(calibrator).lower()
+    if name not in CALIBRATORS:
+        raise QuantizationError(f"--calibrator {name!r} is not supported; choose one of {', '.join(CALIBRATORS)}")
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < float(percentile) <= 100:
+        raise QuantizationError(f"--percentile {percentile!r} must be in (0, 100], e.g. 99.99")
+    _positive_int(batches, "--calib-batches")
+    _positive_int(batch_size, "--batch-size")
+    return name, float(percentile)
+
+
 @dataclass
 class QuantizeConfig:
     """INT8 quantization of a folded checkpoint.
@@ -60,10 +72,7 @@ class QuantizeConfig:
     distributed: bool | None = None
 
     def __post_init__(self) -> None:
-        from maxq_deploy.quantize.calibrate import CalibrationOptions
-
-        calibration = CalibrationOptions(self.calibrator, self.percentile, self.calib_batches, self.batch_size)
-        self.calibrator, self.percentile = calibration.calibrator, calibration.percentile
+        self.calibrator, self.percentile = check_calibration(self.calibrator, self.percentile, self.calib_batches, self.batch_size)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise QuantizationError(f"--workers must be an integer >= 0, got {self.workers!r}")
         if not self.qat:
@@ -88,25 +97,3 @@ class QuantizeConfig:
     @property
     def mode(self) -> str:
         return "qat" if self.qat else "ptq"
-
-
-def quantize(folded: str | os.PathLike[str], output: str | os.PathLike[str], config: QuantizeConfig, progress: Any = None):
-    """Quantize a folded checkpoint as ``config`` says and write the quantized checkpoint."""
-    if config.qat:
-        from maxq_deploy.quantize.qat import quantize_qat
-
-        return quantize_qat(
-            folded, output, config.train_data, config.val_data, epochs=config.epochs, lr=config.lr,
-            optimizer=config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay,
-            batch_size=config.batch_size, train_batches=config.train_batches, calib_data=config.calib_data,
-            calibrator=config.calibrator, percentile=config.percentile, calib_batches=config.calib_batches,
-            preprocess=config.preprocess, workers=config.workers, seed=config.seed, device=config.device,
-            distributed=config.distributed, progress=progress,
-        )
-    from maxq_deploy.quantize.ptq import quantize_ptq
-
-    return quantize_ptq(
-        folded, output, config.calib_data, calibrator=config.calibrator, percentile=config.percentile,
-        calib_batches=config.calib_batches, batch_size=config.batch_size, preprocess=config.preprocess,
-        workers=config.workers, progress=progress, device=config.device, seed=config.seed,
-    )

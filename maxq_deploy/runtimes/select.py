@@ -46,6 +46,21 @@ def normalize_backend(backend: str) -> str:
     return key
 
 
+def parse_backends(text: str | None) -> list[str | None]:
+    """``--backend`` as a list: None -> [None] (each file's own), ``"onnxruntime,openvino"`` -> both, in order."""
+    if text is None:
+        return [None]
+    names: list[str | None] = []
+    for part in str(text).split(","):
+        if part.strip():
+            name = normalize_backend(part)
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise BackendUnavailableError(f"no backend named in --backend {text!r}; choose from {', '.join(BACKENDS)}")
+    return names
+
+
 def backend_for_file(path: str | os.PathLike[str]) -> str | None:
     """The default backend a file's suffix calls for, or None when the suffix says nothing."""
     choices = SUFFIX_BACKENDS.get(Path(path).suffix.lower())
