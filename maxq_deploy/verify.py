@@ -17,7 +17,7 @@ import torch
 
 from maxq_deploy.artifacts import check_input_file
 from maxq_deploy.errors import InputFileError
-from maxq_deploy.formats import FOLDED_FORMAT, artifact_format
+from maxq_deploy.formats import FOLDED_FORMAT, check_format, format_of
 from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern
 
 
@@ -171,8 +171,9 @@ def verify_artifact(
     if suffix in FILE_VERIFIERS:
         return FILE_VERIFIERS[suffix](p, hw)
     obj = torch_load_safe(p)
-    spec = artifact_format(obj, p)  # the same format and version check as every other reader
-    fmt = spec.name if spec is not None else None
+    fmt = format_of(obj)
+    if fmt is not None and fmt in TORCH_VERIFIERS:
+        check_format(obj, fmt, p)  # the same format and version check as every other reader
     if fmt not in TORCH_VERIFIERS:
         raise InputFileError(f"{p}: artifact format {fmt!r} cannot be verified by this version of maxq-deploy")
     return TORCH_VERIFIERS[fmt](p, obj, hw, arch, nm)

@@ -293,7 +293,7 @@ def fake_quantize_stage(monkeypatch, made, tmp_path):
         torch.onnx.export(loaded.module, (dummy,), str(path), dynamo=False, opset_version=opset,
                           input_names=["x"], output_names=["logits"], dynamic_axes=axes)
 
-    monkeypatch.setattr("maxq_deploy.quantize.load_quantized_model", load_quantized_model, raising=False)
+    monkeypatch.setattr("maxq_deploy.quantize.artifact.load_quantized_model", load_quantized_model)  # the loader formats.FORMATS names
     monkeypatch.setattr("maxq_deploy.quantize.export_qdq_onnx", export_qdq_onnx, raising=False)
     return quant_file
 
