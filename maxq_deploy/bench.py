@@ -638,7 +638,9 @@ def _open_torch_variants(
         )
     resolve_torch_device(device)
     loaded = load_torch_model(path)
-    size = input_size or DEFAULT_INPUT_SIZE
+    from maxq_deploy.input_size import resolve_input_size
+
+    size = resolve_input_size(loaded.arch, loaded.meta, input_size)  # recorded / arch default, checked
     common = dict(path=str(path), kind=loaded.kind, backend="torch", device=device, input_size=size, threads=threads)
     out: list[BenchModel] = []
     try:

@@ -154,6 +154,10 @@ def evaluate_runner(
     shape = getattr(runner, "input_shape", None)
     if shape is not None:
         check_input_shape(dataset, shape[0], (shape[1], shape[2]), what=Path(name).name)
+    from maxq_deploy.arch_catalog import ARCHS, check_input_size
+
+    if getattr(runner, "arch", None) in ARCHS:  # e.g. a CIFAR ResNet on 224x224 images: one line, before any batch
+        check_input_size(runner.arch, dataset.sample_shape[-1], what=f"data for {Path(name).name}")
     model_classes = getattr(runner, "num_classes", None)
     _check_classes(model_classes, dataset, Path(name).name)
     if limit is not None and limit < 1:
