@@ -140,9 +140,9 @@ def fold(
     if result.drift:
         d = result.drift
         console.print(
-            f"projected {summary['projected_layers']} layers ({summary['groups_changed']:,} groups of 4 changed): output drift "
+            f"projected {summary['projected_layers']} layers to {', '.join(sorted({l.projected_to for l in projected}))}: output drift "
             f"on a probe batch {tuple(d.probe_batch)}: max abs {d.max_abs_error:.4g}, relative L2 {d.relative_l2_error:.4g}, "
-            f"top-1 agreement {d.top1_agreement:.1%}",
+            f"top-1 agreement {d.top1_agreement:.1%}; {summary['groups_changed']:,} groups of 4 changed",
             highlight=False,
         )
     if result.accuracy:
