@@ -41,9 +41,8 @@ def quantize_command(
     """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""
     from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess
     from maxq_deploy.errors import DataError
-    from maxq_deploy.progress import RichProgress
-
     from maxq_deploy.input_size import artifact_input_size
+    from maxq_deploy.progress import RichProgress
 
     main_rank = int(os.environ.get("RANK", "0")) == 0
     found = artifact_input_size(folded)
