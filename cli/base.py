@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typer
 
+from maxq_deploy.arch_catalog import arch_names_text
+
 app = typer.Typer(
     name="maxq-deploy",
     help="Deploy MaxQ N:M-sparse CNNs: inspect, fold, verify, quantize, export, benchmark, evaluate.",
@@ -18,6 +20,6 @@ app = typer.Typer(
 export_app = typer.Typer(help="Export a folded or quantized model to ONNX or a TensorRT engine.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
-ArchOpt = typer.Option(None, "--arch", help="Architecture, when the file does not say (resnet18, resnet34, resnet50, mobilenet_v1).")
+ArchOpt = typer.Option(None, "--arch", help=f"Architecture, when the file does not say ({arch_names_text()}).")
 NMOpt = typer.Option(None, "--nm", help="Trained N:M (e.g. 2:4); inferred from the masks when omitted.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")

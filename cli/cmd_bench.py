@@ -23,7 +23,7 @@ def bench_command(
     iters: Optional[int] = typer.Option(None, "--iters", help="Timed runs per model and batch size (default 30)."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Measured seconds per model and batch size (instead of --iters)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU intra-op threads (default: the runtime's own)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size for checkpoints (default 224); ONNX files use their own."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size for checkpoints (default: the size each records, 32 for the CIFAR ResNets, 224 for the others); ONNX files use their own."),
     sparse: bool = typer.Option(False, "--sparse", help="torch on CUDA: fp16 dense vs fp16 with 2:4 layers as semi-structured sparse matmuls."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here, and as CSV beside it (same stem)."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart of throughput per batch size."),

@@ -19,7 +19,7 @@ def demo(
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data for your checkpoint (image folder or .npy/.npz)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Labelled data to measure accuracy at every stage."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for --eval-data given as .npy."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Input resolution for your checkpoint (default 224)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Input resolution for your checkpoint (default: its architecture's, 32 for the CIFAR ResNets, 224 for the others)."),
     epochs: int = typer.Option(3, "--epochs", help="Training epochs of the built-in example."),
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
 ) -> None:

@@ -23,8 +23,8 @@ def eval_command(
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
     workers: int = typer.Option(2, "--workers", "-j", min=0, help="Image decoding worker processes (0: decode in this process)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch / ONNX Runtime (default: theirs)."),
-    resize: int = typer.Option(256, "--resize", help="Resize the shorter side to this many pixels (image files only)."),
-    image_size: int = typer.Option(224, "--image-size", help="Center crop size (image files only)."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side to this many pixels (image files only; default: crop size x 256/224, CIFAR ResNets: the crop size)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Center crop size (image files only; default: the first model's input size, 32 for the CIFAR ResNets, 224 for the others)."),
     mean: Optional[str] = typer.Option(None, "--mean", help="Normalization mean R,G,B (default ImageNet 0.485,0.456,0.406)."),
     std: Optional[str] = typer.Option(None, "--std", help="Normalization std R,G,B (default ImageNet 0.229,0.224,0.225)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only N images, spread evenly over the data set."),
@@ -34,8 +34,12 @@ def eval_command(
     from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, open_dataset
     from maxq_deploy.distributed import is_main_process
     from maxq_deploy.evaluate import evaluate_models
+    from maxq_deploy.input_size import artifact_input_size
     from maxq_deploy.progress import RichProgress
 
+    found = artifact_input_size(models[0])
+    image_size = found.resolve(image_size, "--image-size")
+    resize = found.resize(image_size, resize)
     preprocess = Preprocess(
         resize=resize, image_size=image_size,
         mean=parse_floats(mean, "--mean") or IMAGENET_MEAN, std=parse_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]

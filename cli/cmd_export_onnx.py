@@ -24,7 +24,7 @@ def export_onnx_command(
     opset: int = typer.Option(17, "--opset", help="ONNX opset, 13..20 (17 is parsed by TensorRT 10 and 11)."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default: dynamic batch axis)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Dynamic batch axis (the default unless --batch is given)."),
-    input_size: int = typer.Option(224, "--input-size", help="Square input size in pixels (fixed in the graph)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input size in pixels, fixed in the graph (default: the size the checkpoint records: quantized at its calibration size, else 32 for the CIFAR ResNets, 224 for the others)."),
     target: str = typer.Option(
         "tensorrt", "--target",
         help="tensorrt: the graph TensorRT wants (fp32/fp16, or symmetric int8 Q/DQ from a quantized checkpoint); "
@@ -33,7 +33,7 @@ def export_onnx_command(
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data for --target onnxruntime --precision int8."),
     calib_batches: int = typer.Option(8, "--calib-batches", help="Calibration batches (--target onnxruntime)."),
     calib_batch_size: int = typer.Option(8, "--calib-batch-size", help="Images per calibration batch (--target onnxruntime)."),
-    resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side of calibration images to this (default 256, at least --input-size)."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side of calibration images to this (default: input size x 256/224; CIFAR ResNets: the input size)."),
     calibrate_method: str = typer.Option("minmax", "--calibrate-method", help="minmax, entropy or percentile (--target onnxruntime)."),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -77,7 +77,7 @@ def export_onnx_command(
 
 
 def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str], calib: Optional[Path], calib_batches: int,
-                            calib_batch_size: int, resize: Optional[int], input_size: int, calibrate_method: str, opset: int,
+                            calib_batch_size: int, resize: Optional[int], input_size: Optional[int], calibrate_method: str, opset: int,
                             json_out: bool) -> None:
     from maxq_deploy.data import Preprocess
     from maxq_deploy.errors import OptionError
@@ -91,7 +91,11 @@ def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str],
         return print_json(result.summary()) if json_out else console.print(f"wrote {escape(str(result.output))}: {result.parity.describe()}")
     if calib is None:
         raise OptionError("--target onnxruntime --precision int8 needs calibration data: pass --calib DATA")
-    preprocess = Preprocess(resize=resize or max(256, input_size), image_size=input_size)
+    from maxq_deploy.input_size import artifact_input_size
+
+    found = artifact_input_size(model)
+    input_size = found.resolve(input_size, "--input-size")
+    preprocess = Preprocess(resize=found.resize(input_size, resize), image_size=input_size)
     result = export_ort_int8(model, output, calib, calib_batches=calib_batches, batch_size=calib_batch_size,
                              preprocess=preprocess, input_size=input_size, progress=progress,
                              options=OrtQuantOptions(calibrate_method=calibrate_method, opset=opset))

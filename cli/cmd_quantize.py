@@ -22,8 +22,8 @@ def quantize_command(
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile of |x| kept by --calibrator percentile."),
     calib_batches: int = typer.Option(16, "--calib-batches", min=1, help="Calibration batches (a seeded shuffle of the data)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch (calibration and QAT)."),
-    resize: int = typer.Option(256, "--resize", help="Resize the shorter side to this many pixels (image files only)."),
-    image_size: int = typer.Option(224, "--image-size", help="Center crop size (image files only)."),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side to this many pixels (image files only; default: crop size x 256/224, CIFAR ResNets: the crop size)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Center crop size (image files only; default: the folded checkpoint's input size)."),
     mean: Optional[str] = typer.Option(None, "--mean", help="Normalization mean R,G,B (default ImageNet)."),
     std: Optional[str] = typer.Option(None, "--std", help="Normalization std R,G,B (default ImageNet)."),
     workers: int = typer.Option(2, "--workers", "-j", min=0, help="Image decoding worker processes."),
@@ -40,10 +40,14 @@ def quantize_command(
     """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""
     from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess
     from maxq_deploy.distributed import is_main_process
+    from maxq_deploy.input_size import artifact_input_size
     from maxq_deploy.progress import RichProgress
     from maxq_deploy.quantize import QuantizeConfig, quantize
 
     main_rank = is_main_process()
+    found = artifact_input_size(folded)
+    image_size = found.resolve(image_size, "--image-size")
+    resize = found.resize(image_size, resize)
     preprocess = Preprocess(
         resize=resize, image_size=image_size,
         mean=parse_floats(mean, "--mean") or IMAGENET_MEAN, std=parse_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]

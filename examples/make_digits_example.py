@@ -20,8 +20,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="maxq-example")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--nm", default="2:4", help="trained N:M, e.g. 4:8 for the README's road to 2:4")
     args = parser.parse_args()
-    example = prepare_digits_example(args.workdir, arch=args.arch, epochs=args.epochs)
+    example = prepare_digits_example(args.workdir, arch=args.arch, nm=args.nm, epochs=args.epochs)
     for name, value in (("CKPT", example.checkpoint), ("TRAIN", example.train_npz), ("TEST", example.test_npz),
                         ("SIZE", example.image_size)):
         print(f"{name}={shlex.quote(str(value))}")

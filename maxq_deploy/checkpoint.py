@@ -106,8 +106,8 @@ def extract_state_dict(obj: object, path: Path) -> tuple[dict[str, torch.Tensor]
 
 
 def _num_classes(state: dict[str, torch.Tensor], path: Path) -> int:
-    fc = state.get("fc.weight")
-    if fc is None or fc.dim() != 2:
+    fc = state.get("fc.weight")  # Linear [classes, C] (ImageNet nets) or 1x1 conv [classes, C, 1, 1] (CIFAR ResNets)
+    if fc is None or not (fc.dim() == 2 or (fc.dim() == 4 and tuple(fc.shape[2:]) == (1, 1))):
         raise UnsupportedArchitectureError(
             f"{path} has no classifier 'fc.weight'; supported architectures: {', '.join(list_archs())}"
         )
@@ -117,8 +117,12 @@ def _num_classes(state: dict[str, torch.Tensor], path: Path) -> int:
 def infer_arch(state: dict[str, torch.Tensor], num_classes: int) -> str | None:
     """The registered architecture whose parameter names match ``state`` (masks optional)."""
     keys = {k for k in state if not k.endswith(".mask")}
+    fc_dims = state["fc.weight"].dim() if "fc.weight" in state else None
     for arch in list_archs():
-        expected = {k for k in state_dict_shapes(arch, num_classes) if not k.endswith(".mask")}
+        shapes = state_dict_shapes(arch, num_classes)
+        if fc_dims is not None and len(shapes.get("fc.weight", ())) != fc_dims:
+            continue  # a Linear head is no CIFAR ResNet and a conv head no ImageNet net
+        expected = {k for k in shapes if not k.endswith(".mask")}
         if expected == keys:
             return arch
     return None
@@ -177,8 +181,40 @@ class MaxQCheckpoint:
         model.load_state_dict(state, strict=True)
         return model.eval()
 
+    def hardware_pattern_gap(self) -> tuple[int, int, int]:
+        """(sparse layers breaking 2:4, groups of 4 along C breaking it, all such groups) of W * mask."""
+        from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern
+
+        layers = groups = total = 0
+        for layer in self.layers:
+            if not layer.has_mask:
+                continue
+            check = check_pattern(self.state_dict[f"{layer.name}.conv.weight"] * self.state_dict[f"{layer.name}.mask"], HARDWARE_PATTERN)
+            layers += int(check.violating_groups > 0)
+            groups += check.violating_groups
+            total += check.groups
+        return layers, groups, total
+
+    def project_advice(self) -> str | None:
+        """What to do when a fully trained N:M (4:8, 4:16, 8:16, ...) does not give 2:4, else None."""
+        from maxq_deploy.sparsity import HARDWARE_PATTERN
+
+        if self.nm is None or self.nm.implies(NMPattern.parse(HARDWARE_PATTERN)):
+            return None
+        layers, groups, total = self.hardware_pattern_gap()
+        if not groups:
+            return None
+        return (
+            f"trained {self.nm} is not {HARDWARE_PATTERN}: {groups:,} of {total:,} groups of 4 along the input channels "
+            f"break {HARDWARE_PATTERN} in {layers} of {sum(l.has_mask for l in self.layers)} sparse layers; it needs "
+            f"maxq-deploy fold {self.path.name} -o OUT --project (keeps the 2 largest of each group of 4, reports the drift) "
+            "before a sparse engine can use it"
+        )
+
     def summary(self) -> dict:
         """JSON-ready description (what ``inspect --json`` prints)."""
+        from maxq_deploy.arch_catalog import default_input_size
+
         sparse = [layer for layer in self.layers if layer.has_mask]
         return {
             "path": str(self.path),
@@ -190,6 +226,8 @@ class MaxQCheckpoint:
             "best_acc1": self.best_acc1,
             "nm": str(self.nm) if self.nm else None,
             "nm_source": self.nm_source,
+            "input_size": default_input_size(self.arch),
+            "breaks_2_4": self.project_advice(),
             "sparse_layers": len(sparse),
             "unfinished_layers": len(self.unfinished_layers),
             "sparse_params": sum(layer.params for layer in sparse),

@@ -116,7 +116,6 @@ def run_demo(
 
     progress = progress or SILENT
     work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
     labels = eval_labels
     if checkpoint is None:
         from maxq_deploy.reference.train import DIGITS_MEAN, DIGITS_STD, prepare_digits_example
@@ -128,8 +127,12 @@ def run_demo(
         preprocess = preprocess or Preprocess(resize=size, image_size=size, mean=(DIGITS_MEAN,) * 3, std=(DIGITS_STD,) * 3)
     else:
         ckpt_path, started, train_note = Path(checkpoint), None, None
-        size = input_size or (preprocess.image_size if preprocess else 224)
-        preprocess = preprocess or Preprocess(resize=max(256, size), image_size=size)
+        from maxq_deploy.input_size import artifact_input_size
+
+        found = artifact_input_size(ckpt_path)  # 32 for a CIFAR ResNet, 224 for the ImageNet nets
+        size = found.resolve(input_size or (preprocess.image_size if preprocess else None), "--input-size")
+        preprocess = preprocess or Preprocess(resize=found.resize(size), image_size=size)
+    work.mkdir(parents=True, exist_ok=True)  # after the input size was checked: a bad one leaves nothing behind
     result = DemoResult(work, ckpt_path)
     rec = _Recorder(result)
     if train_note:

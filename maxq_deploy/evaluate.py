@@ -127,6 +127,10 @@ def evaluate_runner(
         raise DataError(f"{dataset.root} has no labels ({dataset.kind} data); evaluation needs labelled data")
     shape = info.input_shape
     check_input_shape(dataset, shape[0], (shape[1], shape[2]), what=Path(name).name)
+    from maxq_deploy.arch_catalog import ARCHS, check_input_size
+
+    if info.arch in ARCHS:  # e.g. a CIFAR ResNet on 224x224 images: one line, before any batch
+        check_input_size(info.arch, dataset.sample_shape[-1], what=f"data for {Path(name).name}")
     model_classes = info.num_classes
     _check_classes(model_classes, dataset, Path(name).name)
     if limit is not None and limit < 1:

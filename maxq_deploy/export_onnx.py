@@ -76,7 +76,6 @@ PARITY_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
 PARITY_SEED = 0
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 META = "maxq_deploy."
-_MIN_INPUT_SIZE = 32  # every supported architecture downsamples by 32
 
 
 @dataclass
@@ -87,7 +86,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     batch: int | None = None  # a fixed batch size; None: see dynamic_batch
     dynamic_batch: bool | None = None  # None: dynamic unless batch is given
-    input_size: int = 224
+    input_size: int | None = None  # None: what the model records (quantized: its calibration size), else its arch's
     target: str = "tensorrt"
     parity_batch: int = 2
 
@@ -106,8 +105,8 @@ class ExportOptions:
             raise OptionError(f"--batch {self.batch} must be a positive integer")
         if self.batch is not None and self.dynamic_batch:
             raise OptionError("use either --batch N (a fixed batch size) or --dynamic-batch, not both")
-        if not isinstance(self.input_size, int) or self.input_size < _MIN_INPUT_SIZE:
-            raise OptionError(f"--input-size {self.input_size} is too small; use at least {_MIN_INPUT_SIZE} (224 for ImageNet)")
+        if self.input_size is not None and (not isinstance(self.input_size, int) or self.input_size < 1):
+            raise OptionError(f"--input-size {self.input_size} must be a positive number of pixels")
         if self.target not in TARGETS:
             raise OptionError(f"--target {self.target!r} is not supported; choose one of {', '.join(TARGETS)}")
         if not isinstance(self.parity_batch, int) or self.parity_batch < 1:
@@ -226,7 +225,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     batch: int | None = None,
     dynamic_batch: bool | None = None,
-    input_size: int = 224,
+    input_size: int | None = None,
     progress: Progress | None = None,
     *,
     target: str = "tensorrt",
@@ -236,7 +235,9 @@ def export_onnx(
 
     ``precision`` None means the model's own: fp32 for folded, int8 for quantized checkpoints.
     ``batch`` fixes the batch size; otherwise the batch axis is dynamic (``dynamic_batch``
-    False gives a fixed batch of 1). Spatial size is fixed at ``input_size``. Raises
+    False gives a fixed batch of 1). Spatial size is fixed at ``input_size`` (default: the size
+    the checkpoint records, else its architecture's; one the architecture cannot run at is
+    refused before the export). Raises
     :class:`~maxq_deploy.errors.ParityError`, writing nothing, when ONNX Runtime disagrees with
     PyTorch beyond :data:`PARITY_TOLERANCE`.
     """
@@ -265,6 +266,7 @@ class _ExportJob:
 
     def load(self) -> None:
         from maxq_deploy.checkpoint import torch_load_safe
+        from maxq_deploy.input_size import resolve_input_size
         from maxq_deploy.models import load_torch_model
 
         obj = torch_load_safe(self.source, "model")
@@ -277,6 +279,7 @@ class _ExportJob:
             )
         del obj
         self.loaded = load_torch_model(self.source)
+        self.options.input_size = resolve_input_size(self.loaded.arch, self.loaded.meta, self.options.input_size)
         self.precision = self.options.resolve_precision(self.loaded.kind, self.source)
         self.source_sha256 = sha256_file(self.source)
         self.sparse_layers = _sparse_layer_names(self.loaded.meta)

@@ -237,7 +237,7 @@ def export_ort_int8(
     calib_batches: int = 8,
     batch_size: int = 8,
     preprocess=None,
-    input_size: int = 224,
+    input_size: int | None = None,
     progress: Progress | None = None,
     *,
     options: OrtQuantOptions | None = None,
@@ -247,7 +247,8 @@ def export_ort_int8(
 
     Calibrates on ``calib_batches`` batches of ``batch_size`` from ``calib_data`` (see
     :func:`calibration_batches`). The graph has a dynamic batch axis and a fixed
-    ``input_size``. Raises :class:`~maxq_deploy.errors.ParityError`, writing nothing, only when
+    ``input_size`` (default: the size the folded checkpoint records). Raises
+    :class:`~maxq_deploy.errors.ParityError`, writing nothing, only when
     the INT8 output is grossly off; otherwise the parity numbers are in the result.
     """
     started = time.perf_counter()
@@ -264,6 +265,9 @@ def export_ort_int8(
     from maxq_deploy.fold import load_folded
 
     folded = load_folded(source)  # a MaxQ or quantized checkpoint is refused with the fold hint
+    from maxq_deploy.input_size import resolve_input_size
+
+    input_size = resolve_input_size(folded.arch, folded.meta, input_size)
     module = folded.build_model()
     track = progress or SILENT
     batches, calib_source = calibration_batches(calib_data, calib_batches, batch_size, input_size, preprocess, progress)

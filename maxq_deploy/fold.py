@@ -22,7 +22,7 @@ from maxq_deploy.compare import compare_outputs
 from maxq_deploy.errors import CheckpointFormatError, InputFileError, UnfinishedSparsityError
 from maxq_deploy.formats import FOLDED_FORMAT, FORMATS, check_format
 from maxq_deploy.models import LoadedModel
-from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern, project_to_pattern
+from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern, groups_along, project_to_pattern
 
 FORMAT_VERSION = FORMATS[FOLDED_FORMAT].version
 
@@ -40,6 +40,9 @@ class FoldedLayer:
     dense_groups: int = 0  # N:M groups still dense in the checkpoint
     projected: bool = False  # N:M re-imposed by magnitude (--project)
     holds_hardware_pattern: bool | None = None
+    projected_to: str | None = None  # the pattern(s) --project imposed, e.g. "2:4" or "2:8+2:4"
+    groups_changed: int = 0  # groups of 4 along C in which --project zeroed a weight
+    hardware_groups: int = 0  # groups of 4 along C (0 when C % 4 != 0)
 
 
 @dataclass
@@ -50,6 +53,17 @@ class ProjectionDrift:
     max_abs_error: float
     relative_l2_error: float
     top1_agreement: float
+
+
+@dataclass
+class ProjectionAccuracy:
+    """Top-1 on real labelled images before (MaxQ network) and after (projected folded network)."""
+
+    data: str
+    images: int
+    top1_before: float
+    top1_after: float
+    agreement: float  # share of images where both predict the same class, percent
 
 
 @dataclass
@@ -64,6 +78,8 @@ class FoldResult:
     source: dict  # provenance: source path, hash, tool version, time
     drift: ProjectionDrift | None = None
     output: Path | None = None
+    input_size: int | None = None  # the architecture's default input size, stored for export/eval/bench
+    accuracy: ProjectionAccuracy | None = None
 
     @property
     def sparse_layers(self) -> list[FoldedLayer]:
@@ -80,6 +96,8 @@ class FoldResult:
             "hardware_pattern": HARDWARE_PATTERN,
             "layers": [asdict(layer) for layer in self.layers],
             "projection_drift": asdict(self.drift) if self.drift else None,
+            "projection_accuracy": asdict(self.accuracy) if self.accuracy else None,
+            "input_size": self.input_size,
             "provenance": self.source,
             "state_dict": self.state_dict,
         }
@@ -93,12 +111,24 @@ class FoldResult:
             "nm": self.nm,
             "sparse_layers": len(sparse),
             "dense_layers": len(self.layers) - len(sparse),
+            "input_size": self.input_size,
             "projected_layers": sum(layer.projected for layer in sparse),
+            "groups_changed": sum(layer.groups_changed for layer in sparse),
             "sparse_layers_holding_2_4": sum(bool(layer.holds_hardware_pattern) for layer in sparse),
+            "groups_breaking_2_4": self.groups_breaking_hardware_pattern,
             "projection_drift": asdict(self.drift) if self.drift else None,
+            "projection_accuracy": asdict(self.accuracy) if self.accuracy else None,
             "provenance": self.source,
             "layers": [asdict(layer) for layer in self.layers],
         }
+
+    @property
+    def groups_breaking_hardware_pattern(self) -> int:
+        """Groups of 4 along C of the sparse layers with more than 2 non-zeros (0: ready for 2:4 engines)."""
+        return sum(
+            check_pattern(self.state_dict[f"{layer.name}.weight"], HARDWARE_PATTERN).violating_groups
+            for layer in self.sparse_layers
+        )
 
     def build_model(self) -> nn.Module:
         model = build_model(self.arch, self.num_classes, "folded")
@@ -168,12 +198,46 @@ def unfinished_message(ckpt: MaxQCheckpoint) -> str:
     )
 
 
+def _groups_changed(before: torch.Tensor, after: torch.Tensor) -> tuple[int, int]:
+    """(groups of 4 along C where ``after`` differs from ``before``, all groups of 4); (0, 0) if C % 4."""
+    if before.dim() < 2 or before.shape[1] % 4:
+        return 0, 0
+    changed = groups_along(before != after, 4).any(dim=1)
+    return int(changed.sum()), int(changed.numel())
+
+
+def _project_layer(w: torch.Tensor, layer, nm: NMPattern | None) -> tuple[torch.Tensor, list[str]]:
+    """``--project`` on one folded sparse weight: finish unfinished N:M, then reach 2:4 if needed.
+
+    Per aligned group of 4 along the input channels the 2 largest magnitudes are kept, which is
+    the only change a 4:8 / 4:16 / 8:16 layer needs to run on sparse tensor cores.
+    """
+    applied = []
+    if layer.dense_groups > 0 and nm is not None:
+        w = project_to_pattern(w, nm)
+        applied.append(str(nm))
+    hardware = NMPattern.parse(HARDWARE_PATTERN)
+    check = check_pattern(w, hardware)
+    if check.applicable and not check.holds:
+        w = project_to_pattern(w, hardware)
+        applied.append(HARDWARE_PATTERN)
+    return w, applied
+
+
 def fold_masks_and_bn(
-    ckpt: MaxQCheckpoint, project: bool = False, probe_shape: tuple[int, int, int, int] = (8, 3, 64, 64)
+    ckpt: MaxQCheckpoint, project: bool = False, probe_shape: tuple[int, int, int, int] | None = None
 ) -> FoldResult:
-    """Fold ``ckpt`` into deploy weights; refuse unfinished sparsity unless ``project``."""
+    """Fold ``ckpt`` into deploy weights; refuse unfinished sparsity unless ``project``.
+
+    ``project`` re-imposes the trained N:M on unfinished layers and then projects every sparse
+    layer that breaks the hardware 2:4 pattern (4:8, 4:16, 8:16, ...) to 2:4 by magnitude; the
+    drift on a probe batch (default: 8 random images, 64x64, or 32x32 for the CIFAR ResNets) is reported.
+    """
     if ckpt.unfinished_layers and not project:
         raise UnfinishedSparsityError(unfinished_message(ckpt))
+    from maxq_deploy.arch_catalog import default_input_size, spec
+
+    input_size = default_input_size(ckpt.arch)
     state = ckpt.state_dict
     meta_model = build_model(ckpt.arch, ckpt.num_classes, "maxq", device="meta")
     folded: dict[str, torch.Tensor] = {}
@@ -186,16 +250,22 @@ def fold_masks_and_bn(
         weight = state[f"{name}.conv.weight"]
         g, shift = _bn_scale_shift(state, f"{name}.scale")
         w, b = _fold_pair(weight, None, g, shift, mask=state.get(f"{name}.mask"))
-        projected = False
-        if project and layer.dense_groups > 0 and ckpt.nm is not None:
-            w, projected = project_to_pattern(w, ckpt.nm), True
+        applied: list[str] = []
+        changed = 0
+        if project and layer.has_mask:
+            before = w
+            w, applied = _project_layer(w, layer, ckpt.nm)
+            changed, _ = _groups_changed(before, w) if applied else (0, 0)
         folded[f"{name}.weight"], folded[f"{name}.bias"] = w, b
+        finished_nm = str(ckpt.nm) if ckpt.nm is not None and str(ckpt.nm) in applied else layer.trained_nm
         layers.append(
             FoldedLayer(
                 name=name, role="sparse", shape=list(w.shape), groups=1,
-                trained_nm=str(ckpt.nm) if projected else layer.trained_nm,
-                nm_groups=layer.groups, dense_groups=layer.dense_groups, projected=projected,
+                trained_nm=finished_nm,
+                nm_groups=layer.groups, dense_groups=layer.dense_groups, projected=bool(applied),
                 holds_hardware_pattern=check_pattern(w, HARDWARE_PATTERN).holds,
+                projected_to="+".join(applied) or None, groups_changed=changed,
+                hardware_groups=_groups_changed(w, w)[1],
             )
         )
     for conv_name, conv, bn_name in _dense_conv_bn_pairs(meta_model):
@@ -216,9 +286,12 @@ def fold_masks_and_bn(
         state_dict={k: folded[k] for k in order},
         layers=layers,
         source=provenance(ckpt.path, ckpt.sha256) | {"epoch": ckpt.epoch, "best_acc1": ckpt.best_acc1},
+        input_size=input_size,
     )
     if any(layer.projected for layer in layers):
-        result.drift = _projection_drift(ckpt, result, probe_shape)
+        # 64x64 keeps the probe cheap where the network takes any size; the CIFAR ResNets run only near 32
+        probe = 64 if spec(ckpt.arch).max_input is None else input_size
+        result.drift = _projection_drift(ckpt, result, probe_shape or (8, 3, probe, probe))
     return result
 
 
@@ -241,15 +314,71 @@ def save_folded(result: FoldResult, path: str | os.PathLike[str]) -> Path:
 
 def fold_checkpoint(
     ckpt_path: str | os.PathLike[str], output: str | os.PathLike[str], arch: str | None = None,
-    nm: str | None = None, project: bool = False,
+    nm: str | None = None, project: bool = False, *, data: str | os.PathLike[str] | None = None,
+    labels: str | os.PathLike[str] | None = None, preprocess=None, limit: int | None = None,
+    batch_size: int = 64, progress=None,
 ) -> FoldResult:
-    """Load, fold and write: what ``maxq-deploy fold`` does."""
+    """Load, fold and write: what ``maxq-deploy fold`` does.
+
+    ``data`` (labelled images, with ``project``) measures top-1 of the MaxQ network and of the
+    projected folded network on real images; ``preprocess`` defaults to the eval transform at
+    the architecture's input size.
+    """
     from maxq_deploy.checkpoint import load_checkpoint
+    from maxq_deploy.errors import OptionError
 
     check_output_path(output)  # fail before the work, not after
-    result = fold_masks_and_bn(load_checkpoint(ckpt_path, arch=arch, nm=nm), project=project)
+    if data is not None and not project:
+        raise OptionError("--data measures the accuracy cost of --project; add --project (a plain fold is exact)")
+    ckpt = load_checkpoint(ckpt_path, arch=arch, nm=nm)
+    dataset = _open_projection_data(ckpt.arch, data, labels, preprocess) if data is not None else None
+    result = fold_masks_and_bn(ckpt, project=project)
+    if dataset is not None and any(layer.projected for layer in result.layers):
+        result.accuracy = projection_accuracy(ckpt, result, dataset, limit=limit, batch_size=batch_size, progress=progress)
     save_folded(result, output)
     return result
+
+
+def _open_projection_data(arch: str, data, labels, preprocess):
+    from maxq_deploy.arch_catalog import check_input_size, default_input_size, default_resize
+    from maxq_deploy.data import Preprocess, open_dataset
+
+    size = default_input_size(arch)
+    if preprocess is None:
+        preprocess = Preprocess(resize=default_resize(arch, size), image_size=size)
+    dataset = open_dataset(data, labels, preprocess, require_labels=True)
+    c, h, w = dataset.sample_shape
+    if h != w:
+        from maxq_deploy.errors import DataError
+
+        raise DataError(f"{dataset.root} holds {h}x{w} images; the models take square inputs")
+    check_input_size(arch, h, what="--data")
+    return dataset
+
+
+@torch.no_grad()
+def projection_accuracy(ckpt: MaxQCheckpoint, result: FoldResult, dataset, *, limit: int | None = None,
+                        batch_size: int = 64, progress=None) -> ProjectionAccuracy:
+    """Top-1 of the original MaxQ network and of the projected folded one on the same images."""
+    from maxq_deploy.data import make_loader
+    from maxq_deploy.progress import SILENT
+
+    indices = list(range(len(dataset)))
+    if limit is not None and limit < len(indices):
+        step = len(indices) / limit
+        indices = [int(i * step) for i in range(limit)]
+    subset = torch.utils.data.Subset(dataset, indices)
+    loader = make_loader(subset, batch_size=batch_size, workers=0)
+    before, after = ckpt.build_model(), result.build_model()
+    right_before = right_after = same = seen = 0
+    for images, targets in (progress or SILENT).track(loader, total=len(loader), description="top-1 before/after --project"):
+        p0, p1 = before(images).argmax(1), after(images).argmax(1)
+        right_before += int((p0 == targets).sum())
+        right_after += int((p1 == targets).sum())
+        same += int((p0 == p1).sum())
+        seen += int(targets.numel())
+    pct = 100.0 / max(seen, 1)
+    return ProjectionAccuracy(str(dataset.root), seen, right_before * pct, right_after * pct, same * pct)
 
 
 @dataclass

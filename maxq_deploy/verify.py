@@ -119,6 +119,9 @@ def _verify_maxq(path: Path, obj: object, pattern: NMPattern, arch: str | None, 
         )
     if ckpt.unfinished_layers:
         report.notes.append(f"{len(ckpt.unfinished_layers)} layers have unfinished incremental sparsity")
+    advice = ckpt.project_advice() if pattern == NMPattern.parse(HARDWARE_PATTERN) else None
+    if advice:
+        report.notes.append(advice)
     return report
 
 
@@ -135,8 +138,14 @@ def _verify_folded(path: Path, obj: dict, pattern: NMPattern, arch: str | None, 
                 note="projected by magnitude" if layer.projected else "",
             )
         )
-    fc = folded.state_dict["fc.weight"]
-    report.layers.append(weight_verdict("fc", fc, pattern, op="linear", expected_sparse=False, trained_nm=None))
+    fc = folded.state_dict["fc.weight"]  # Linear, or the CIFAR ResNets' 1x1 conv
+    report.layers.append(weight_verdict("fc", fc, pattern, op="conv" if fc.dim() == 4 else "linear", expected_sparse=False, trained_nm=None))
+    breaking = sum(layer.violating_groups for layer in report.expected)
+    if breaking and not any(layer.projected for layer in folded.layers):
+        report.notes.append(
+            f"{breaking:,} groups of 4 break {pattern} (trained {folded.nm}); fold the MaxQ checkpoint again with "
+            "--project to keep the 2 largest of each group of 4"
+        )
     return report
 
 

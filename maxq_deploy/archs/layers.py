@@ -50,6 +50,10 @@ class LayerFactory:
     def bn(self, channels: int) -> nn.Module:
         raise NotImplementedError
 
+    def head_conv(self, in_ch: int, out_ch: int) -> nn.Module:
+        """A 1x1 conv classifier with bias and no BatchNorm (the CIFAR ResNets' ``fc``), same in every form."""
+        return nn.Conv2d(in_ch, out_ch, 1, bias=True)
+
     def residual_quantizer(self) -> nn.Module:
         """Applied to the identity branch of a residual Add; a quantizer in the INT8 form (no state here)."""
         return nn.Identity()

@@ -1,20 +1,23 @@
 """The architecture registry: ``@register_arch``, ``list_archs``, ``model_entrypoint``, ``build_model``.
 
-To add an architecture, write one module in this package whose builder takes a
-:class:`~maxq_deploy.archs.layers.LayerFactory` and a class count, decorate it with
-``@register_arch("name")`` and import the module in ``archs/__init__.py``. Loading, folding,
-verification and export then work from key names alone.
+To add an architecture, declare it in :mod:`maxq_deploy.arch_catalog` (its default input size
+and the sizes it runs at; readable without torch, so CLI help lists it), write one module in
+this package whose builder takes a :class:`~maxq_deploy.archs.layers.LayerFactory` and a class
+count, decorate it with ``@register_arch("name")`` and import the module in
+``archs/__init__.py``. Loading, folding, verification and export then work from key names alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
 from torch import nn
 
 from maxq_deploy.archs.layers import FoldedLayers, LayerFactory, MaxQLayers
-from maxq_deploy.errors import UnsupportedArchitectureError
+from maxq_deploy.arch_catalog import ARCHS, arch_names
+from maxq_deploy.arch_catalog import normalize_arch as normalize_arch
 
 Builder = Callable[[LayerFactory, int], nn.Module]
 _REGISTRY: dict[str, Builder] = {}
@@ -24,6 +27,8 @@ def register_arch(name: str) -> Callable[[Builder], Builder]:
     def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} registered twice")
+        if name not in ARCHS:
+            raise ValueError(f"architecture {name!r} is not declared in maxq_deploy.arch_catalog")
         _REGISTRY[name] = builder
         return builder
 
@@ -31,21 +36,8 @@ def register_arch(name: str) -> Callable[[Builder], Builder]:
 
 
 def list_archs() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def normalize_arch(name: str) -> str:
-    """Map spellings such as ``ResNet50`` or ``mobilenet-v1`` to a registered name, or raise."""
-    key = str(name).strip().lower().replace("-", "_")
-    if key in _REGISTRY:
-        return key
-    squashed = key.replace("_", "")
-    for known in _REGISTRY:
-        if known.replace("_", "") == squashed:
-            return known
-    raise UnsupportedArchitectureError(
-        f"unsupported architecture {name!r}; supported: {', '.join(list_archs())}"
-    )
+    """The registered architectures (the catalog's names; every one has a builder)."""
+    return arch_names()
 
 
 def model_entrypoint(arch: str) -> Builder:
@@ -68,6 +60,11 @@ def build_model(arch: str, num_classes: int, form: str = "maxq", device: str | t
 
 
 def state_dict_shapes(arch: str, num_classes: int, form: str = "maxq") -> dict[str, tuple[int, ...]]:
-    """Key -> shape of ``arch``'s state dict, built on the meta device (no memory, no time)."""
+    """Key -> shape of ``arch``'s state dict, built on the meta device (no memory, little time)."""
+    return dict(_state_dict_shapes(normalize_arch(arch), int(num_classes), form))
+
+
+@lru_cache(maxsize=64)
+def _state_dict_shapes(arch: str, num_classes: int, form: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     model = build_model(arch, num_classes, form, device="meta")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())

@@ -125,9 +125,11 @@ def _open_torch_variants(path: Path, device: str, threads: int | None, input_siz
     from maxq_deploy.models import load_torch_model
     from maxq_deploy.runtimes.torch_runner import TorchRunner
 
+    from maxq_deploy.input_size import resolve_input_size
+
     resolve_device(device)  # before loading the weights
     loaded = load_torch_model(path)
-    size = input_size or DEFAULT_INPUT_SIZE
+    size = resolve_input_size(loaded.arch, loaded.meta, input_size)  # recorded / arch default, checked
     out: list[BenchModel] = []
     try:
         if device == "cpu":

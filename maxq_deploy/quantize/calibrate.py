@@ -61,6 +61,8 @@ class CalibrationStats:
     #: 8-bit images that INT8 holds almost losslessly at full range, while a histogram method can
     #: clip the image's bright tail (the strokes of a digit, the highlights of a photo).
     max_calibrated_inputs: list[str] = field(default_factory=list)
+    #: Square input size the ranges were calibrated at; export defaults to it.
+    input_size: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +111,16 @@ def check_calibration_size(dataset, options: CalibrationOptions, seen: int | Non
             f"(one batch of --batch-size {options.batch_size} and at least {MIN_CALIBRATION_IMAGES}): pass more images"
             + (" or a smaller --batch-size" if options.batch_size > MIN_CALIBRATION_IMAGES else "")
         )
+
+
+def check_data_size(dataset, arch: str, what: str) -> int:
+    """The square input size of ``dataset``'s samples, refused (one line) where ``arch`` cannot run at it."""
+    from maxq_deploy.arch_catalog import check_input_size
+
+    _, h, w = dataset.sample_shape
+    if h != w:
+        raise DataError(f"{what} data {dataset.root} holds {h}x{w} samples; the models take square inputs")
+    return check_input_size(arch, int(h), what=f"{what} data")
 
 
 def check_classes(dataset, num_classes: int, what: str) -> None:
@@ -163,6 +175,7 @@ def calibrate(model: nn.Module, dataset, options: CalibrationOptions, *, workers
         batches=batches, images=seen, histogram_samples=options.histogram_samples if options.calibrator != "max" else None, skipped_unreadable=loader.report.skipped,
         collect_seconds=round(collect_seconds, 3), ranges_seconds=round(ranges_seconds, 3),
         max_calibrated_inputs=input_quantizers if options.calibrator != "max" else [],
+        input_size=int(dataset.sample_shape[-1]),
     )
 
 

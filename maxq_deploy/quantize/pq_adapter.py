@@ -91,6 +91,9 @@ class QuantLayers(FoldedLayers):
     def conv(self, in_ch, out_ch, kernel, stride=1, padding=0, groups=1):
         return self._conv(in_ch, out_ch, kernel, stride, padding, groups)
 
+    def head_conv(self, in_ch, out_ch):
+        return self._conv(in_ch, out_ch, 1, 1, 0, 1)
+
     def residual_quantizer(self) -> nn.Module:
         """The identity branch of a residual Add, quantized like a conv input."""
         from pytorch_quantization import nn as quant_nn

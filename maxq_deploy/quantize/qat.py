@@ -36,7 +36,7 @@ from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.config import QuantizeConfig
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
 from maxq_deploy.quantize.calibrate import (
-    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, open_data, resolve_device,
+    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, open_data, resolve_device,
     validated_ranges,
 )
 from maxq_deploy.quantize.result import EpochReport, QuantizeResult, TrainingReport, assert_pattern_kept, checkpoint_dict
@@ -194,6 +194,9 @@ def quantize_qat(
     if val_set is not None:
         check_classes(val_set, folded.num_classes, "val")
     calib_set = open_data(calib_data, preprocess, "calibration") if calib_data is not None else train_set
+    for dataset, what in ((train_set, "train"), (val_set, "val"), (calib_set, "calibration")):
+        if dataset is not None:
+            check_data_size(dataset, folded.arch, what)
 
     ctx, target = _setup_distributed(distributed, device)
     try:

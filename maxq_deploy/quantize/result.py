@@ -120,6 +120,7 @@ def checkpoint_dict(
         },
         "quantizers": {name: value.detach().clone().contiguous() for name, value in ranges.items()},
         "calibration": calibration.to_dict(),
+        "input_size": calibration.input_size or folded.meta.get("input_size"),  # what export/eval/bench default to
         "training": asdict(training) if training is not None else None,
         "int8_pattern": {
             "pattern": HARDWARE_PATTERN,

@@ -1,0 +1,105 @@
+"""The CIFAR ResNets of MaxQ's CIFAR-100 scripts (``c_resnet18`` .. ``c_resnet152``).
+
+Differences from the ImageNet ResNets (same block maths, other key names and head): a 3x3
+stride-1 dense stem without max-pool, the projection shortcut at ``layerX.Y.shortcut.0`` (an
+identity shortcut has no keys), and a head of ``F.avg_pool2d(out, 4)`` then ``fc``, a 1x1 conv
+with bias, flattened. The fixed 4x4 pool ties the network to 32x32 inputs (see
+:mod:`maxq_deploy.arch_catalog` for the sizes it runs at).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from maxq_deploy.archs.layers import LayerFactory
+from maxq_deploy.archs.registry import register_arch
+
+
+def _shortcut(f: LayerFactory, in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
+    """``nn.Sequential(conv-bn)`` where the shape changes (keys ``shortcut.0.*``), else an empty one."""
+    if stride != 1 or in_ch != out_ch:
+        return nn.Sequential(f.sparse_conv_bn(in_ch, out_ch, 1, stride, 0))
+    return nn.Sequential()
+
+
+class CifarBasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, f: LayerFactory, in_ch: int, width: int, stride: int):
+        super().__init__()
+        self.convbn1 = f.sparse_conv_bn(in_ch, width, 3, stride, 1)
+        self.convbn2 = f.sparse_conv_bn(width, width, 3, 1, 1)
+        self.shortcut = _shortcut(f, in_ch, width * self.expansion, stride)
+        self.residual_quantizer = f.residual_quantizer()  # INT8 residual input, so Conv+Add fuses in TensorRT
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.convbn1(x))
+        out = self.convbn2(out)
+        return F.relu(out + self.residual_quantizer(self.shortcut(x)))
+
+
+class CifarBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, f: LayerFactory, in_ch: int, width: int, stride: int):
+        super().__init__()
+        self.convbn1 = f.sparse_conv_bn(in_ch, width, 1, 1, 0)
+        self.convbn2 = f.sparse_conv_bn(width, width, 3, stride, 1)
+        self.convbn3 = f.sparse_conv_bn(width, width * self.expansion, 1, 1, 0)
+        self.shortcut = _shortcut(f, in_ch, width * self.expansion, stride)
+        self.residual_quantizer = f.residual_quantizer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.convbn1(x))
+        out = F.relu(self.convbn2(out))
+        out = self.convbn3(out)
+        return F.relu(out + self.residual_quantizer(self.shortcut(x)))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, f: LayerFactory, block: type, blocks: list[int], num_classes: int):
+        super().__init__()
+        self.conv1 = f.conv(3, 64, 3, 1, 1)
+        self.bn1 = f.bn(64)
+        in_ch = 64
+        for i, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512)), start=1):
+            stride = 1 if i == 1 else 2
+            layers = []
+            for b in range(count):
+                layers.append(block(f, in_ch, width, stride if b == 0 else 1))
+                in_ch = width * block.expansion
+            setattr(self, f"layer{i}", nn.Sequential(*layers))
+        self.fc = f.head_conv(in_ch, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = F.avg_pool2d(out, 4)
+        return self.fc(out).flatten(1)
+
+
+@register_arch("c_resnet18")
+def c_resnet18(f: LayerFactory, num_classes: int) -> nn.Module:
+    return CifarResNet(f, CifarBasicBlock, [2, 2, 2, 2], num_classes)
+
+
+@register_arch("c_resnet34")
+def c_resnet34(f: LayerFactory, num_classes: int) -> nn.Module:
+    return CifarResNet(f, CifarBasicBlock, [3, 4, 6, 3], num_classes)
+
+
+@register_arch("c_resnet50")
+def c_resnet50(f: LayerFactory, num_classes: int) -> nn.Module:
+    return CifarResNet(f, CifarBottleneck, [3, 4, 6, 3], num_classes)
+
+
+@register_arch("c_resnet101")
+def c_resnet101(f: LayerFactory, num_classes: int) -> nn.Module:
+    return CifarResNet(f, CifarBottleneck, [3, 4, 23, 3], num_classes)
+
+
+@register_arch("c_resnet152")
+def c_resnet152(f: LayerFactory, num_classes: int) -> nn.Module:
+    return CifarResNet(f, CifarBottleneck, [3, 8, 36, 3], num_classes)

@@ -1,0 +1,112 @@
+"""The input size a model runs at: the user's, else the one its file records, else its architecture's.
+
+Folded checkpoints store the architecture's default input size (32 for the CIFAR ResNets, 224
+for the ImageNet networks), quantized checkpoints the size they were calibrated at, ONNX graphs
+``maxq_deploy.input_size`` in their metadata. Export, eval, bench and calibration preprocessing
+default to it; a size the architecture cannot run at is a one-line error before any work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from maxq_deploy.arch_catalog import ARCHS, check_input_size, default_input_size, default_resize
+
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def stored_input_size(meta: dict | None) -> int | None:
+    """``input_size`` recorded in an artifact's metadata (int, or str in ONNX metadata), if any."""
+    if not meta:
+        return None
+    for key in ("input_size", "maxq_deploy.input_size"):
+        value = meta.get(key)
+        try:
+            if value is not None and int(value) > 0:
+                return int(value)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def resolve_input_size(arch: str | None, meta: dict | None = None, requested: int | None = None,
+                       what: str = "--input-size") -> int:
+    """``requested``, else the size ``meta`` records, else ``arch``'s default (224 when unknown); checked."""
+    known = arch if arch in ARCHS else None
+    size = requested or stored_input_size(meta) or (default_input_size(known) if known else 224)
+    if known:
+        check_input_size(known, size, what if requested else "its recorded input size")
+    return size
+
+
+@dataclass(frozen=True)
+class ArtifactSize:
+    """What a model file says about its input: architecture and default square size (None: unknown)."""
+
+    arch: str | None
+    input_size: int | None
+
+    def resolve(self, requested: int | None, what: str) -> int:
+        return resolve_input_size(self.arch, {"input_size": self.input_size}, requested, what)
+
+    def resize(self, size: int, requested: int | None = None) -> int:
+        """Shorter side for image files: ``requested``, else the architecture's crop ratio (CIFAR: none)."""
+        return requested if requested is not None else default_resize(self.arch if self.arch in ARCHS else None, size)
+
+
+def artifact_input_size(path: str | os.PathLike[str]) -> ArtifactSize:
+    """Architecture and default input size of any model file, read without building the model.
+
+    Torch artifacts: their ``arch``/``input_size`` entries (a MaxQ training checkpoint: its
+    architecture's default). ONNX: the ``maxq_deploy.*`` metadata, else the fixed input shape.
+    TensorRT engines and unreadable files: unknown (the caller's default applies).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in ENGINE_SUFFIXES or not p.is_file():
+        return ArtifactSize(None, None)
+    if suffix in ONNX_SUFFIXES:
+        return _onnx_input_size(p)
+    from maxq_deploy.checkpoint import extract_state_dict, infer_arch, torch_load_safe
+    from maxq_deploy.errors import MaxQDeployError
+
+    obj = torch_load_safe(p, "model")
+    if not isinstance(obj, dict):
+        return ArtifactSize(None, None)
+    fmt = obj.get("format")
+    if isinstance(fmt, str) and fmt.startswith("maxq-deploy/"):
+        arch = obj.get("arch") if obj.get("arch") in ARCHS else None
+        return ArtifactSize(arch, stored_input_size(obj) or (default_input_size(arch) if arch else None))
+    try:
+        from maxq_deploy.arch_catalog import normalize_arch
+
+        state, meta = extract_state_dict(obj, p)
+        if isinstance(meta.get("arch"), str):
+            arch = normalize_arch(meta["arch"])
+        else:
+            fc = state.get("fc.weight")
+            arch = infer_arch(state, int(fc.shape[0])) if fc is not None else None
+    except MaxQDeployError:
+        return ArtifactSize(None, None)  # the stage that loads it reports what is wrong
+    return ArtifactSize(arch, default_input_size(arch) if arch else None)
+
+
+def _onnx_input_size(path: Path) -> ArtifactSize:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - the stage that opens it reports a damaged file
+        return ArtifactSize(None, None)
+    meta = {p.key: p.value for p in model.metadata_props}
+    arch = meta.get("maxq_deploy.arch")
+    arch = arch if arch in ARCHS else None
+    size = stored_input_size(meta)
+    if size is None and model.graph.input:
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[2].dim_value > 0:
+            size = int(dims[2].dim_value)
+    return ArtifactSize(arch, size)
