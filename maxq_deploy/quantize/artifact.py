@@ -155,6 +155,7 @@ def load_quantized_model(path: Path, obj: dict):
     """``models.load_torch_model`` hook: the fake-quantized network (eval mode, CPU)."""
     from maxq_deploy.models import LoadedModel
     from maxq_deploy.quantize import engine
+    from maxq_deploy.quantize.pool_quant import is_pool_quantizer
 
     ckpt = quantized_from_dict(obj, Path(path))
     engine.require_pytorch_quantization()
@@ -162,6 +163,9 @@ def load_quantized_model(path: Path, obj: dict):
     engine.load_weights(model, ckpt.state_dict)
     for name, quantizer in engine.quantizers(model).items():
         amax = ckpt.quantizers.get(name)
+        if amax is None and is_pool_quantizer(name):
+            quantizer.disable()  # made before pooling inputs were quantized: export as that version did
+            continue
         if amax is None:
             raise InputFileError(f"{path}: damaged quantized checkpoint (no range for quantizer {name})")
         engine.set_amax(quantizer, amax)

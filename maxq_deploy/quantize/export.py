@@ -3,7 +3,8 @@
 TensorRT's rules: QuantizeLinear/DequantizeLinear pairs with zero point 0 (int8), per-channel
 weight scales on axis 0 (opset >= 13), per-tensor activation scales, nothing between Conv and
 ReLU, the residual input of every Add quantized. The fake-quant network already has exactly
-these quantizers; :func:`engine.onnx_export_mode` makes them export as Q/DQ.
+these quantizers; :func:`engine.onnx_export_mode` makes them export as Q/DQ. Weights are then
+stored as INT8 initializers followed by DequantizeLinear (:mod:`maxq_deploy.quantize.int8_weights`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,19 @@ def export_qdq_onnx(loaded, dummy: torch.Tensor, path: str | os.PathLike[str], o
             module, (dummy,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True, export_params=True,
         )
+    _weights_to_int8(path)
     return check_qdq_graph(path)
+
+
+def _weights_to_int8(path: str | os.PathLike[str]) -> None:
+    """INT8 initializers + DequantizeLinear for every weight (TensorRT's pre-quantized form, ~4x smaller)."""
+    import onnx
+
+    from maxq_deploy.quantize.int8_weights import store_weights_as_int8
+
+    model = onnx.load(str(path))
+    if store_weights_as_int8(model):
+        onnx.save(model, str(path))
 
 
 def check_qdq_graph(path: str | os.PathLike[str]) -> QdqSummary:
