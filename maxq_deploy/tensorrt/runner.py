@@ -39,12 +39,13 @@ class TensorRTRunner:
         self._device = torch.device(device)
         if self._device.type != "cuda":
             raise EngineRunError(f"TensorRT engines run on a CUDA device, got device={device!r}")
-        self._logger = _trt.make_capture_logger(trt)
+        self._logger = _trt.shared_logger(trt)  # one per process: TensorRT keeps the first it was given
+        since = self._logger.mark()
         with torch.cuda.device(self._device):
             self._runtime = trt.Runtime(self._logger)
             self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self._engine is None:
-                errors = "; ".join(self._logger.errors()[-2:])
+                errors = "; ".join(self._logger.errors(since)[-2:])
                 raise InputFileError(
                     f"TensorRT {trt.__version__} cannot load {self.path} (built by another TensorRT version or "
                     f"for another GPU? rebuild it with maxq-deploy export trt)" + (f": {errors}" if errors else "")
@@ -108,8 +109,9 @@ class TensorRTRunner:
                     buf = torch.empty(shape, dtype=self._torch_dtype(out), device=self._device)
                     self._context.set_tensor_address(out, buf.data_ptr())
                     outputs[out] = buf
+                since = self._logger.mark()
                 if not self._context.execute_async_v3(self._stream.cuda_stream):
-                    errors = "; ".join(self._logger.errors()[-2:])
+                    errors = "; ".join(self._logger.errors(since)[-2:])
                     raise EngineRunError(f"TensorRT failed to run {self.path}" + (f": {errors}" if errors else ""))
             caller = torch.cuda.current_stream(self._device)
             x.record_stream(self._stream)  # the caller's input may be freed while the engine still reads it
