@@ -64,6 +64,7 @@ class EngineBuildResult:
             "network_flags": list(self.plan.network_flags),
             "profile": self.profile.to_dict(),
             "timing_cache": str(self.timing_cache) if self.timing_cache else None,
+            "reproducibility": self.report.reproducibility,
             "build_seconds": round(self.build_seconds, 2),
             "summary": self.report.summary_line(),
             "totals": self.report.totals(),
@@ -243,6 +244,8 @@ def build_engine(
         if cache_use is not None and not pin_timing_cache:
             cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
             cache_use.sha256_out = hashlib.sha256(cache_bytes).hexdigest()
+        if cache_use is not None:
+            report.reproducibility["timing_cache"] = cache_use.to_dict()
         with atomic_output(out) as tmp:
             tmp.write_bytes(engine_bytes)
         save_engine_report(report, report_path)
