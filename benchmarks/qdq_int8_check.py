@@ -26,10 +26,34 @@ def _export_before(before: Path, quantized: Path, out: Path, size: int) -> dict:
             f"r=export_onnx({str(quantized)!r}, {str(out)!r}, input_size={size}); "
             "print(json.dumps({'parity': r.parity.describe()}))")
     env = dict(os.environ, PYTHONPATH=str(before))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
+    # a plain interpreter run inside `before`: a venv with this checkout installed editable, or this
+    # checkout as the working directory, would import this code instead of `before`
+    python = os.environ.get("BEFORE_PYTHON", "python3")
+    proc = subprocess.run([python, "-c", code], env=env, cwd=str(before), capture_output=True, text=True, timeout=1800)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-800:])
     return {"stdout": proc.stdout.strip().splitlines()[-1]}
+
+
+def _logits(onnx_path: Path, images, batch: int = 64):
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
+
+
+def agreement(fp32_onnx: Path, int8_onnx: Path, test_npz: Path, limit: int = 360) -> dict:
+    """Top-1 agreement of the INT8 graph with the fp32 graph on real images (ONNX Runtime, CPU)."""
+    import numpy as np
+
+    images = np.load(test_npz)["images"][:limit].astype(np.float32)  # NCHW float32, as `eval` reads them
+    a, b = _logits(fp32_onnx, images), _logits(int8_onnx, images)
+    return {"images": int(len(images)), "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+            "max_abs_logit_diff_over_max_abs_logit": float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))}
 
 
 def run_model(name: str, arch: str, work: Path, size: int, train_npz: Path, test_npz: Path, before: Path | None,
@@ -70,6 +94,7 @@ def run_model(name: str, arch: str, work: Path, size: int, train_npz: Path, test
         "top1_int8_torch": evaluate(quantized, test_npz, batch_size=128, workers=0).top1,
         "top1_int8_onnx": evaluate(int8, test_npz, batch_size=128, workers=0).top1,
         "seconds": round(time.perf_counter() - t, 1),
+        "int8_vs_fp32": agreement(fp32, int8, test_npz),
     }
     if before is not None:
         old = d / "int8_before.onnx"
@@ -79,7 +104,8 @@ def run_model(name: str, arch: str, work: Path, size: int, train_npz: Path, test
         row.update({"before_int8_bytes": old.stat().st_size,
                     "before_convs_int8_in_out": sum(c.ok for c in old_checks),
                     "before_not_int8": [c.name for c in old_checks if not c.ok],
-                    "top1_int8_onnx_before": evaluate(old, test_npz, batch_size=128, workers=0).top1})
+                    "top1_int8_onnx_before": evaluate(old, test_npz, batch_size=128, workers=0).top1,
+                    "int8_vs_fp32_before": agreement(fp32, old, test_npz)})
     return row
 
 
