@@ -29,7 +29,7 @@ class QdqSummary:
 
     quantize_nodes: int
     dequantize_nodes: int
-    per_channel: int  # Q/DQ pairs with a 1-D scale (weights)
+    per_channel: int  # DequantizeLinear nodes with a 1-D scale (the weights)
     zero_points: str  # "int8 zeros"
 
 
@@ -94,6 +94,6 @@ def check_qdq_graph(path: str | os.PathLike[str]) -> QdqSummary:
         if zp.data_type != TensorProto.INT8 or np.any(numpy_helper.to_array(zp) != 0):
             raise RuntimeError(f"bug: {node.op_type} {node.name!r} zero point is not int8 zeros")
         scale = consts.get(node.input[1])
-        if scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1:
-            per_channel += 1
-    return QdqSummary(len(q), len(dq), per_channel // 2, "int8 zeros")
+        if node.op_type == "DequantizeLinear" and scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1:
+            per_channel += 1  # a weight (INT8 initializer -> DequantizeLinear: no QuantizeLinear of its own)
+    return QdqSummary(len(q), len(dq), per_channel, "int8 zeros")
