@@ -43,7 +43,7 @@ step() {  # step NAME TIMEOUT_S CMD...: run with a time limit, keep going, remem
 }
 
 step "pytest gpu/tensorrt" 180 "$PY" -m pytest -q -m "gpu or tensorrt" -p no:cacheprovider \
-  --junitxml="$OUT/pytest_gpu.xml" tests/test_tensorrt_gpu.py tests/test_bench.py tests/test_runtimes.py
+  --junitxml="$OUT/pytest_gpu.xml" tests
 step "torch 2:4 semi-structured (resnet50)" 200 "$PY" benchmarks/gpu_torch_sparse.py --batches 1,64,256 \
   --dtypes float16,bfloat16 --seconds 1.0 --out "$OUT/torch_sparse_resnet50.json"
 if "$PY" -c "import tensorrt" 2>/dev/null; then
