@@ -122,8 +122,11 @@ class TimingCacheUse:
         return asdict(self)
 
 
-def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list[str]) -> TimingCacheUse | None:
-    """Attach the timing cache at ``path`` (or a new one) to ``config``.
+def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list[str]) -> tuple[TimingCacheUse | None, Any]:
+    """Attach the timing cache at ``path`` (or a new one) to ``config``: (what happened, the cache object).
+
+    The caller holds the cache object until the build is done (TensorRT: "the cache must not be
+    destroyed until after the engine is built").
 
     ``create_timing_cache`` returns null for a cache that another TensorRT version or GPU wrote
     (and ``set_timing_cache`` returns False for one it will not take); passing that null on
@@ -131,7 +134,7 @@ def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list
     from an empty cache and the report says so.
     """
     if path is None:
-        return None
+        return None, None
     data = path.read_bytes() if path.is_file() else b""
     use = TimingCacheUse(str(path), "reused" if data else "new", pinned,
                          sha256_in=hashlib.sha256(data).hexdigest() if path.is_file() else None)
@@ -139,7 +142,7 @@ def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list
         raise EngineBuildError(f"--pin-timing-cache: {path} does not exist or is empty; build once without pinning to make it")
     cache = config.create_timing_cache(data)
     if cache is not None and config.set_timing_cache(cache, False):
-        return use
+        return use, cache
     if not data:
         raise EngineBuildError("TensorRT could not create an empty timing cache")
     reason = f"timing cache {path} (sha256 {use.sha256_in[:12]}...) was made by another TensorRT version or GPU"
@@ -150,7 +153,7 @@ def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list
     cache = config.create_timing_cache(b"")
     if cache is None or not config.set_timing_cache(cache, False):
         raise EngineBuildError("TensorRT could not create an empty timing cache")
-    return use
+    return use, cache
 
 
 def build_engine(
@@ -165,7 +168,8 @@ def build_engine(
     ``sparse``: set ``BuilderFlag.SPARSE_WEIGHTS`` (``False`` builds the dense baseline of the
     same graph). The profile covers the input's batch axis; a fixed-batch graph admits only its
     own batch. ``timing_cache``: reused and updated; with ``pin_timing_cache`` reused as is (an
-    error if TensorRT rejects it) and never rewritten. Raises project errors only: missing TensorRT/GPU, bad ONNX, parser or build failure.
+    error if TensorRT rejects it) and never rewritten. Raises project errors only: missing
+    TensorRT/GPU, bad ONNX, parser or build failure.
     """
     src = check_input_file(onnx_path, "ONNX model")
     out = check_output_path(output)
@@ -207,7 +211,7 @@ def build_engine(
         opt_profile.set_shape(shapes.input_name, shapes.min_shape, shapes.opt_shape, shapes.max_shape)
         if config.add_optimization_profile(opt_profile) < 0:
             raise EngineBuildError(f"TensorRT rejected the optimization profile {shapes.to_dict()}")
-        cache_use = _load_timing_cache(config, cache_path, pin_timing_cache, notes)  # the config keeps it alive
+        cache_use, _cache = _load_timing_cache(config, cache_path, pin_timing_cache, notes)  # held until the build ends
 
         next(stages, None)
         start = time.perf_counter()
