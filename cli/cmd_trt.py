@@ -22,7 +22,8 @@ def export_trt(
     opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Batch TensorRT tunes for (default 8)."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Largest batch of the profile (default 32)."),
     workspace: float = typer.Option(4.0, "--workspace", help="Builder workspace limit in GiB."),
-    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache to reuse and update (faster rebuilds)."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache to reuse and update (faster rebuilds); a cache TensorRT rejects (other version/GPU) is reported and replaced."),
+    pin_timing_cache: bool = typer.Option(False, "--pin-timing-cache", help="Reuse --timing-cache as is for a reproducible build: never rewrite it; a mismatch is an error."),
     trtexec: bool = typer.Option(False, "--trtexec", help="Print the equivalent trtexec command instead of building (no TensorRT needed)."),
     trt_version: Optional[str] = typer.Option(None, "--trt-version", help="With --trtexec: write the command for TensorRT 10 or 11 (default: installed, else 10)."),
     json_out: bool = JsonOpt,
@@ -47,7 +48,7 @@ def export_trt(
     from maxq_deploy.tensorrt.build import build_engine
 
     result = build_engine(onnx_model, output, sparse=not dense, workspace_gib=workspace, timing_cache=timing_cache,
-                          progress=RichProgress(enabled=not json_out), **batches)
+                          progress=RichProgress(enabled=not json_out), pin_timing_cache=pin_timing_cache, **batches)
     summary = result.summary()
     if json_out:
         return print_json(summary)

@@ -375,6 +375,7 @@ def verify_onnx(path: str | os.PathLike[str], pattern: NMPattern | str = "2:4") 
                 conv_groups=layer.conv_groups, dtype=w.dtype, note=" ".join(note_parts),
             )
         )
+    _add_qdq_report(report, p, model)
     skipped = sum(node.op_type in WEIGHT_OPS for node in model.graph.node) - len(layers)
     if skipped:
         report.notes.append(f"{skipped} Conv/Gemm/MatMul node(s) without a constant weight were skipped")
@@ -386,6 +387,21 @@ def verify_onnx(path: str | os.PathLike[str], pattern: NMPattern | str = "2:4") 
                 f"(renamed by an optimizer?), e.g. {missing[0]}"
             )
     return report
+
+
+def _add_qdq_report(report: verify.VerifyReport, path: Path, model) -> None:
+    """Q/DQ graphs: per conv whether it reads and writes INT8 (sparse INT8 kernels want both)."""
+    from maxq_deploy.qdq_check import qdq_conv_checks, summary_line
+
+    checks = qdq_conv_checks(path, model=model)
+    if checks is None:
+        return
+    by_name = {c.name: c for c in checks}
+    for verdict in report.layers:
+        check = by_name.get(verdict.name)
+        if check is not None:
+            verdict.note = "; ".join(p for p in (verdict.note, check.describe()) if p)
+    report.notes.append(summary_line(checks))
 
 
 def _looks_sparse(tensor: torch.Tensor, layer: WeightLayer, pattern: NMPattern) -> bool:

@@ -21,7 +21,7 @@ from maxq_deploy.errors import BackendUnavailableError, InputFileError, MaxQDepl
 from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.errors import EngineBuildError, ProfileShapeError
 from maxq_deploy.tensorrt.flags import choose_builder_flags, known_flag_names
-from maxq_deploy.tensorrt.onnx_graph import OnnxLayer, read_onnx_graph
+from maxq_deploy.onnx_graph import OnnxLayer, read_onnx_graph
 from maxq_deploy.tensorrt.profiles import ProfileShapes, check_profile_fits, resolve_profile
 from maxq_deploy.tensorrt.report import (
     EngineReport,
@@ -667,138 +667,11 @@ def test_cli_build_without_tensorrt_is_one_line_and_writes_nothing(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
-class _Value:
-    def __init__(self, name: str, value: int):
-        self.name, self.value = name, value
+def fake_tensorrt(version: str, inspector: dict, **kwargs) -> types.ModuleType:
+    """The fake built from the real API surface of ``version`` (tests/trt_fake.py); its builds log SPARSITY_LOG."""
+    from trt_fake import fake_tensorrt as surface_fake
 
-    def __int__(self) -> int:
-        return self.value
-
-    def __repr__(self) -> str:
-        return f"<{self.name}>"
-
-
-def _enum(*names: str) -> types.SimpleNamespace:
-    members = {name: _Value(name, i) for i, name in enumerate(names)}
-    return types.SimpleNamespace(__members__=members, **members)
-
-
-def fake_tensorrt(version: str, inspector: dict, *, parse_ok: bool = True, build_ok: bool = True) -> types.ModuleType:
-    """The slice of the TensorRT Python API that build_engine uses, with the real names."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    flags_11 = version.startswith("11")
-    trt.BuilderFlag = _enum(*(["SPARSE_WEIGHTS", "TF32"] + ([] if flags_11 else ["FP16", "INT8", "BF16"])))
-    trt.NetworkDefinitionCreationFlag = _enum(*(["STRONGLY_TYPED"] if flags_11 else ["EXPLICIT_BATCH", "STRONGLY_TYPED"]))
-    trt.MemoryPoolType = _enum("WORKSPACE")
-    trt.ProfilingVerbosity = _enum("LAYER_NAMES_ONLY", "NONE", "DETAILED")
-    trt.LayerInformationFormat = _enum("ONELINE", "JSON")
-    severity = _enum("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
-    trt.calls = calls = {}
-
-    class ILogger:
-        def __init__(self) -> None:
-            pass
-
-    class Network:
-        def __init__(self, flags: int):
-            calls["network_flags"] = flags
-            self.num_inputs = 1
-
-        def get_input(self, i: int):
-            return types.SimpleNamespace(name="input")
-
-    class ParserError:
-        def node_name(self) -> str:
-            return "layer1.0.convbn1"
-
-        def desc(self) -> str:
-            return "Unsupported   operator\nFancyConv"
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.num_errors = 0 if parse_ok else 1
-
-        def parse_from_file(self, path: str) -> bool:
-            calls["parsed"] = path
-            return parse_ok
-
-        def get_error(self, i: int) -> ParserError:
-            return ParserError()
-
-    class TimingCache:
-        def __init__(self, data: bytes):
-            self.data = bytes(data) + b"+new"
-
-        def serialize(self) -> bytes:
-            return self.data
-
-    class Config:
-        def __init__(self) -> None:
-            calls["flags"] = []
-
-        def set_memory_pool_limit(self, pool, size: int) -> None:
-            calls["workspace"] = (pool.name, size)
-
-        def set_flag(self, flag) -> None:
-            calls["flags"].append(flag.name)
-
-        def add_optimization_profile(self, profile) -> int:
-            calls["profile"] = profile.shapes
-            return 0
-
-        def create_timing_cache(self, data: bytes) -> TimingCache:
-            return TimingCache(data)
-
-        def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
-            self.cache = cache
-            return True
-
-        def get_timing_cache(self) -> TimingCache:
-            return self.cache
-
-    class Profile:
-        def set_shape(self, name, min, opt, max) -> None:
-            self.shapes = (name, tuple(min), tuple(opt), tuple(max))
-
-    class Builder:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags: int = 0) -> Network:
-            return Network(flags)
-
-        def create_builder_config(self) -> Config:
-            return Config()
-
-        def create_optimization_profile(self) -> Profile:
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            calls["verbosity"] = config.profiling_verbosity.name
-            for line in SPARSITY_LOG:
-                self.logger.log(severity.INFO, line)
-            self.logger.log(severity.VERBOSE, "chatter")
-            self.logger.log(severity.WARNING, "a warning")
-            if not build_ok:
-                self.logger.log(severity.ERROR, "out of workspace")
-                return None
-            return memoryview(b"ENGINE-BYTES")
-
-    class Engine:
-        def create_engine_inspector(self):
-            return types.SimpleNamespace(get_engine_information=lambda fmt: json.dumps(inspector))
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> Engine:
-            calls["deserialized"] = bytes(data)
-            return Engine()
-
-    trt.ILogger, trt.Builder, trt.OnnxParser, trt.Runtime = ILogger, Builder, OnnxParser, Runtime
-    return trt
+    return surface_fake(version, {**inspector, "_sparsity_log": SPARSITY_LOG}, **kwargs)
 
 
 def _tiny_inspector() -> dict:

@@ -151,6 +151,7 @@ def load_quantized_model(path: Path, obj: dict):
     """``models.load_torch_model`` hook: the fake-quantized network (eval mode, CPU)."""
     from maxq_deploy.models import LoadedModel
     from maxq_deploy.quantize import pq_adapter
+    from maxq_deploy.quantize.pool_quant import is_pool_quantizer
 
     ckpt = quantized_from_dict(obj, Path(path))
     pq_adapter.require_pytorch_quantization()
@@ -158,6 +159,9 @@ def load_quantized_model(path: Path, obj: dict):
     pq_adapter.load_weights(model, ckpt.state_dict)
     for name, quantizer in pq_adapter.quantizers(model).items():
         amax = ckpt.quantizers.get(name)
+        if amax is None and is_pool_quantizer(name):
+            quantizer.disable()  # made before pooling inputs were quantized: export as that version did
+            continue
         if amax is None:
             raise InputFileError(f"{path}: damaged quantized checkpoint (no range for quantizer {name})")
         pq_adapter.set_amax(quantizer, amax)

@@ -123,6 +123,9 @@ def build_quant_model(arch: str, num_classes: int, calibrator: str = "max") -> n
 
     model = model_entrypoint(arch)(QuantLayers(calibrator), num_classes)
     _quant_linears(model, calibrator)
+    from maxq_deploy.quantize.pool_quant import quant_pools
+
+    quant_pools(model, _input_descriptor(calibrator))
     histogram, maximum = _single_pass_calibrators()
     for q in quantizers(model).values():
         if type(q._calibrator) is calib.HistogramCalibrator:

@@ -82,6 +82,20 @@ def require_cuda_gpu(purpose: str = "TensorRT", need_torch_cuda: bool = True) ->
     )
 
 
+def gpu_identity() -> dict | None:
+    """Name and compute capability of the current CUDA device (through torch); None without one."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        index = torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
+    except Exception:  # noqa: BLE001 - a report field, never a reason to fail a build
+        return None
+
+
 def available_flag_names(trt: Any) -> set[str]:
     """Names of ``BuilderFlag`` and ``NetworkDefinitionCreationFlag`` members of this TensorRT."""
     names: set[str] = set()
@@ -96,11 +110,17 @@ def available_flag_names(trt: Any) -> set[str]:
 SPARSITY_PREFIX = "(Sparsity)"
 
 
+#: Messages a shared logger keeps; older ones are dropped (marks stay valid: they count from the start).
+_LOG_LIMIT = 20000
+
+
 def make_capture_logger(trt: Any) -> Any:
-    """A ``trt.ILogger`` that keeps warnings, errors and every "(Sparsity)" line of a build.
+    """A ``trt.ILogger`` that keeps warnings, errors and every "(Sparsity)" line it is given.
 
     TensorRT calls ``log`` from its own threads and ``log`` must not raise (it is noexcept on
-    the C++ side), so it only appends under a lock.
+    the C++ side), so it only appends under a lock. Callers read what one build logged through
+    :meth:`mark`: ``start = logger.mark(); ...; logger.errors(start)``. Use :func:`shared_logger`
+    rather than calling this: TensorRT keeps the first logger of a process.
     """
 
     class CaptureLogger(trt.ILogger):  # type: ignore[misc, name-defined]
@@ -108,7 +128,7 @@ def make_capture_logger(trt: Any) -> Any:
             trt.ILogger.__init__(self)
             self.lock = threading.Lock()
             self.messages: list[tuple[str, str]] = []  # (severity, message), INFO and worse
-            self.sparsity_lines: list[str] = []
+            self.dropped = 0  # messages dropped from the front (see _LOG_LIMIT)
 
         def log(self, severity: Any, msg: str) -> None:
             try:
@@ -119,24 +139,58 @@ def make_capture_logger(trt: Any) -> Any:
                 name = getattr(severity, "name", str(severity)).split(".")[-1]
                 with self.lock:
                     self.messages.append((name, text))
-                    if SPARSITY_PREFIX in text:
-                        self.sparsity_lines.append(text.strip())
+                    if len(self.messages) > _LOG_LIMIT:
+                        cut = len(self.messages) // 2
+                        del self.messages[:cut]
+                        self.dropped += cut
             except BaseException:  # noqa: BLE001 - must never propagate into TensorRT
                 pass
 
-        def errors(self) -> list[str]:
+        def mark(self) -> int:
+            """A position in the log; pass it to the readers to see only what came after."""
             with self.lock:
-                return [m for sev, m in self.messages if sev in ("ERROR", "INTERNAL_ERROR")]
+                return self.dropped + len(self.messages)
 
-        def warnings(self) -> list[str]:
+        def _since(self, since: int) -> list[tuple[str, str]]:
             with self.lock:
-                return [m for sev, m in self.messages if sev == "WARNING"]
+                return list(self.messages[max(since - self.dropped, 0):])
+
+        def errors(self, since: int = 0) -> list[str]:
+            return [m for sev, m in self._since(since) if sev in ("ERROR", "INTERNAL_ERROR")]
+
+        def warnings(self, since: int = 0) -> list[str]:
+            return [m for sev, m in self._since(since) if sev == "WARNING"]
+
+        def sparsity_lines(self, since: int = 0) -> list[str]:
+            return [m.strip() for _sev, m in self._since(since) if SPARSITY_PREFIX in m]
 
     return CaptureLogger()
 
 
+_SHARED_LOCK = threading.Lock()
+_SHARED: list[tuple[Any, Any]] = []  # (tensorrt module, its logger)
+
+
+def shared_logger(trt: Any) -> Any:
+    """The process's one capture logger for this ``tensorrt`` module.
+
+    TensorRT registers the first logger handed to a builder or runtime and warns ("The logger
+    passed into createInferRuntime differs from one already provided ...") when another one
+    comes later, then keeps logging to the first: a logger per build or runner would both warn
+    and lose the later builds' "(Sparsity)" lines.
+    """
+    with _SHARED_LOCK:
+        for module, logger in _SHARED:
+            if module is trt:
+                return logger
+        logger = make_capture_logger(trt)
+        _SHARED.append((trt, logger))
+        return logger
+
+
 def make_builder(trt: Any, logger: Any) -> Any:
     """``trt.Builder(logger)``; a builder that cannot start means no usable GPU or driver."""
+    since = logger.mark() if hasattr(logger, "mark") else 0
     try:
         builder = trt.Builder(logger)
     except Exception as exc:  # noqa: BLE001 - TensorRT raises plain TypeError/RuntimeError here
@@ -144,7 +198,7 @@ def make_builder(trt: Any, logger: Any) -> Any:
     else:
         detail = ""
     if builder is None:
-        errors = "; ".join(logger.errors()[-2:]) if hasattr(logger, "errors") else ""
+        errors = "; ".join(logger.errors(since)[-2:]) if hasattr(logger, "errors") else ""
         raise BackendUnavailableError(
             "TensorRT could not start a builder (no usable NVIDIA GPU, driver or CUDA runtime?)"
             + (f": {detail or errors}" if (detail or errors) else "")

@@ -23,11 +23,14 @@ _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT
                  "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
 
 
-def engine_from_file(trt: Any, runtime: Any, logger: Any, path: Path) -> Any:
-    """Deserialize an engine file; one line naming the likely cause when TensorRT refuses it."""
+def engine_from_file(trt: Any, runtime: Any, logger: Any, path: Path, since: int = 0) -> Any:
+    """Deserialize an engine file; one line naming the likely cause when TensorRT refuses it.
+
+    ``since``: the logger mark before this load, so only its own errors are quoted.
+    """
     engine = runtime.deserialize_cuda_engine(path.read_bytes())
     if engine is None:
-        errors = "; ".join(logger.errors()[-2:])
+        errors = "; ".join(logger.errors(since)[-2:])
         raise InputFileError(
             f"TensorRT {trt.__version__} cannot load {path} (built by another TensorRT version or "
             f"for another GPU? rebuild it with maxq-deploy export trt)" + (f": {errors}" if errors else "")
@@ -48,10 +51,11 @@ class TensorRTRunner(Runner):
         self._device = torch.device(device)
         if self._device.type != "cuda":
             raise EngineRunError(f"TensorRT engines run on a CUDA device, got device={device!r}")
-        self._logger = _trt.make_capture_logger(trt)
+        self._logger = _trt.shared_logger(trt)  # one per process: TensorRT keeps the first it was given
+        since = self._logger.mark()
         with torch.cuda.device(self._device):
             self._runtime = trt.Runtime(self._logger)
-            self._engine = engine_from_file(trt, self._runtime, self._logger, self.engine_path)
+            self._engine = engine_from_file(trt, self._runtime, self._logger, self.engine_path, since)
             self._context = self._engine.create_execution_context()
             if self._context is None:
                 raise EngineRunError(f"TensorRT could not create an execution context for {self.engine_path} (out of GPU memory?)")
@@ -127,8 +131,9 @@ class TensorRTRunner(Runner):
                     buf = torch.empty(shape, dtype=self._torch_dtype(out), device=self._device)
                     self._context.set_tensor_address(out, buf.data_ptr())
                     outputs[out] = buf
+                since = self._logger.mark()
                 if not self._context.execute_async_v3(self._stream.cuda_stream):
-                    errors = "; ".join(self._logger.errors()[-2:])
+                    errors = "; ".join(self._logger.errors(since)[-2:])
                     raise EngineRunError(f"TensorRT failed to run {self.engine_path}" + (f": {errors}" if errors else ""))
             caller = torch.cuda.current_stream(self._device)
             x.record_stream(self._stream)  # the caller's input may be freed while the engine still reads it

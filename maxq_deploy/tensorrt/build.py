@@ -7,7 +7,9 @@ TensorRT Python API used (present in 10.x and 11.x bindings, TensorRT OSS python
 ``create_optimization_profile`` / ``set_shape`` / ``add_optimization_profile``,
 ``create_timing_cache(bytes)`` / ``set_timing_cache(cache, ignore_mismatch)`` / ``get_timing_cache().serialize()``,
 ``build_serialized_network``, ``Runtime(logger).deserialize_cuda_engine``,
-``create_engine_inspector().get_engine_information(LayerInformationFormat.JSON)``.
+``create_execution_context`` / ``get_tensor_profile_shape`` / ``set_input_shape`` (so the inspector
+sees real tensor formats), ``create_engine_inspector()``, ``EngineInspector.execution_context``,
+``get_engine_information(LayerInformationFormat.JSON)``.
 Version-dependent pieces (``BuilderFlag.FP16/INT8``, ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``)
 are looked up by name through :mod:`maxq_deploy.tensorrt.flags`.
 """
@@ -18,17 +20,17 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, provenance
+from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, provenance, sha256_file
 from maxq_deploy.errors import InputFileError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.errors import EngineBuildError
 from maxq_deploy.tensorrt.flags import FlagPlan, choose_builder_flags
-from maxq_deploy.tensorrt.onnx_graph import read_onnx_graph
+from maxq_deploy.onnx_graph import read_onnx_graph
 from maxq_deploy.tensorrt.profiles import ProfileShapes, profile_for_onnx
 from maxq_deploy.tensorrt.report import EngineReport, build_engine_report, report_path_for, save_engine_report
 
@@ -62,6 +64,7 @@ class EngineBuildResult:
             "network_flags": list(self.plan.network_flags),
             "profile": self.profile.to_dict(),
             "timing_cache": str(self.timing_cache) if self.timing_cache else None,
+            "reproducibility": self.report.reproducibility,
             "build_seconds": round(self.build_seconds, 2),
             "summary": self.report.summary_line(),
             "totals": self.report.totals(),
@@ -105,17 +108,52 @@ def parse_onnx_into_network(trt: Any, builder: Any, logger: Any, onnx_path: Path
     return network, parser
 
 
-def _load_timing_cache(config: Any, path: Path | None, notes: list[str]) -> Any:
-    data = b""
-    if path is not None and path.is_file():
-        data = path.read_bytes()
+@dataclass
+class TimingCacheUse:
+    """What happened to ``--timing-cache``: recorded in the engine report for reproducible rebuilds."""
+
+    path: str
+    status: str  # "new" (no file), "reused", "mismatch" (TensorRT rejected it: rebuilt from an empty cache)
+    pinned: bool  # reused as is, never rewritten; a mismatch is an error
+    sha256_in: str | None = None  # of the file given (None: there was none)
+    sha256_out: str | None = None  # of the cache written after the build (None: not written)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list[str]) -> tuple[TimingCacheUse | None, Any]:
+    """Attach the timing cache at ``path`` (or a new one) to ``config``: (what happened, the cache object).
+
+    The caller holds the cache object until the build is done (TensorRT: "the cache must not be
+    destroyed until after the engine is built").
+
+    ``create_timing_cache`` returns null for a cache that another TensorRT version or GPU wrote
+    (and ``set_timing_cache`` returns False for one it will not take); passing that null on
+    raises a plain TypeError. Either way: a pinned cache is an error, otherwise the build starts
+    from an empty cache and the report says so.
+    """
+    if path is None:
+        return None, None
+    data = path.read_bytes() if path.is_file() else b""
+    use = TimingCacheUse(str(path), "reused" if data else "new", pinned,
+                         sha256_in=hashlib.sha256(data).hexdigest() if path.is_file() else None)
+    if pinned and not data:
+        raise EngineBuildError(f"--pin-timing-cache: {path} does not exist or is empty; build once without pinning to make it")
     cache = config.create_timing_cache(data)
-    if not config.set_timing_cache(cache, False):
-        if data:
-            notes.append(f"timing cache {path} was made by another TensorRT or GPU: starting an empty one")
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
-    return cache
+    if cache is not None and config.set_timing_cache(cache, False):
+        return use, cache
+    if not data:
+        raise EngineBuildError("TensorRT could not create an empty timing cache")
+    reason = f"timing cache {path} (sha256 {use.sha256_in[:12]}...) was made by another TensorRT version or GPU"
+    if pinned:
+        raise EngineBuildError(f"{reason}: TensorRT rejected it; rebuild it on this machine (drop --pin-timing-cache)")
+    use.status = "mismatch"
+    notes.append(f"{reason}: started from an empty cache, the engine may differ from the one built with it")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise EngineBuildError("TensorRT could not create an empty timing cache")
+    return use, cache
 
 
 def build_engine(
@@ -123,17 +161,25 @@ def build_engine(
     profile: ProfileShapes | None = None, workspace_gib: float = DEFAULT_WORKSPACE_GIB,
     timing_cache: str | os.PathLike[str] | None = None, progress: Progress | None = None, *,
     min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
+    pin_timing_cache: bool = False,
 ) -> EngineBuildResult:
     """Build ``output`` (a serialized engine) from ``onnx_path``; write ``output + '.json'`` beside it.
 
     ``sparse``: set ``BuilderFlag.SPARSE_WEIGHTS`` (``False`` builds the dense baseline of the
     same graph). The profile covers the input's batch axis; a fixed-batch graph admits only its
-    own batch. Raises project errors only: missing TensorRT/GPU, bad ONNX, parser or build failure.
+    own batch. ``timing_cache``: reused and updated; with ``pin_timing_cache`` reused as is (an
+    error if TensorRT rejects it) and never rewritten. Raises project errors only: missing
+    TensorRT/GPU, bad ONNX, parser or build failure.
     """
     src = check_input_file(onnx_path, "ONNX model")
     out = check_output_path(output)
     report_path = check_output_path(report_path_for(out))
-    cache_path = check_output_path(timing_cache) if timing_cache is not None else None
+    if pin_timing_cache and timing_cache is None:
+        raise EngineBuildError("--pin-timing-cache needs --timing-cache PATH")
+    if pin_timing_cache:
+        cache_path = check_input_file(timing_cache, "timing cache")
+    else:
+        cache_path = check_output_path(timing_cache) if timing_cache is not None else None
     if not workspace_gib or workspace_gib <= 0:
         raise EngineBuildError(f"workspace must be more than 0 GiB, got {workspace_gib!r}")
     graph = read_onnx_graph(src)
@@ -143,7 +189,8 @@ def build_engine(
     _trt.require_cuda_gpu("building a TensorRT engine", need_torch_cuda=False)
     version = str(trt.__version__)
     plan = choose_builder_flags(version, _trt.available_flag_names(trt), graph.precision, sparse=sparse)
-    logger = _trt.make_capture_logger(trt)
+    logger = _trt.shared_logger(trt)
+    since = logger.mark()
     builder = _trt.make_builder(trt, logger)
     stages = _stages(progress or SILENT)
     try:
@@ -164,7 +211,7 @@ def build_engine(
         opt_profile.set_shape(shapes.input_name, shapes.min_shape, shapes.opt_shape, shapes.max_shape)
         if config.add_optimization_profile(opt_profile) < 0:
             raise EngineBuildError(f"TensorRT rejected the optimization profile {shapes.to_dict()}")
-        _load_timing_cache(config, cache_path, notes)  # the config keeps the cache alive
+        cache_use, _cache = _load_timing_cache(config, cache_path, pin_timing_cache, notes)  # held until the build ends
 
         next(stages, None)
         start = time.perf_counter()
@@ -174,7 +221,7 @@ def build_engine(
             raise EngineBuildError(f"TensorRT failed to build {out.name}: {_first_line(exc)}") from None
         seconds = time.perf_counter() - start
         if serialized is None:
-            errors = logger.errors()
+            errors = logger.errors(since)
             detail = "; ".join(" ".join(e.split()) for e in errors[-3:]) or "no error message (see TensorRT's log)"
             raise EngineBuildError(f"TensorRT failed to build {out.name}: {detail}")
         engine_bytes = bytes(memoryview(serialized))
@@ -183,18 +230,30 @@ def build_engine(
         inspector_json = inspect_serialized_engine(trt, logger, engine_bytes)
 
         next(stages, None)
+        reproducibility = {
+            "trt_version": version, "gpu": _trt.gpu_identity(), "builder_flags": list(plan.builder_flags),
+            "network_flags": list(plan.network_flags), "strongly_typed": plan.strongly_typed,
+            "workspace_gib": workspace_gib, "profile": shapes.to_dict(), "onnx_sha256": sha256_file(src),
+            "timing_cache": cache_use.to_dict() if cache_use else None,
+        }
         report = build_engine_report(  # before writing anything: a report that cannot be made leaves no engine
-            inspector_json, engine=str(out), onnx_info=graph, sparsity_log_lines=list(logger.sparsity_lines),
+            inspector_json, engine=str(out), onnx_info=graph, sparsity_log_lines=logger.sparsity_lines(since),
             sparse_build=sparse and "SPARSE_WEIGHTS" in plan.builder_flags, trt_version=version,
             flag_plan=plan.to_dict(), profile=shapes.to_dict(), engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
             provenance=provenance(src) | {"workspace_gib": workspace_gib, "build_seconds": round(seconds, 2)},
         )
         report.notes.extend(notes)
+        report.reproducibility = reproducibility
+        cache_bytes = None
+        if cache_use is not None and not pin_timing_cache:
+            cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
+            cache_use.sha256_out = hashlib.sha256(cache_bytes).hexdigest()
+        if cache_use is not None:
+            report.reproducibility["timing_cache"] = cache_use.to_dict()
         with atomic_output(out) as tmp:
             tmp.write_bytes(engine_bytes)
         save_engine_report(report, report_path)
-        if cache_path is not None:
-            cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
+        if cache_bytes is not None:
             with atomic_output(cache_path) as tmp:
                 tmp.write_bytes(cache_bytes)
         for _ in stages:
@@ -205,22 +264,46 @@ def build_engine(
             close()  # ends the progress bar on success and failure alike
     return EngineBuildResult(
         output=out, report_path=report_path, report=report, plan=plan, profile=shapes, trt_version=version,
-        build_seconds=seconds, timing_cache=cache_path, warnings=logger.warnings(),
+        build_seconds=seconds, timing_cache=cache_path, warnings=logger.warnings(since),
     )
 
 
 def inspect_serialized_engine(trt: Any, logger: Any, engine_bytes: bytes) -> str:
-    """The engine inspector's JSON for a serialized engine (needs the GPU it was built for)."""
+    """The engine inspector's JSON for a serialized engine (needs the GPU it was built for).
+
+    The inspector gets an execution context whose input shapes are set (profile 0's opt
+    shapes): without one, every tensor format of a dynamic-shape engine reads "N/A due to
+    dynamic shapes" and nobody can tell whether a conv runs INT8 in and out.
+    """
+    since = logger.mark() if hasattr(logger, "mark") else 0
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(engine_bytes)
     if engine is None:
-        errors = "; ".join(logger.errors()[-2:]) if hasattr(logger, "errors") else ""
+        errors = "; ".join(logger.errors(since)[-2:]) if hasattr(logger, "errors") else ""
         raise InputFileError(
             "TensorRT cannot load this engine (built by another TensorRT version or for another GPU?)"
             + (f": {errors}" if errors else "")
         )
     inspector = engine.create_engine_inspector()
+    context = context_with_input_shapes(trt, engine)
+    if context is not None:
+        inspector.execution_context = context
     return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+def context_with_input_shapes(trt: Any, engine: Any, profile: int = 0) -> Any | None:
+    """An execution context with every input set to ``profile``'s opt shape (None: TensorRT refused one)."""
+    context = engine.create_execution_context()
+    if context is None:
+        return None
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+            continue
+        _min, opt, _max = engine.get_tensor_profile_shape(name, profile)
+        if not context.set_input_shape(name, tuple(int(d) for d in opt)):
+            return None
+    return context
 
 
 def inspect_engine_file(path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -228,5 +311,4 @@ def inspect_engine_file(path: str | os.PathLike[str]) -> tuple[str, str]:
     p = check_input_file(path, "TensorRT engine")
     trt = _trt.import_tensorrt()
     _trt.require_cuda_gpu("inspecting a TensorRT engine", need_torch_cuda=False)
-    logger = _trt.make_capture_logger(trt)
-    return inspect_serialized_engine(trt, logger, p.read_bytes()), str(trt.__version__)
+    return inspect_serialized_engine(trt, _trt.shared_logger(trt), p.read_bytes()), str(trt.__version__)

@@ -63,7 +63,7 @@ def choose_builder_flags(
     """Decide typing and flags for a graph of ``graph_precision`` on TensorRT ``trt_version``.
 
     ``available_flags``: member names of ``trt.BuilderFlag`` and ``trt.NetworkDefinitionCreationFlag``
-    in the installed TensorRT (:func:`maxq_deploy.tensorrt._trt.available_flag_names`), or
+    in the installed TensorRT (:func:`maxq_deploy.runtimes.tensorrt_api.available_flag_names`), or
     :func:`known_flag_names` when planning for a version that is not installed.
     """
     precision = str(graph_precision).lower()

@@ -30,7 +30,7 @@ from typing import Any
 
 from maxq_deploy.artifacts import atomic_output, check_input_file
 from maxq_deploy.errors import InputFileError
-from maxq_deploy.tensorrt.onnx_graph import OnnxLayer
+from maxq_deploy.onnx_graph import OnnxLayer
 
 REPORT_FORMAT = "maxq-deploy/engine-report"
 REPORT_FORMAT_VERSION = 1
@@ -153,6 +153,19 @@ def _sparse_weights_flag(layer: dict) -> bool | None:
     return None
 
 
+#: What TensorRT writes for tensor formats when the inspector had no execution context with shapes.
+DYNAMIC_FORMAT = "N/A due to dynamic shapes"
+_REFORMAT_PREFIXES = ("Reformatting CopyNode for Input Tensor", "Reformatting CopyNode for Output Tensor")
+
+
+def is_reformat_layer(layer: dict) -> bool:
+    """A layer that only converts formats/types (its fused name may contain a conv's name)."""
+    name = str(layer.get("Name", ""))
+    if name.startswith(_REFORMAT_PREFIXES) or " input reformatter " in f" {name} " or " output reformatter " in f" {name} ":
+        return True
+    return "Reformat" in (str(layer.get("LayerType", "")), str(layer.get("ParameterType", "")))
+
+
 def _layer_kind(layer: dict) -> str | None:
     ptype = str(layer.get("ParameterType", ""))
     ltype = str(layer.get("LayerType", ""))
@@ -218,6 +231,9 @@ class EngineReport:
     engine_sha256: str | None = None
     provenance: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: What a rebuild must match: TensorRT version, GPU name + compute capability, builder and
+    #: network flags, profile, workspace, ONNX sha256, timing cache (path, status, sha256 in/out).
+    reproducibility: dict = field(default_factory=dict)
 
     @property
     def eligible(self) -> list[EngineLayer]:
@@ -280,6 +296,7 @@ class EngineReport:
             "profile": self.profile,
             "engine_sha256": self.engine_sha256,
             "provenance": self.provenance,
+            "reproducibility": self.reproducibility,
             "notes": self.notes,
         }
 
@@ -299,6 +316,7 @@ class EngineReport:
                 sparsity_log_lines=list(data.get("sparsity_log_lines", [])), io_tensors=list(data.get("io_tensors", [])),
                 flag_plan=data.get("flag_plan"), profile=data.get("profile"), engine_sha256=data.get("engine_sha256"),
                 provenance=dict(data.get("provenance") or {}), notes=list(data.get("notes", [])),
+                reproducibility=dict(data.get("reproducibility") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputFileError(f"{source} is damaged ({type(exc).__name__}: {exc})") from None
@@ -333,6 +351,7 @@ def explain_sparsity(
     *, eligible: bool, sparse_tactic: bool, sparse_build: bool, in_channels: int, out_channels: int, groups: int,
     kernel: list[int], holds_2_4: bool | None, violating_groups: int, input_dtype: str, output_dtype: str,
     precision: str, graph_precision: str | None, layer_type: str = "",
+    onnx_input_quantized: bool | None = None, onnx_output_quantized: bool | None = None,
 ) -> str:
     """The likely reason a layer meant to be 2:4 is not eligible, or eligible but runs dense."""
     if sparse_tactic:
@@ -367,6 +386,11 @@ def explain_sparsity(
     if graph_precision == "int8":
         not_int8 = [f"{side} is {dtype}" for side, dtype in (("input", input_dtype), ("output", output_dtype))
                     if dtype not in ("int8", "unknown")]
+        # Formats unknown (engine inspected without shapes): the ONNX graph says what TensorRT can do.
+        for side, dtype, quantized, op in (("input", input_dtype, onnx_input_quantized, "DequantizeLinear before"),
+                                           ("output", output_dtype, onnx_output_quantized, "QuantizeLinear after")):
+            if dtype == "unknown" and quantized is False:
+                not_int8.append(f"{side} is float in the ONNX graph (no {op} it)")
         if not_int8:
             reasons.append(
                 ", ".join(not_int8) + ", not INT8: sparse INT8 kernels want INT8 in and out "
@@ -396,6 +420,8 @@ def engine_layers_from_inspector(
     eligible_names, picked_names = set(eligible_log), set(picked_log)
     result: list[EngineLayer] = []
     for layer in info.layers:
+        if is_reformat_layer(layer):  # "Reformatting CopyNode for Input Tensor 1 to <conv> + ..." is not the conv
+            continue
         name = str(layer.get("Name", ""))
         mapped = map_to_checkpoint_layers(name, aliases)
         onnx_mapped = [onnx_layers[m] for m in mapped if m in onnx_layers]
@@ -435,6 +461,8 @@ def engine_layers_from_inspector(
                 holds_2_4=first.holds_2_4 if first else None, violating_groups=first.violating_groups if first else 0,
                 input_dtype=engine_layer.input_dtype, output_dtype=engine_layer.output_dtype, precision=precision,
                 graph_precision=graph_precision, layer_type=engine_layer.layer_type,
+                onnx_input_quantized=first.input_quantized if first else None,
+                onnx_output_quantized=first.output_quantized if first else None,
             )
         if len(mapped) > 1:
             engine_layer.reason = (engine_layer.reason + "; " if engine_layer.reason else "") + \
@@ -489,12 +517,23 @@ def build_engine_report(
     )
     if not lines and sparse_build:
         report.notes.append("no '(Sparsity)' build log lines captured (report made from the engine alone)")
+    if _formats_unknown(info):
+        report.notes.append(
+            f"tensor formats read '{DYNAMIC_FORMAT}' (engine inspected without an execution context whose input "
+            "shapes are set): INT8 in/out per layer comes from the ONNX graph's Q/DQ nodes instead"
+        )
     if report.missing_layers:
         report.notes.append(
             f"{len(report.missing_layers)} sparse checkpoint layers map to no conv/gemm layer of the engine: "
             + ", ".join(report.missing_layers[:8]) + ("..." if len(report.missing_layers) > 8 else "")
         )
     return report
+
+
+def _formats_unknown(info: InspectorInfo) -> bool:
+    formats = [t.get("Format/Datatype") for layer in info.layers for t in (layer.get("Inputs") or []) + (layer.get("Outputs") or [])
+               if isinstance(t, dict) and "Format/Datatype" in t]
+    return bool(formats) and all(str(f).strip() == DYNAMIC_FORMAT for f in formats)
 
 
 def _fallback_expected(info: InspectorInfo, onnx_layers: dict[str, OnnxLayer], aliases: dict[str, str]) -> list[str]:
@@ -524,4 +563,5 @@ def refresh_report(report: EngineReport, inspector_json: str | bytes | dict, eng
         engine_sha256=engine_sha256 or report.engine_sha256, provenance=report.provenance,
     )
     fresh.onnx = report.onnx
+    fresh.reproducibility = dict(report.reproducibility)
     return fresh

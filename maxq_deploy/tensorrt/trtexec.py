@@ -82,7 +82,7 @@ def trtexec_for_onnx(
     from maxq_deploy.runtimes.tensorrt_api import SUPPORTED_MAJORS, installed_tensorrt_version, parse_version
     from maxq_deploy.errors import EngineBuildError
     from maxq_deploy.tensorrt.flags import choose_builder_flags, known_flag_names
-    from maxq_deploy.tensorrt.onnx_graph import read_onnx_graph
+    from maxq_deploy.onnx_graph import read_onnx_graph
     from maxq_deploy.tensorrt.profiles import profile_for_onnx
 
     if not workspace_gib or workspace_gib <= 0:

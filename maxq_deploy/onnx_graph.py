@@ -20,7 +20,9 @@ from maxq_deploy.errors import InputFileError
 META_PREFIX = "maxq_deploy."
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _PASS_THROUGH = ("Identity", "Cast", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Pad")
-_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish", "HardSigmoid", "Add", "Identity", "Cast")
+#: Ops a conv's output may pass before its QuantizeLinear and still run INT8 out (TensorRT moves
+#: Q/DQ across ReLU and MaxPool and fuses Add + activation into the conv).
+_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSwish", "HardSigmoid", "Add", "Identity", "Cast", "MaxPool")
 _OPS = {"Conv": "conv", "Gemm": "gemm", "MatMul": "matmul"}
 
 
