@@ -42,6 +42,7 @@ import numpy as np
 from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path
 from maxq_deploy.errors import InputFileError, OptionError
 from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.runtimes.backends import backend_label
 from maxq_deploy.runtimes.base import Runner
 
 SCHEMA = "maxq-deploy/bench"
@@ -590,7 +591,7 @@ def open_models(
             if file_backend == "torch" or (file_backend is None and chosen == "torch"):
                 opened.extend(_open_torch_variants(path, chosen, device, threads, input_size, sparse))
             else:
-                opened.append(_open_file_model(path, chosen, device, threads, input_size, batch_sizes))
+                opened.append(_open_file_model(path, backend, device, threads, input_size, batch_sizes))
     except BaseException:
         for m in opened:
             if m.runner is not None:
@@ -619,7 +620,7 @@ def _open_file_model(
         runner.close()
         raise
     kind = getattr(runner, "model_kind", None) or ("engine" if runner.name == "tensorrt" else "onnx")
-    return BenchModel(path.name, str(path), kind, runner.name, runner.device, size, threads=threads, runner=runner)
+    return BenchModel(path.name, str(path), kind, backend_label(runner), runner.device, size, threads=threads, runner=runner)
 
 
 def _open_torch_variants(

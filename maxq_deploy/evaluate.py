@@ -30,6 +30,7 @@ from torch.utils.data import Subset
 from maxq_deploy.data import ImageDataset, Preprocess, check_input_shape, make_loader, open_dataset
 from maxq_deploy.errors import DataError
 from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.runtimes.backends import backend_label
 from maxq_deploy.runtimes.base import Runner
 
 TOP5 = 5
@@ -199,7 +200,7 @@ def evaluate_runner(
     return EvalResult(
         model=name,
         model_kind=str(getattr(runner, "model_kind", runner.name)),
-        backend=runner.name,
+        backend=backend_label(runner),
         device=runner.device,
         data=str(dataset.root),
         data_kind=dataset.kind,

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.errors import BackendUnavailableError, InputFileError
+from maxq_deploy.errors import BackendUnavailableError, InputFileError, OptionError
 from maxq_deploy.runtimes.base import Runner
 
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
-_ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt", "openvino")
+_ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch", "ov": "openvino"}
 #: Suffix -> backend that runs it. ``.pth.tar`` ends in ``.tar``.
 SUFFIX_BACKENDS: dict[str, str] = {
     ".onnx": "onnxruntime",
@@ -21,12 +21,17 @@ SUFFIX_BACKENDS: dict[str, str] = {
     ".pt": "torch",
     ".tar": "torch",
     ".ckpt": "torch",
+    ".xml": "openvino",
 }
-_WHAT = {"torch": "a PyTorch checkpoint", "onnxruntime": "an ONNX model", "tensorrt": "a TensorRT engine"}
+#: Backends that also run files whose suffix calls for another backend (OpenVINO reads ONNX).
+ALSO_RUNS: dict[str, tuple[str, ...]] = {"openvino": ("onnxruntime",)}
+_WHAT = {"torch": "a PyTorch checkpoint", "onnxruntime": "an ONNX model", "tensorrt": "a TensorRT engine",
+         "openvino": "an OpenVINO IR model"}
 
 
 def normalize_backend(backend: str) -> str:
-    key = backend.strip().lower()
+    """The backend name of ``backend`` (an alias, or a spec such as ``openvino:f32``), or raise."""
+    key = backend.strip().lower().partition(":")[0]
     key = _ALIASES.get(key, key)
     if key not in BACKENDS:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -43,13 +48,20 @@ def runner_for(
     backend: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    precision: str | None = None,
 ) -> Runner:
     """Open ``path`` with the runtime for it.
 
     ``device`` None means cpu for torch and ONNX Runtime, cuda for TensorRT. ``threads`` sets
-    the CPU intra-op threads (torch: process-wide).
+    the CPU intra-op threads (torch: process-wide). ``precision`` is OpenVINO's inference
+    precision (f32, bf16, f16, default); other backends refuse it.
     """
     p = check_input_file(path, "model")
+    if backend is not None and ":" in backend:  # a spec with its option, e.g. openvino:f32
+        from maxq_deploy.runtimes.backends import parse_backend
+
+        spec = parse_backend(backend)
+        backend, precision = spec.name, precision or spec.precision
     from_suffix = backend_for_file(p)
     chosen = normalize_backend(backend) if backend is not None else from_suffix
     if chosen is None:
@@ -57,12 +69,18 @@ def runner_for(
             f"cannot tell which runtime runs {p.name} from its suffix {p.suffix or '(none)'!r}; known suffixes: "
             f"{', '.join(SUFFIX_BACKENDS)}; pass --backend {'|'.join(BACKENDS)}"
         )
-    if from_suffix is not None and chosen != from_suffix:
+    if precision is not None and chosen != "openvino":
+        raise OptionError(f"an inference precision ({precision}) is an OpenVINO option; the {chosen} backend takes none")
+    if from_suffix is not None and chosen != from_suffix and from_suffix not in ALSO_RUNS.get(chosen, ()):
         raise InputFileError(
             f"{p.name} is {_WHAT[from_suffix]}, which the {chosen} backend cannot run; "
             f"use --backend {from_suffix} or leave --backend out"
             + (" (build an engine first: maxq-deploy export trt)" if chosen == "tensorrt" else "")
         )
+    if chosen == "openvino":
+        from maxq_deploy.runtimes.openvino import OpenVINORunner
+
+        return OpenVINORunner(p, device=device, threads=threads, precision=precision)
     if chosen == "torch":
         from maxq_deploy.runtimes.torch_runner import torch_runner_from_path
 
