@@ -148,14 +148,15 @@ def rewrite_for_onnxruntime(model, unsigned_relu: bool = True) -> RewriteReport:
     # 1. weights: int8 initializers + DQ; remember each weight's scales for the bias
     weight_scales: dict[str, np.ndarray] = {}
     for q, dq in [(q, dq) for q, dq in pairs if q.input[0] in g.consts]:
-        w = g.consts[q.input[0]].astype(np.float64)
-        scale = np.asarray(g.consts[q.input[1]], dtype=np.float64)
+        # float32 division and round-half-to-even: exactly what the QuantizeLinear being removed computes
+        w = g.consts[q.input[0]].astype(np.float32)
+        scale = np.asarray(g.consts[q.input[1]], dtype=np.float32)
         axis = _axis(q)
         shape = [1] * w.ndim
         if scale.ndim == 1 and scale.size > 1:
             shape[axis] = -1
-        safe = np.where(scale > 0, scale, 1.0).reshape(shape)
-        w8 = np.where(scale.reshape(shape) > 0, np.clip(np.round(w / safe), -INT8_MAX, INT8_MAX), 0).astype(np.int8)
+        safe = np.where(scale > 0, scale, np.float32(1)).reshape(shape)
+        w8 = np.where(scale.reshape(shape) > 0, np.clip(np.rint(w / safe), -INT8_MAX, INT8_MAX), 0).astype(np.int8)
         name = q.input[0]
         qname = g.add_const(f"{name}_quantized", w8)
         sname = g.add_const(f"{name}_scale", scale.astype(np.float32))
