@@ -28,9 +28,10 @@ def export_onnx_command(
     target: str = typer.Option(
         "tensorrt", "--target",
         help="tensorrt: the graph TensorRT wants (fp32/fp16, or symmetric int8 Q/DQ from a quantized checkpoint); "
-             "onnxruntime: with --precision int8, ONNX Runtime's own static quantizer (uint8 activations), fastest on CPUs.",
+             "onnxruntime: ONNX Runtime's fast int8 form (uint8 activations), fastest on CPUs: from a quantized checkpoint "
+             "its own ranges (no data), from a folded checkpoint with --calib ONNX Runtime's quantizer.",
     ),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data for --target onnxruntime --precision int8."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data for --target onnxruntime with a folded checkpoint (a quantized one carries its ranges)."),
     calib_batches: int = typer.Option(8, "--calib-batches", help="Calibration batches (--target onnxruntime)."),
     calib_batch_size: int = typer.Option(8, "--calib-batch-size", help="Images per calibration batch (--target onnxruntime)."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side of calibration images to this (default 256, at least --input-size)."),
