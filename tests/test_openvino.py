@@ -174,3 +174,23 @@ def test_cli_eval_and_bench_with_openvino(fp32_onnx, cli, tmp_path: Path) -> Non
     assert models[0]["backend"].startswith("openvino:") and models[0]["device"] == "CPU"
     bad = cli("eval", path, "--data", images, "--labels", labels, "--backend", "openvino:int3")
     assert bad.exit_code != 0 and bad.stderr.count("\n") == 1 and "error:" in bad.stderr and "int3" in bad.stderr
+
+
+def test_open_pairs_side_by_side(fp32_onnx, tmp_path: Path) -> None:
+    from maxq_deploy.runtimes.backends import open_pairs
+
+    _, path = fp32_onnx
+    specs = parse_backend_list("onnxruntime,openvino:f32,openvino")
+    opened = open_pairs(backend_pairs([path], specs), threads=1)
+    try:
+        assert [spec.label for _, spec, _ in opened] == ["onnxruntime", "openvino:f32", "openvino"]
+        x = batch(2)
+        outs = [runner.run(x) for _, _, runner in opened]
+        assert float(np.abs(outs[1] - outs[0]).max() / np.abs(outs[0]).max()) < 1e-4
+    finally:
+        for _, _, runner in opened:
+            runner.close()
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"junk")
+    with pytest.raises(InputFileError):  # the second file fails: the first pair's runners are closed, nothing leaks
+        open_pairs(backend_pairs([path, broken], parse_backend_list("openvino")))

@@ -108,6 +108,21 @@ def open_pair(
     return runner_for(path, backend=spec.name, device=device, threads=threads, precision=spec.precision)
 
 
+def open_pairs(
+    pairs: Sequence[tuple[Path, BackendSpec]], device: str | None = None, threads: int | None = None
+) -> list[tuple[Path, BackendSpec, Runner]]:
+    """Open every pair (for one interleaved bench run or one eval table); on any failure close the opened ones."""
+    opened: list[tuple[Path, BackendSpec, Runner]] = []
+    try:
+        for path, spec in pairs:
+            opened.append((path, spec, open_pair(path, spec, device=device, threads=threads)))
+    except BaseException:
+        for _, _, runner in opened:
+            runner.close()
+        raise
+    return opened
+
+
 def backend_label(runner: Runner) -> str:
     """A runner's backend as tables show it: ``onnxruntime``, ``openvino:bf16`` (the precision it runs in)."""
     info = getattr(runner, "info", None)
