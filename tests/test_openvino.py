@@ -194,3 +194,28 @@ def test_open_pairs_side_by_side(fp32_onnx, tmp_path: Path) -> None:
     broken.write_bytes(b"junk")
     with pytest.raises(InputFileError):  # the second file fails: the first pair's runners are closed, nothing leaks
         open_pairs(backend_pairs([path, broken], parse_backend_list("openvino")))
+
+
+def test_openvino_ir_xml_runs_by_suffix(fp32_onnx, tmp_path: Path) -> None:
+    from maxq_deploy.runtimes.select import backend_for_file, runner_for
+
+    _, path = fp32_onnx
+    xml = tmp_path / "r18.xml"
+    ov.save_model(ov.Core().read_model(str(path)), str(xml), compress_to_fp16=False)  # default: fp16 weights
+    assert backend_for_file(xml) == "openvino"
+    x = batch(2)
+    with runner_for(path, backend="openvino:f32") as from_onnx, runner_for(xml, precision="f32") as from_ir:
+        assert from_ir.info.model_kind == "openvino-ir" and from_ir.info.precision == "fp32"
+        np.testing.assert_allclose(from_ir.run(x), from_onnx.run(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputFileError, match="OpenVINO IR model, which the onnxruntime backend cannot run"):
+        runner_for(xml, backend="onnxruntime")
+
+
+def test_real_process_bad_device_is_one_line(fp32_onnx, cli_subprocess, tmp_path: Path) -> None:
+    _, path = fp32_onnx
+    images, labels = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(images, batch(4))
+    np.save(labels, np.zeros(4, dtype=np.int64))
+    res = cli_subprocess("eval", path, "--data", images, "--labels", labels, "--backend", "openvino", "--device", "NPU7")
+    assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: OpenVINO device 'NPU7' is not available here; available: CPU")
