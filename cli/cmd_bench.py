@@ -16,7 +16,7 @@ from maxq_deploy.cli.render import console, handle_errors, table
 @handle_errors
 def bench_command(
     models: List[Path] = typer.Argument(..., help="ONNX files, TensorRT engines or folded/quantized checkpoints; the first is the baseline."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, tensorrt or torch, or a comma-separated list: every model on each, in one interleaved run (default: from each file's suffix)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime, openvino[:f32|bf16|default], tensorrt or torch, or a comma-separated list (e.g. onnxruntime,openvino): every model on each, in one interleaved run (default: from each file's suffix)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed runs per model and batch size."),

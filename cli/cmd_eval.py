@@ -18,7 +18,7 @@ def eval_command(
     models: List[Path] = typer.Argument(..., metavar="MODEL", help="Model(s): MaxQ/folded/quantized checkpoint, ONNX model or TensorRT engine. Several are evaluated on the same data and shown side by side."),
     data: Path = typer.Option(..., "--data", help="ImageFolder tree (class sub-folders), flat image folder with --labels, or .npy/.npz preprocessed NCHW float32 arrays."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for a flat folder or .npy images: .npy array or one integer per line."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="torch, onnxruntime or tensorrt, or a comma-separated list to compare runtimes on the same images (default: from the file suffix)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch, onnxruntime, openvino[:f32|bf16|default] (OpenVINO inference precision) or tensorrt, or a comma-separated list to compare runtimes on the same images (default: from the file suffix)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cpu; cuda for TensorRT)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch."),
     workers: int = typer.Option(2, "--workers", "-j", min=0, help="Image decoding worker processes (0: decode in this process)."),

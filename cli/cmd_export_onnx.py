@@ -28,9 +28,10 @@ def export_onnx_command(
     target: str = typer.Option(
         "tensorrt", "--target",
         help="tensorrt: the graph TensorRT wants (fp32/fp16, or symmetric int8 Q/DQ from a quantized checkpoint); "
-             "onnxruntime: with --precision int8, ONNX Runtime's own static quantizer (uint8 activations), fastest on CPUs.",
+             "onnxruntime: ONNX Runtime's fast int8 form (uint8 activations), fastest on CPUs: from a quantized checkpoint "
+             "its own ranges (no data), from a folded checkpoint with --calib ONNX Runtime's quantizer.",
     ),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data for --target onnxruntime --precision int8."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data for --target onnxruntime with a folded checkpoint (a quantized one carries its ranges)."),
     calib_batches: int = typer.Option(8, "--calib-batches", help="Calibration batches (--target onnxruntime)."),
     calib_batch_size: int = typer.Option(8, "--calib-batch-size", help="Images per calibration batch (--target onnxruntime)."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side of calibration images to this (default: input size x 256/224; CIFAR ResNets: the input size)."),
@@ -80,7 +81,6 @@ def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str],
                             calib_batch_size: int, resize: Optional[int], input_size: Optional[int], calibrate_method: str, opset: int,
                             json_out: bool) -> None:
     from maxq_deploy.data import Preprocess
-    from maxq_deploy.errors import OptionError
     from maxq_deploy.export_onnx import export_onnx
     from maxq_deploy.export_ort import OrtQuantOptions, export_ort_int8
     from maxq_deploy.progress import RichProgress
@@ -89,12 +89,12 @@ def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str],
     if (precision or "int8").lower() != "int8":  # fp32/fp16 graphs are the same for both targets
         result = export_onnx(model, output, precision=precision, opset=opset, input_size=input_size, progress=progress)
         return print_json(result.summary()) if json_out else console.print(f"wrote {escape(str(result.output))}: {result.parity.describe()}")
-    if calib is None:
-        raise OptionError("--target onnxruntime --precision int8 needs calibration data: pass --calib DATA")
     from maxq_deploy.input_size import artifact_input_size
 
     found = artifact_input_size(model)
     input_size = found.resolve(input_size, "--input-size")
+    if calib is None:  # a quantized checkpoint carries its ranges (a folded one is refused with the --calib hint)
+        return _export_ort_from_checkpoint(model, output, input_size, opset, progress, json_out)
     preprocess = Preprocess(resize=found.resize(input_size, resize), image_size=input_size)
     result = export_ort_int8(model, output, calib, calib_batches=calib_batches, batch_size=calib_batch_size,
                              preprocess=preprocess, input_size=input_size, progress=progress,
@@ -114,3 +114,29 @@ def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str],
     for note in result.notes:
         console.print(escape(f"note: {note}"), highlight=False)
     console.print(verdict_style(result.parity.passed and result.pattern_ok, "int8 graph written for ONNX Runtime"), highlight=False)
+
+
+def _export_ort_from_checkpoint(model: Path, output: Path, input_size: int, opset: int, progress, json_out: bool) -> None:
+    from maxq_deploy.export_ort import export_ort_int8_from_quantized
+
+    result = export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress)
+    if json_out:
+        return print_json(result.summary())
+    p = result.parity
+    matching = sum(r.matches for r in result.ranges)
+    rows = [
+        ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
+        ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'}"),
+        ("precision", f"int8 weights (per channel), uint8 activations, QDQ format, ReLU outputs {result.relu_range}"),
+        ("ranges", f"the checkpoint's ({result.mode.upper()}), no calibration: {matching} of {len(result.ranges)} layers "
+                   f"quantize with its amax; {len(result.derived_ranges)} conv outputs before a residual Add get a derived range"),
+        ("layers", f"{len(result.int8_layers)} Conv/Gemm in int8, {len(result.float_layers)} float ({', '.join(result.float_layers) or '-'})"),
+        ("parity", f"{p.describe()} vs {p.reference}; top-1 agreement {result.top1_agreement:.0%}"),
+        (f"{result.pattern} in ONNX", result.pattern_verdict),
+        ("time", f"{result.seconds:.1f} s"),
+    ]
+    console.print(table(escape(f"export onnx (target onnxruntime): {result.source} -> {result.output}"), ["", "result"], rows))
+    for note in result.notes:
+        console.print(escape(f"note: {note}"), highlight=False)
+    console.print(verdict_style(p.passed and result.pattern_ok and result.ranges_match, "int8 graph written for ONNX Runtime"),
+                  highlight=False)

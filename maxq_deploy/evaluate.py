@@ -29,6 +29,7 @@ from maxq_deploy.data import ImageDataset, Preprocess, check_input_shape, make_l
 from maxq_deploy.distributed import all_reduce, join_process_group
 from maxq_deploy.errors import DataError
 from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.runtimes.backends import backend_label
 from maxq_deploy.runtimes.base import Runner
 
 TOP5 = 5
@@ -177,7 +178,7 @@ def evaluate_runner(
     return EvalResult(
         model=name,
         model_kind=info.model_kind,
-        backend=info.backend,
+        backend=backend_label(runner),
         device=info.device,
         data=str(dataset.root),
         data_kind=dataset.kind,
@@ -256,14 +257,15 @@ def evaluate_models(
     The data set is opened once; the results come in (model, backend) order, so the first is the
     reference that the others' prediction agreement is measured against.
     """
-    from maxq_deploy.runtimes.select import parse_backends
+    from maxq_deploy.runtimes.backends import backend_pairs, parse_backend_list
 
     if not model_paths:
         raise DataError("no models given; pass one or more checkpoints, ONNX models or engines")
-    chosen = parse_backends(backends)
+    specs = parse_backend_list(backends)
+    pairs = backend_pairs(model_paths, specs) if specs else [(model, None) for model in model_paths]
     dataset = data if isinstance(data, ImageDataset) else open_dataset(data, labels, preprocess, require_labels=True)
     return [
-        evaluate(model, dataset, backend=backend, batch_size=batch_size, workers=workers, device=device, limit=limit,
-                 progress=progress, threads=threads)
-        for model in model_paths for backend in chosen
+        evaluate(model, dataset, backend=spec.label if spec else None, batch_size=batch_size, workers=workers,
+                 device=device, limit=limit, progress=progress, threads=threads)
+        for model, spec in pairs
     ]

@@ -29,7 +29,7 @@ LEVELS: list[tuple[str, ...]] = [
     ("maxq_deploy.semi_structured", "maxq_deploy.runtimes"),
     ("maxq_deploy.evaluate",),
     ("maxq_deploy.quantize",),
-    ("maxq_deploy.onnx_graph", "maxq_deploy.qdq_check", "maxq_deploy.onnx_sparsity", "maxq_deploy.export_onnx",
+    ("maxq_deploy.onnx_graph", "maxq_deploy.qdq_check", "maxq_deploy.ort_qdq", "maxq_deploy.onnx_sparsity", "maxq_deploy.export_onnx",
      "maxq_deploy.export_ort"),
     ("maxq_deploy.tensorrt",),
     ("maxq_deploy.bench",),

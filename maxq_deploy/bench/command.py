@@ -58,9 +58,11 @@ def _unique_labels(models: list[BenchModel]) -> None:
 
 
 def _bench_model(label: str, runner: Runner, input_size: int, threads: int | None, variant: str = "", **extra) -> BenchModel:
+    from maxq_deploy.runtimes.backends import backend_label
+
     info = runner.info
     return BenchModel(
-        label, str(info.path) if info.path else None, info.model_kind, info.backend, info.device, input_size,
+        label, str(info.path) if info.path else None, info.model_kind, backend_label(runner), info.device, input_size,
         variant=variant, threads=threads, precision=info.precision,
         options={k: v for k, v in info.options.items() if v is not None}, runner=runner, **extra,
     )
@@ -80,23 +82,25 @@ def open_models(
     ``backend`` None runs each file on its own runtime; a comma-separated list (``"onnxruntime,openvino"``)
     runs every model on each of them, so runtimes are compared in the same interleaved run.
     """
-    from maxq_deploy.runtimes.select import opener, parse_backends, resolve_backend
+    from maxq_deploy.runtimes.backends import backend_pairs, open_pair, parse_backend_list
+    from maxq_deploy.runtimes.select import resolve_backend
 
-    backends = parse_backends(backend)
-    if sparse and not (backends in ([None], ["torch"]) and device == "cuda"):
+    specs = parse_backend_list(backend)
+    if sparse and not (all(s.name == "torch" for s in specs) and device == "cuda"):
         raise OptionError(
             "--sparse measures the torch backend on CUDA (semi-structured 2:4 matmuls); use --backend torch --device cuda, "
             "or build a sparse TensorRT engine (maxq-deploy export trt) and bench it on --backend tensorrt"
         )
+    files = [check_input_file(raw, "model") for raw in paths]
+    # (file, spec) pairs; no --backend: each file on its own runtime, decided here once.
+    pairs = backend_pairs(files, specs) if specs else [(path, None) for path in files]
     opened: list[BenchModel] = []
     try:
-        pairs = [(check_input_file(raw, "model"), chosen) for raw in paths for chosen in backends]
-        for path, chosen in pairs:
-            name = resolve_backend(path, chosen)
-            if name == "torch":
+        for path, spec in pairs:
+            if resolve_backend(path, spec.name if spec else None) == "torch":
                 opened.extend(_open_torch_variants(path, device, threads, input_size, sparse))
                 continue
-            runner = opener(name)(path, device=device, threads=threads)
+            runner = open_pair(path, spec, device=device, threads=threads) if spec else _open_by_suffix(path, device, threads)
             try:
                 fixed = runner.info.fixed_batch
                 if fixed is not None and any(b != fixed for b in batch_sizes):
@@ -108,7 +112,7 @@ def open_models(
             except BaseException:
                 runner.close()
                 raise
-            label = path.name if len(backends) == 1 else f"{path.name} [{name}]"
+            label = path.name if len(specs) <= 1 else f"{path.name} [{spec.label if spec else runner.info.backend}]"
             opened.append(_bench_model(label, runner, size, threads))
     except BaseException:
         for m in opened:
@@ -117,6 +121,12 @@ def open_models(
         raise
     _unique_labels(opened)
     return opened
+
+
+def _open_by_suffix(path: Path, device: str, threads: int | None) -> Runner:
+    from maxq_deploy.runtimes.select import open_runner
+
+    return open_runner(path, device=device, threads=threads)
 
 
 def _open_torch_variants(path: Path, device: str, threads: int | None, input_size: int | None, sparse: bool) -> list[BenchModel]:

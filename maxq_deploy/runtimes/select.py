@@ -10,10 +10,9 @@ import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.errors import BackendUnavailableError, InputFileError
+from maxq_deploy.errors import BackendUnavailableError, InputFileError, OptionError
 from maxq_deploy.runtimes.base import Runner
 
 #: Backend -> "module:function" that opens a file as a Runner: ``function(path, device, threads, **options)``.
@@ -21,12 +20,14 @@ OPENERS: dict[str, str] = {
     "torch": "maxq_deploy.runtimes.torch_runner:open_torch_runner",
     "onnxruntime": "maxq_deploy.runtimes.onnxruntime_runner:open_onnxruntime_runner",
     "tensorrt": "maxq_deploy.runtimes.tensorrt_runner:open_tensorrt_runner",
+    "openvino": "maxq_deploy.runtimes.openvino:open_openvino_runner",
 }
 BACKENDS: tuple[str, ...] = tuple(OPENERS)
-_ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
+_ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch", "ov": "openvino"}
 #: Suffix -> backends that can run it (the first is the default). ``.pth.tar`` ends in ``.tar``.
 SUFFIX_BACKENDS: dict[str, tuple[str, ...]] = {
-    ".onnx": ("onnxruntime",),
+    ".onnx": ("onnxruntime", "openvino"),
+    ".xml": ("openvino",),
     ".engine": ("tensorrt",),
     ".plan": ("tensorrt",),
     ".trt": ("tensorrt",),
@@ -35,30 +36,17 @@ SUFFIX_BACKENDS: dict[str, tuple[str, ...]] = {
     ".tar": ("torch",),
     ".ckpt": ("torch",),
 }
-_WHAT = {"torch": "a PyTorch checkpoint", "onnxruntime": "an ONNX model", "tensorrt": "a TensorRT engine"}
+_WHAT = {"torch": "a PyTorch checkpoint", "onnxruntime": "an ONNX model", "tensorrt": "a TensorRT engine",
+         "openvino": "an OpenVINO IR model"}
 
 
 def normalize_backend(backend: str) -> str:
-    key = str(backend).strip().lower()
+    """The backend name of ``backend`` (an alias, or a spec such as ``openvino:f32``), or raise."""
+    key = str(backend).strip().lower().partition(":")[0]
     key = _ALIASES.get(key, key)
     if key not in OPENERS:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     return key
-
-
-def parse_backends(text: str | None) -> list[str | None]:
-    """``--backend`` as a list: None -> [None] (each file's own), ``"onnxruntime,openvino"`` -> both, in order."""
-    if text is None:
-        return [None]
-    names: list[str | None] = []
-    for part in str(text).split(","):
-        if part.strip():
-            name = normalize_backend(part)
-            if name not in names:
-                names.append(name)
-    if not names:
-        raise BackendUnavailableError(f"no backend named in --backend {text!r}; choose from {', '.join(BACKENDS)}")
-    return names
 
 
 def backend_for_file(path: str | os.PathLike[str]) -> str | None:
@@ -98,13 +86,24 @@ def open_runner(
     backend: str | None = None,
     device: str | None = None,
     threads: int | None = None,
-    **options: Any,
+    precision: str | None = None,
 ) -> Runner:
     """Open ``path`` with the runtime for it (``backend`` None: by suffix).
 
-    ``device`` None means cpu for torch and ONNX Runtime, cuda for TensorRT. ``threads`` sets
-    the CPU intra-op threads (torch: process-wide). ``options`` go to the backend's opener.
+    ``backend`` may be a spec with its option (``openvino:f32``). ``device`` None means cpu for
+    torch, ONNX Runtime and OpenVINO, cuda for TensorRT. ``threads`` sets the CPU intra-op threads
+    (torch: process-wide). ``precision`` is OpenVINO's inference precision (f32, bf16, f16,
+    default); the other backends refuse it.
     """
     p = check_input_file(path, "model")
+    if backend is not None and ":" in backend:
+        from maxq_deploy.runtimes.backends import parse_backend
+
+        spec = parse_backend(backend)
+        backend, precision = spec.name, precision or spec.precision
     chosen = resolve_backend(p, backend)
-    return opener(chosen)(p, device=device, threads=threads, **options)
+    if chosen != "openvino":
+        if precision is not None:
+            raise OptionError(f"an inference precision ({precision}) is an OpenVINO option; the {chosen} backend takes none")
+        return opener(chosen)(p, device=device, threads=threads)
+    return opener(chosen)(p, device=device, threads=threads, precision=precision)
