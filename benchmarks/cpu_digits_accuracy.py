@@ -66,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         quantize_qat(folded, quantized["qat"], example.train_npz, None, epochs=1, lr=1e-4, train_batches=args.qat_batches, **calib)
     exports = {}
     for mode, path in quantized.items():
-        trt, ort = work / f"digits_{mode}_int8_trt_qdq.onnx", work / f"digits_{mode}_int8_ort_ckpt.onnx"
-        if not trt.exists():
-            export_onnx(path, trt, input_size=size)
+        qdq_path, ort = work / f"digits_{mode}_int8_trt_qdq.onnx", work / f"digits_{mode}_int8_ort_ckpt.onnx"
+        if not qdq_path.exists():
+            export_onnx(path, qdq_path, input_size=size)
         result = export_ort_int8_from_quantized(path, ort, input_size=size)
         exports[mode] = {
-            "trt_qdq": str(trt), "ort_ckpt": str(ort), "ranges_match": result.ranges_match,
+            "trt_qdq": str(qdq_path), "ort_ckpt": str(ort), "ranges_match": result.ranges_match,
             "ranges": [r.__dict__ | {"matches": r.matches} for r in result.ranges],
             "float_layers": result.float_layers, "derived_ranges": result.derived_ranges,
             "parity_vs_fake_quant": result.parity.relative_error,

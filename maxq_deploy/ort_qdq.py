@@ -397,7 +397,8 @@ def _fold_weight(g: _Graph, node, producers: dict) -> None:
     shape = [1] * w8.ndim
     if scale.ndim == 1 and scale.size > 1:
         shape[_axis(dq)] = -1
-    name = dq.input[0].removesuffix("_quantized")
+    base = dq.input[0].removesuffix("_quantized")
+    name = base if base != dq.input[0] else f"{base}_float"  # an INT8 initializer keeps its own name
     g.add_const(name, (w8 * scale.reshape(shape)).astype(np.float32))
     node.input[1] = name
     if len(g.consumers().get(dq.output[0], [])) == 0:

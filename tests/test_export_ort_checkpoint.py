@@ -51,10 +51,11 @@ def consts(model) -> dict[str, np.ndarray]:
 
 
 def assert_int8_weight(w8: np.ndarray, weight: torch.Tensor, amax: torch.Tensor) -> None:
-    """The graph's int8 weight is QuantizeLinear(weight, float32(amax / 127)) (what the Q/DQ graph computes),
-    and the checkpoint's own int8 weights (``int8_weight``, float64) differ from it only on exact rounding ties."""
+    """The graph's int8 weight is QuantizeLinear(weight, float32(amax / 127)) (what the Q/DQ graph and the fake-quantized
+    model compute: saturating to [-128, 127], so a QAT weight just past -amax is -128), and the checkpoint's own int8
+    weights (``int8_weight``, float64, clamped to +-127) differ from it by one step at most, on ties or that saturation."""
     scale = (amax.float() / 127).reshape(-1, *([1] * (weight.dim() - 1))).numpy()
-    expected = np.clip(np.rint(weight.float().numpy() / scale), -127, 127).astype(np.int8)
+    expected = np.clip(np.rint(weight.float().numpy() / scale), -128, 127).astype(np.int8)
     np.testing.assert_array_equal(w8, expected)
     reference = int8_weight(weight, amax).numpy().astype(np.int16)
     assert np.abs(w8.astype(np.int16) - reference).max() <= 1 and (w8 != reference).mean() < 1e-4
@@ -83,13 +84,13 @@ def test_graph_is_onnxruntime_form_with_the_checkpoint_ranges(ptq, ptq_export) -
         assert scale * (255 if int(zp) == 0 else 127) == pytest.approx(expected, rel=1e-6), node.name
         assert int(zp) in (0, 128)
         w8 = values[dq_w.input[0]]
-        assert w8.dtype == np.int8 and dq_w.input[0] == f"{node.name}.weight_quantized"
+        assert w8.dtype == np.int8 and dq_w.input[0] == f"{node.name}.weight"  # the export's INT8 initializer
         assert_int8_weight(w8, ckpt["state_dict"][f"{node.name}.weight"], amax[f"{node.name}._weight_quantizer"])
         checked += 1
-    assert checked == 20  # 19 convs + fc in int8; the last block's conv2 (feeds global pooling only) stays float
-    assert result.float_layers == ["layer4.1.convbn2"] and result.ranges_match
-    assert len(result.derived_ranges) == 7 and all(lo < 0 < hi for lo, hi in result.derived_ranges.values())
-    assert Counter(n.op_type for n in model.graph.node)["Relu"] == 1  # every other ReLU folded into a uint8 Q
+    assert checked == 21  # 20 convs + fc in int8: the pooling input is quantized, so the last conv ends in int8 too
+    assert result.float_layers == [] and result.ranges_match
+    assert len(result.derived_ranges) == 8 and all(lo < 0 < hi for lo, hi in result.derived_ranges.values())
+    assert Counter(n.op_type for n in model.graph.node)["Relu"] == 0  # every ReLU folded into a uint8 Q
     assert result.pattern_ok and result.parity.passed and result.calibration.startswith("none")
 
 
@@ -104,7 +105,7 @@ def test_onnxruntime_fuses_it_into_integer_kernels(ptq_export, tmp_path: Path) -
     options.log_severity_level = 3
     ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
     ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
-    assert ops["QLinearConv"] == 19 and ops["QLinearAdd"] == 7 and ops["Conv"] == 1  # the float last conv
+    assert ops["QLinearConv"] == 20 and ops["QLinearAdd"] == 8 and ops["Conv"] == 0  # every conv integer
     assert ops["QGemm"] == 1
 
 
@@ -152,7 +153,7 @@ def test_qat_checkpoint_weights_and_ranges_are_the_ones_used(store, data, tmp_pa
     name = "layer2.0.convbn1"
     assert not torch.equal(ckpt["state_dict"][f"{name}.weight"], folded[f"{name}.weight"])  # QAT moved the weights
     values = consts(onnx.load(str(out)))
-    assert_int8_weight(values[f"{name}.weight_quantized"], ckpt["state_dict"][f"{name}.weight"], ckpt["quantizers"][f"{name}._weight_quantizer"])
+    assert_int8_weight(values[f"{name}.weight"], ckpt["state_dict"][f"{name}.weight"], ckpt["quantizers"][f"{name}._weight_quantizer"])
     assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["maxq_deploy.ranges_from"] == "quantized checkpoint (qat)"
 
 
@@ -163,7 +164,7 @@ def test_cli_json(ptq, cli, tmp_path: Path) -> None:
     summary = json.loads(res.stdout)
     assert summary["ranges_match"] is True and summary["pattern_ok"] is True and summary["mode"] == "ptq"
     assert summary["calibration"].startswith("none") and out.is_file()
-    assert len(summary["ranges"]) == 21 and summary["float_layers"] == ["layer4.1.convbn2"]
+    assert len(summary["ranges"]) == 21 and summary["float_layers"] == []
 
 
 def damage(src: Path, dst: Path, edit) -> Path:
@@ -182,7 +183,7 @@ def damage(src: Path, dst: Path, edit) -> Path:
         (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._weight_quantizer", torch.ones(7, 1, 1, 1)), r"shape \(7, 1, 1, 1\) does not fit a weight of 64"),
         (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._input_quantizer", torch.ones(3)), "expected one value"),
         (lambda o: o["quantizers"].__setitem__("fc._input_quantizer", "big"), "not a float tensor"),
-        (lambda o: o.__setitem__("format_version", 2), "format version 2, but this maxq-deploy reads version 1"),
+        (lambda o: o.__setitem__("format_version", 2), "format version 2 is not one this maxq-deploy reads"),
         (lambda o: o.__setitem__("format_version", 0), "format version 0"),
     ],
     ids=["nan", "inf", "negative", "weight-shape", "activation-shape", "not-tensor", "version-2", "version-0"],

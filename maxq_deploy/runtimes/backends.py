@@ -90,6 +90,10 @@ def backend_pairs(
     for model in models:
         path = Path(model)
         usable = [spec for spec in specs if spec.can_run(path)]
+        if not usable and len(specs) == 1:
+            from maxq_deploy.runtimes.select import resolve_backend
+
+            resolve_backend(path, specs[0].name)  # the one-backend message: what the file is and what runs it
         if not usable:
             raise InputFileError(
                 f"none of the backends {', '.join(s.label for s in specs)} runs {path.name}; "

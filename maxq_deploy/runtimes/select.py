@@ -96,11 +96,12 @@ def open_runner(
     default); the other backends refuse it.
     """
     p = check_input_file(path, "model")
-    if backend is not None and ":" in backend:
-        from maxq_deploy.runtimes.backends import parse_backend
-
-        spec = parse_backend(backend)
-        backend, precision = spec.name, precision or spec.precision
+    if backend is not None and ":" in backend:  # a spec with its option: openvino:f32
+        name, _, option = backend.partition(":")
+        backend = normalize_backend(name)
+        if backend != "openvino":
+            raise OptionError(f"backend {name.strip()!r} takes no option after ':' (only openvino does: openvino:f32)")
+        precision = precision or option.strip() or None
     chosen = resolve_backend(p, backend)
     if chosen != "openvino":
         if precision is not None:
