@@ -36,6 +36,15 @@ from maxq_deploy.errors import InputFileError, OutputPathError
 TEMP_PREFIX = ".maxq-deploy-"
 _TEMP_RE = re.compile(r"^\.maxq-deploy-(\d+)-.*\.tmp(\.d)?$")
 _counter = itertools.count()
+#: File name endings that name each format this tool writes (compared case-insensitively).
+TORCH_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".ckpt")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+JSON_SUFFIXES = (".json",)
+CSV_SUFFIXES = (".csv",)
+PNG_SUFFIXES = (".png",)
+_FORMAT_NAMES = {".pt": "a PyTorch checkpoint", ".onnx": "an ONNX model", ".engine": "a TensorRT engine",
+                 ".json": "JSON", ".csv": "CSV", ".png": "a PNG image"}
 #: Temp paths of this process that still exist (removed on error, signal or success).
 _LIVE_TEMPS: set[Path] = set()
 
@@ -70,22 +79,27 @@ def _same(a: tuple[str, tuple[int, int] | None], b: tuple[str, tuple[int, int] |
 def guard_outputs(
     outputs: Iterable[Output | str | os.PathLike[str] | None],
     inputs: Iterable[str | os.PathLike[str] | None] = (),
+    *,
+    check_writable: bool = True,
 ) -> list[Path]:
     """Refuse, before any work, every output this run must not write; return them as Paths.
 
     ``None`` entries (an option not given) are skipped in both lists. An input that is a folder
-    (a data set) also protects the files under it.
+    (a data set) also protects the files under it. ``check_writable=False`` checks only names and
+    identities (a command printed to run elsewhere, e.g. the trtexec line).
     """
     specs = [o if isinstance(o, Output) else Output(Path(o)) for o in outputs if o is not None]
-    ins = [Path(i) for i in inputs if i is not None]
+    ins = [Path(i) for i in inputs if isinstance(i, (str, os.PathLike))]  # an opened data set is no path
     in_ids = [(i, _identity(i)) for i in ins]
     checked: list[tuple[Output, tuple[str, tuple[int, int] | None]]] = []
     for spec in specs:
         out = Path(spec.path)
         if spec.folder:
-            check_output_folder(out)
+            if check_writable:
+                check_output_folder(out)
         else:
-            check_output_path(out)
+            if check_writable:
+                check_output_path(out)
             check_suffix(out, spec.suffixes, spec.what)
         ident = _identity(out)
         for src, src_id in in_ids:
@@ -102,7 +116,7 @@ def guard_outputs(
                     f"{spec.what} {out} and {other.what} {other.path} are the same file: give them different paths"
                 )
         checked.append((spec, ident))
-    for spec, _ in checked:
+    for spec, _ in checked if check_writable else ():
         remove_stale_temps(spec.path if spec.folder else (spec.path.parent if str(spec.path.parent) else Path(".")))
     return [spec.path for spec, _ in checked]
 
@@ -115,8 +129,9 @@ def check_suffix(path: Path, suffixes: Sequence[str], what: str = "output") -> N
     """Refuse a file name whose extension names another format than the one written."""
     if suffixes and not path.name.lower().endswith(tuple(suffixes)):
         found = "".join(path.suffixes[-1:]) or "no extension"
+        fmt = _FORMAT_NAMES.get(suffixes[0], suffixes[0].lstrip(".").upper())
         raise OutputPathError(
-            f"{what} {path} would hold {suffixes[0].lstrip('.').upper()} but its name ends in {found}: "
+            f"{what} {path} would hold {fmt} but its name ends in {found}: "
             f"name it *{' or *'.join(suffixes)}"
         )
 
@@ -330,3 +345,17 @@ def provenance(source: str | os.PathLike[str] | None, source_sha256: str | None 
         info["source_path"] = str(source)
         info["source_sha256"] = source_sha256 if source_sha256 else sha256_file(source)
     return info
+
+
+def guard_bench_outputs(
+    json_path: str | os.PathLike[str] | None, plot_path: str | os.PathLike[str] | None,
+    models: Iterable[str | os.PathLike[str]],
+) -> dict[str, Path]:
+    """``bench --json X.json`` (+ ``X.csv`` beside it) and ``--plot X.png``, guarded against the models."""
+    specs: dict[str, Output] = {}
+    if json_path is not None:
+        specs["json"] = Output(Path(json_path), JSON_SUFFIXES, "--json output")
+        specs["csv"] = Output(Path(json_path).with_suffix(".csv"), CSV_SUFFIXES, "CSV beside --json")
+    if plot_path is not None:
+        specs["plot"] = Output(Path(plot_path), PNG_SUFFIXES, "--plot output")
+    return dict(zip(specs, guard_outputs(specs.values(), list(models))))

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path
+from maxq_deploy.artifacts import atomic_output, check_input_file, guard_bench_outputs
 from maxq_deploy.errors import InputFileError, OptionError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.runtimes.base import Runner
@@ -705,12 +705,7 @@ def benchmark(
         warmup=warmup, iters=iters, seconds=seconds,
         block=block, threads=threads, input_size=input_size, sparse=sparse,
     )
-    outputs: dict[str, Path] = {}
-    if json_path is not None:
-        outputs["json"] = check_output_path(json_path)
-        outputs["csv"] = check_output_path(Path(json_path).with_suffix(".csv"))
-    if plot_path is not None:
-        outputs["plot"] = check_output_path(plot_path)
+    outputs = guard_bench_outputs(json_path, plot_path, models)
     opened = open_models(models, backend, device, threads, input_size, sparse, settings.batch_sizes)
     try:
         measurements = measure(opened, settings, progress)

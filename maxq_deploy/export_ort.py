@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, sha256_file
-from maxq_deploy.errors import BackendUnavailableError, DataError, OptionError, OutputPathError, ParityError
+from maxq_deploy.artifacts import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
+from maxq_deploy.errors import BackendUnavailableError, DataError, OptionError, ParityError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.export_onnx import ExportSummary
 from maxq_deploy.sparsity import HARDWARE_PATTERN
@@ -252,9 +251,8 @@ def export_ort_int8(
     """
     started = time.perf_counter()
     options = options or OrtQuantOptions()
-    out = check_output_path(output)
-    if out.suffix.lower() != ".onnx":
-        raise OutputPathError(f"output {out} must end in .onnx")
+    (out,) = guard_outputs([Output(Path(output), ONNX_SUFFIXES, "ONNX output")],
+                           [folded_path, calib_data if isinstance(calib_data, (str, os.PathLike)) else None])
     source = check_input_file(folded_path, "folded checkpoint")
     try:
         import onnxruntime  # noqa: F401
@@ -268,7 +266,7 @@ def export_ort_int8(
     track = progress or SILENT
     batches, calib_source = calibration_batches(calib_data, calib_batches, batch_size, input_size, preprocess, progress)
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="maxq-ort-int8-") as tmp_dir, atomic_output(out) as tmp_out:
+    with temp_folder(out) as tmp_dir, atomic_output(out) as tmp_out:  # model-sized scratch beside the output
         fp32_path, int8_path = Path(tmp_dir) / "fp32.onnx", Path(tmp_dir) / "int8.onnx"
         steps = ["fp32 export", "quantize", "check"]
         for step in track.track(steps, total=len(steps), description="export onnxruntime int8"):

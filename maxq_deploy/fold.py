@@ -16,7 +16,7 @@ from torch import nn
 
 from maxq_deploy.archs import MaxQConvBN, build_model, state_dict_shapes
 from maxq_deploy.archs.layers import BN_EPS
-from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
+from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, check_output_path, guard_outputs, provenance
 from maxq_deploy.checkpoint import FOLDED_FORMAT, MaxQCheckpoint, torch_load_safe
 from maxq_deploy.errors import CheckpointFormatError, InputFileError, UnfinishedSparsityError
 from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern, project_to_pattern
@@ -249,7 +249,7 @@ def fold_checkpoint(
     """Load, fold and write: what ``maxq-deploy fold`` does."""
     from maxq_deploy.checkpoint import load_checkpoint
 
-    check_output_path(output)  # fail before the work, not after
+    guard_outputs([Output(Path(output), TORCH_SUFFIXES, "folded checkpoint")], [ckpt_path])  # before the work
     result = fold_masks_and_bn(load_checkpoint(ckpt_path, arch=arch, nm=nm), project=project)
     save_folded(result, output)
     return result

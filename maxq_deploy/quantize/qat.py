@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
+from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
 from maxq_deploy.data import Preprocess
 from maxq_deploy.errors import DataError, PatternViolationError, QuantizationError
 from maxq_deploy.progress import SILENT, Progress
@@ -185,7 +185,8 @@ def quantize_qat(
     started = time.perf_counter()
     options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
     _check_training_options(epochs, lr, optimizer, momentum, weight_decay, train_batches)
-    out = check_output_path(output)
+    (out,) = guard_outputs([Output(Path(output), TORCH_SUFFIXES, "quantized checkpoint")],
+                           [folded_path, train_data, val_data, calib_data])
     folded, _ = read_folded_input(folded_path)
     engine.require_pytorch_quantization()
     train_set = open_data(train_data, preprocess, "train", require_labels=True)

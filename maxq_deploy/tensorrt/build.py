@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, provenance
+from maxq_deploy.artifacts import ENGINE_SUFFIXES, JSON_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, provenance
 from maxq_deploy.errors import InputFileError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.tensorrt import _trt
@@ -131,9 +131,10 @@ def build_engine(
     own batch. Raises project errors only: missing TensorRT/GPU, bad ONNX, parser or build failure.
     """
     src = check_input_file(onnx_path, "ONNX model")
-    out = check_output_path(output)
-    report_path = check_output_path(report_path_for(out))
-    cache_path = check_output_path(timing_cache) if timing_cache is not None else None
+    out, report_path, *cache = guard_outputs(
+        [Output(Path(output), ENGINE_SUFFIXES, "engine"), Output(report_path_for(output), JSON_SUFFIXES, "layer report"),
+         Output(Path(timing_cache), (), "timing cache") if timing_cache is not None else None], [src])
+    cache_path = cache[0] if cache else None
     if not workspace_gib or workspace_gib <= 0:
         raise EngineBuildError(f"workspace must be more than 0 GiB, got {workspace_gib!r}")
     graph = read_onnx_graph(src)
