@@ -286,6 +286,9 @@ def load_checkpoint(
             )
         arch_name, arch_source = found, "keys"
     _check_shapes(state, arch_name, num_classes, p)
+    from maxq_deploy.artifact_checks import check_finite_tensors
+
+    check_finite_tensors(state, p, "checkpoint")  # a NaN mask or weight is damage, not unfinished sparsity
 
     meta_model = build_model(arch_name, num_classes, "maxq", device="meta")
     names = [name for name, mod in meta_model.named_modules() if isinstance(mod, MaxQConvBN)]

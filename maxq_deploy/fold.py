@@ -274,6 +274,11 @@ class FoldedCheckpoint:
 
 
 def folded_from_dict(obj: dict, path: Path) -> FoldedCheckpoint:
+    """Validate a loaded folded checkpoint (version, metadata, keys, shapes, finite weights)."""
+    from maxq_deploy.artifact_checks import check_finite_tensors, check_format_version, check_metadata
+
+    check_format_version(obj, path, FORMAT_VERSION, "folded checkpoint")
+    check_metadata(obj, path, "folded checkpoint")
     try:
         layers = [FoldedLayer(**layer) for layer in obj["layers"]]
         result = FoldedCheckpoint(
@@ -287,6 +292,7 @@ def folded_from_dict(obj: dict, path: Path) -> FoldedCheckpoint:
     got = {k: tuple(v.shape) for k, v in result.state_dict.items()}
     if got != expected:
         raise InputFileError(f"{path}: folded weights do not match {result.arch} with {result.num_classes} classes")
+    check_finite_tensors(result.state_dict, path, "folded checkpoint")
     return result
 
 

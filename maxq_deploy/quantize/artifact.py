@@ -99,7 +99,11 @@ class QuantizedCheckpoint:
 
 
 def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
-    """Validate a loaded quantized checkpoint: keys, shapes and one range per weight."""
+    """Validate a loaded quantized checkpoint: version, metadata, keys, shapes, finite weights, every range."""
+    from maxq_deploy.artifact_checks import check_finite_tensors, check_format_version, check_metadata, check_quantizer_ranges
+
+    check_format_version(obj, path, FORMAT_VERSION, "quantized checkpoint")
+    check_metadata(obj, path, "quantized checkpoint")
     try:
         layers = [FoldedLayer(**layer) for layer in obj["layers"]]
         ckpt = QuantizedCheckpoint(
@@ -109,11 +113,6 @@ def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputFileError(f"{path}: damaged quantized checkpoint ({exc})") from None
-    if int(obj.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputFileError(
-            f"{path}: quantized checkpoint format version {obj.get('format_version')} is newer than this maxq-deploy "
-            f"reads ({FORMAT_VERSION}); upgrade maxq-deploy"
-        )
     expected = state_dict_shapes(ckpt.arch, ckpt.num_classes, "folded")
     got = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
     if got != expected:
@@ -122,6 +121,8 @@ def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
     missing = [weight_quantizer_name(layer.name) for layer in layers if weight_quantizer_name(layer.name) not in ckpt.quantizers]
     if bad or missing:
         raise InputFileError(f"{path}: damaged quantized checkpoint (no range for {(bad + missing)[0]})")
+    check_finite_tensors(ckpt.state_dict, path, "quantized checkpoint")
+    check_quantizer_ranges(ckpt.quantizers, ckpt.state_dict, path)
     return ckpt
 
 

@@ -285,6 +285,11 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
             _apply_masks(masks)  # weight decay / Adam cannot move a masked weight off zero
             schedule.step()
             steps += 1
+            if not math.isfinite(float(loss.detach())):
+                raise QuantizationError(
+                    f"QAT loss became non-finite ({float(loss.detach())}) at epoch {epoch}, step {steps}: the training "
+                    f"data holds extreme values or --lr {lr:g} is too high; nothing was written"
+                )
             loss_sum += float(loss.detach()) * labels.numel()
             correct += int((logits.detach().argmax(1) == labels).sum())
             seen += int(labels.numel())
@@ -299,6 +304,9 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     model.eval()
     state = best_state if best_state is not None else _weights_of(model)
 
+    broken = next((name for name, value in state.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+    if broken is not None:
+        raise QuantizationError(f"QAT weights became non-finite ({broken}): lower --lr or check the training data; nothing was written")
     fixed_zeros = sum(int((mask == 0).sum()) for _, mask in masks.values())
     revived = sum(int(((state[f"{name}.weight"] != 0) & (mask.cpu() == 0)).sum()) for name, (_, mask) in masks.items())
     if revived:
