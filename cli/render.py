@@ -70,7 +70,9 @@ def handle_errors(fn: F) -> F:
             remove_live_temps()
             if os.environ.get("MAXQ_DEPLOY_DEBUG"):
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            from maxq_deploy.errors import short_reason
+
+            first = short_reason(exc, 300)
             print_error(f"internal error {type(exc).__name__}: {first} (a bug in maxq-deploy: please report it; "
                         "MAXQ_DEPLOY_DEBUG=1 shows the traceback)")
             raise typer.Exit(70) from None

@@ -72,8 +72,9 @@ def _pickle_references_code(path: Path) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    from maxq_deploy.errors import short_reason
+
+    return short_reason(exc)
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from maxq_deploy.errors import DataError
+from maxq_deploy.errors import DataError, short_reason
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -256,7 +256,7 @@ class ImageDataset(Dataset):
             return NonFinite(path, exc.index), self.label(index)
         except Exception as exc:  # any decoder failure means "unreadable file", whatever Pillow raises
             text = str(exc).replace(repr(str(path)), "").replace(str(path), "")  # the path is named anyway
-            reason = " ".join(text.split()).strip(" :")[:200] or type(exc).__name__
+            reason = short_reason(" ".join(text.split()).strip(" :")) or type(exc).__name__
             return Unreadable(path, reason), self.label(index)
         return self.preprocess(image), self.label(index)
 
@@ -410,7 +410,7 @@ def _open_arrays(path: Path, labels: str | os.PathLike[str] | None) -> tuple[np.
     try:
         loaded = np.load(path, mmap_mode="r" if path.suffix.lower() == ".npy" else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable {path.suffix} array file ({' '.join(str(exc).split())[:200]})") from None
+        raise DataError(f"{path} is not a readable {path.suffix} array file ({short_reason(' '.join(str(exc).split()))})") from None
     found_labels = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:

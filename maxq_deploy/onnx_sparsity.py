@@ -307,7 +307,9 @@ def load_onnx_model(path: str | os.PathLike[str], what: str = "ONNX model"):
     except DecodeError:
         raise InputFileError(f"{p} is not an ONNX model (the protobuf does not parse)") from None
     except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        from maxq_deploy.errors import short_reason
+
+        first = short_reason(exc)
         raise InputFileError(f"{p} cannot be read as an ONNX model: {first} (external data missing?)") from None
     if model.ir_version == 0 or not model.graph.node:
         raise InputFileError(f"{p} is not an ONNX model (empty, or no graph nodes)")

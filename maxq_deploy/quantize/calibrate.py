@@ -109,13 +109,21 @@ def open_data(data, preprocess, what: str, labels=None, require_labels: bool = F
     return dataset
 
 
-def check_calibration_size(dataset, options: CalibrationOptions, seen: int | None = None) -> None:
-    """Refuse calibration on fewer images than a batch, or than :data:`MIN_CALIBRATION_IMAGES`."""
+def check_calibration_size(dataset, options: CalibrationOptions, seen: int | None = None, skipped: int = 0) -> None:
+    """Refuse calibration on fewer images than a batch, or than :data:`MIN_CALIBRATION_IMAGES`.
+
+    After the pass (``seen`` given) the message counts what was read: ``seen`` readable and
+    ``skipped`` unreadable of the data set's ``len(dataset)`` images.
+    """
     count = len(dataset) if seen is None else seen
     if count < options.min_images:
-        readable = "" if seen is None else " readable"
+        if seen is None:
+            found = f"has {count} image(s)"
+        else:
+            found = (f"gave {seen} readable image(s) in the {seen + skipped} read"
+                     + (f" ({skipped} unreadable)" if skipped else "") + f" of its {len(dataset)}")
         raise DataError(
-            f"calibration data {dataset.root} has {count}{readable} image(s); at least {options.min_images} are needed "
+            f"calibration data {dataset.root} {found}; at least {options.min_images} are needed "
             f"(one batch of --batch-size {options.batch_size} and at least {MIN_CALIBRATION_IMAGES}): pass more images"
             + (" or a smaller --batch-size" if options.batch_size > MIN_CALIBRATION_IMAGES else "")
         )
@@ -163,7 +171,7 @@ def calibrate(model: nn.Module, dataset, options: CalibrationOptions, *, workers
                 model(x)
             seen += int(images.shape[0])
     collect_seconds = time.perf_counter() - started
-    check_calibration_size(dataset, options, seen=seen)
+    check_calibration_size(dataset, options, seen=seen, skipped=loader.report.skipped)
     started = time.perf_counter()
     engine.load_activation_amax(model, options.calibrator, options.percentile, progress=progress)
     model.to(device)  # ranges computed on the host join the model's device
@@ -219,11 +227,17 @@ def _describe(amax: torch.Tensor) -> str:
 
 
 def resolve_device(device: str | None) -> torch.device:
+    from maxq_deploy.errors import BackendUnavailableError, OptionError
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        from maxq_deploy.errors import BackendUnavailableError
-
+    try:
+        resolved = torch.device(str(device).strip())
+    except (RuntimeError, ValueError):
+        raise OptionError(f"unknown --device {device!r}; use cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise OptionError(f"unsupported --device {device!r}; use cpu, cuda or cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailableError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return torch.device(device)
+    return resolved
 

@@ -23,7 +23,9 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
+    from maxq_deploy.errors import short_reason
+
+    return short_reason(" ".join(str(exc).split()), 300)
 
 
 class OnnxRuntimeRunner:

@@ -30,7 +30,9 @@ def import_tensorrt() -> Any:
             raise BackendUnavailableError(f"TensorRT is installed but broken (missing module {exc.name}): {INSTALL_HINT}") from None
         raise BackendUnavailableError(MISSING_MESSAGE) from None
     except ImportError as exc:  # present, but its shared libraries (libnvinfer, CUDA) do not load
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        from maxq_deploy.errors import short_reason
+
+        detail = short_reason(exc)
         raise BackendUnavailableError(f"TensorRT is installed but cannot be loaded ({detail}): {INSTALL_HINT}") from None
     version = str(getattr(trt, "__version__", "0"))
     if parse_version(version)[0] not in SUPPORTED_MAJORS:
@@ -140,7 +142,9 @@ def make_builder(trt: Any, logger: Any) -> Any:
     try:
         builder = trt.Builder(logger)
     except Exception as exc:  # noqa: BLE001 - TensorRT raises plain TypeError/RuntimeError here
-        builder, detail = None, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        from maxq_deploy.errors import short_reason
+
+        builder, detail = None, short_reason(exc)
     else:
         detail = ""
     if builder is None:

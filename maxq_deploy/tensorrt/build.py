@@ -78,7 +78,9 @@ def _stages(progress: Progress) -> Iterator[str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    from maxq_deploy.errors import short_reason
+
+    return short_reason(exc, 300)
 
 
 def parse_onnx_into_network(trt: Any, builder: Any, logger: Any, onnx_path: Path, network_flags: tuple[str, ...]) -> tuple[Any, Any]:
