@@ -141,8 +141,9 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        what = "is a file, not a folder" if parent.exists() else "does not exist (create it first)"
-        raise OutputPathError(f"output folder {what}: {parent}")
+        if parent.exists():
+            raise OutputPathError(f"output folder is a file, not a folder: {parent}")
+        raise OutputPathError(f"output folder does not exist: {parent} (create it first)")
     if out.is_dir():
         raise OutputPathError(f"output path is a folder, expected a file: {out}")
     if os.path.lexists(out):

@@ -437,8 +437,12 @@ def open_dataset(
     labels: str | os.PathLike[str] | None = None,
     preprocess: Preprocess = Preprocess(),
     require_labels: bool = False,
+    labels_option: bool = True,
 ) -> ImageDataset:
-    """Open an ImageFolder tree, a flat image folder or a .npy/.npz array as an :class:`ImageDataset`."""
+    """Open an ImageFolder tree, a flat image folder or a .npy/.npz array as an :class:`ImageDataset`.
+
+    ``labels_option``: whether the command has a ``--labels`` option the error hints may name.
+    """
     root = Path(path)
     if not root.exists():
         raise DataError(f"data not found: {root}")
@@ -454,8 +458,8 @@ def open_dataset(
         dataset = _open_folder(root, labels, preprocess)
     if require_labels and not dataset.has_labels:
         hint = {
-            "flat": "use class sub-folders (ImageFolder layout) or pass --labels (.npy or one integer per line)",
-            "arrays": "store 'labels' in the .npz or pass --labels labels.npy",
+            "flat": "use class sub-folders (ImageFolder layout)" + (" or pass --labels (.npy or one integer per line)" if labels_option else ""),
+            "arrays": "store 'labels' (or 'y') in the .npz" + (" or pass --labels labels.npy" if labels_option else ""),
         }[dataset.kind]
         raise DataError(f"{root} has no labels ({dataset.kind} data) and labels are needed here: {hint}")
     return dataset

@@ -108,6 +108,11 @@ class ExportOptions:
             raise OptionError("use either --batch N (a fixed batch size) or --dynamic-batch, not both")
         if not isinstance(self.input_size, int) or self.input_size < _MIN_INPUT_SIZE:
             raise OptionError(f"--input-size {self.input_size} is too small; use at least {_MIN_INPUT_SIZE} (224 for ImageNet)")
+        from maxq_deploy.data import MAX_IMAGE_SIDE, check_batch_memory
+
+        if self.input_size > MAX_IMAGE_SIDE:
+            raise OptionError(f"--input-size {self.input_size} is too large; at most {MAX_IMAGE_SIDE} pixels")
+        check_batch_memory(max(self.batch or 1, self.parity_batch), (3, self.input_size, self.input_size), "the export and parity batch")
         if self.target not in TARGETS:
             raise OptionError(f"--target {self.target!r} is not supported; choose one of {', '.join(TARGETS)}")
         if not isinstance(self.parity_batch, int) or self.parity_batch < 1:

@@ -98,7 +98,8 @@ def open_data(data, preprocess, what: str, labels=None, require_labels: bool = F
     if isinstance(data, ImageDataset):
         dataset = data
     else:
-        dataset = open_dataset(data, labels, preprocess if preprocess is not None else Preprocess(), require_labels=require_labels)
+        dataset = open_dataset(data, labels, preprocess if preprocess is not None else Preprocess(), require_labels=require_labels,
+                               labels_option=False)  # quantize has no --labels: hints name the data layouts only
     if require_labels and not dataset.has_labels:
         raise DataError(f"{what} data {dataset.root} has no labels ({dataset.kind}); {what} needs labelled images")
     if len(dataset) == 0:
