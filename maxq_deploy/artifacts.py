@@ -139,6 +139,8 @@ def check_suffix(path: Path, suffixes: Sequence[str], what: str = "output") -> N
 def check_output_path(path: str | os.PathLike[str]) -> Path:
     """Fail early, before any work, when ``path`` cannot (or must not) be replaced by a new file."""
     out = Path(path)
+    if str(path).endswith(("/", os.sep)) or str(path) in ("", "."):
+        raise OutputPathError(f"output {str(path)!r} names a folder, expected a file name")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         if parent.exists():
@@ -194,7 +196,10 @@ def check_input_file(path: str | os.PathLike[str], what: str = "file") -> Path:
 def temp_path_for(out: Path, folder: bool = False) -> Path:
     """``.maxq-deploy-<pid>-<n>-<name>.tmp`` beside ``out`` (``.tmp.d`` for a folder)."""
     parent = out.parent if str(out.parent) else Path(".")
-    return parent / f"{TEMP_PREFIX}{os.getpid()}-{next(_counter)}-{out.name}.tmp{'.d' if folder else ''}"
+    name = out.name
+    if len(name.encode()) > 160:  # keep the temp name within the 255-byte limit of most file systems
+        name = hashlib.sha256(name.encode()).hexdigest()[:16] + "".join(out.suffixes[-1:])[:16]
+    return parent / f"{TEMP_PREFIX}{os.getpid()}-{next(_counter)}-{name}.tmp{'.d' if folder else ''}"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -342,7 +342,7 @@ def _read_labels(path: Path, count: int, what: str) -> np.ndarray:
             raise DataError(f"{path} is not a readable .npy labels array ({exc})") from None
     else:
         try:
-            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
             raw = np.asarray([int(line) for line in lines], dtype=np.int64)
         except (UnicodeDecodeError, ValueError) as exc:
             raise DataError(f"{path}: a labels text file needs one integer per line ({exc})") from None
@@ -407,10 +407,21 @@ def check_finite(array: np.ndarray, source: str) -> None:
 
 
 def _open_arrays(path: Path, labels: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    import zipfile
+    import zlib
+
+    unreadable = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)  # a damaged or truncated file
     try:
         loaded = np.load(path, mmap_mode="r" if path.suffix.lower() == ".npy" else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except unreadable as exc:
         raise DataError(f"{path} is not a readable {path.suffix} array file ({short_reason(' '.join(str(exc).split()))})") from None
+    try:
+        return _arrays_from(loaded, path, labels)
+    except unreadable as exc:
+        raise DataError(f"{path} is damaged or truncated ({type(exc).__name__}: {short_reason(exc)})") from None
+
+
+def _arrays_from(loaded, path: Path, labels: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray | None]:
     found_labels = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:

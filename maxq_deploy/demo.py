@@ -129,8 +129,10 @@ def run_demo(
         raise OptionError(f"--input-size must be between 8 and {MAX_DEMO_INPUT_SIZE} pixels, got {input_size}")
     written = ["random_calibration.npy", "folded.pt", "int8.pt", "model_fp32.onnx", "model_int8_qdq.onnx",
                "model_int8_ort.onnx", "bench.json", "bench.csv", "bench.png"]
-    guard_outputs([Output(work, what="--workdir", folder=True), *(Output(work / name, (), "demo output") for name in written)],
-                  [checkpoint, calib, eval_data, eval_labels])
+    inputs = [checkpoint, calib, eval_data, eval_labels]
+    guard_outputs([Output(work, what="--workdir", folder=True)], inputs)
+    guard_outputs([Output(work / name, (), "demo output") for name in written], inputs, check_writable=False)  # made later
+    given = load_checkpoint(checkpoint) if checkpoint is not None else None  # a wrong file fails before anything is made
     work.mkdir(parents=True, exist_ok=True)
     labels = eval_labels
     if checkpoint is None:
@@ -155,7 +157,7 @@ def run_demo(
         calib_note = " (random inputs: no calibration data given)"
 
     def inspect():
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = given if given is not None else load_checkpoint(ckpt_path)
         s = ckpt.summary()
         return True, f"{s['arch']}, {s['num_classes']} classes, N:M {s['nm']}, {s['sparse_layers']} sparse layers", ckpt
 

@@ -137,7 +137,7 @@ def build_engine(
         [Output(Path(output), ENGINE_SUFFIXES, "engine"), Output(report_path_for(output), JSON_SUFFIXES, "layer report"),
          Output(Path(timing_cache), (), "timing cache") if timing_cache is not None else None], [src])
     cache_path = cache[0] if cache else None
-    if not workspace_gib or workspace_gib <= 0:
+    if not workspace_gib or not workspace_gib > 0 or workspace_gib == float("inf"):  # NaN and inf too
         raise EngineBuildError(f"workspace must be more than 0 GiB, got {workspace_gib!r}")
     graph = read_onnx_graph(src)
     shapes = profile_for_onnx(graph, profile, min_batch, opt_batch, max_batch)

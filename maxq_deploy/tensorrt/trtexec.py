@@ -85,7 +85,7 @@ def trtexec_for_onnx(
     from maxq_deploy.tensorrt.onnx_graph import read_onnx_graph
     from maxq_deploy.tensorrt.profiles import profile_for_onnx
 
-    if not workspace_gib or workspace_gib <= 0:
+    if not workspace_gib or not workspace_gib > 0 or workspace_gib == float("inf"):  # NaN and inf too
         raise EngineBuildError(f"workspace must be more than 0 GiB, got {workspace_gib!r}")
     notes: list[str] = []
     if trt_version is None:
