@@ -46,6 +46,11 @@ class CalibrationOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise QuantizationError(f"{option} must be a positive integer, got {value!r}")
+        if self.batches * self.batch_size < self.min_images:
+            raise QuantizationError(
+                f"--calib-batches {self.batches} x --batch-size {self.batch_size} = {self.batches * self.batch_size} images, "
+                f"fewer than the {self.min_images} calibration needs: raise --calib-batches"
+            )
         samples = self.histogram_samples
         if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1024):
             raise QuantizationError(f"histogram_samples must be None (every value) or an integer >= 1024, got {samples!r}")
