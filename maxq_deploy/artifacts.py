@@ -253,13 +253,13 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     out = check_output_path(path)
     remove_stale_temps(out.parent if str(out.parent) else ".")
     tmp = temp_path_for(out)
+    _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies: usual permissions
-    except OSError as exc:
-        raise OutputPathError(f"cannot create a file in {tmp.parent} ({exc.strerror})") from None
-    os.close(fd)
-    _LIVE_TEMPS.add(tmp)
-    try:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies: usual permissions
+        except OSError as exc:
+            raise OutputPathError(f"cannot create a file in {tmp.parent} ({exc.strerror})") from None
+        os.close(fd)
         yield tmp
         check_output_path(out)  # it may have become a folder or read-only while we worked
         try:
@@ -278,12 +278,12 @@ def temp_folder(near: str | os.PathLike[str]) -> Iterator[Path]:
     out = Path(near)
     remove_stale_temps(out.parent if str(out.parent) else ".")
     tmp = temp_path_for(out, folder=True)
+    _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
     try:
-        tmp.mkdir()
-    except OSError as exc:
-        raise OutputPathError(f"cannot create a scratch folder in {tmp.parent} ({exc.strerror})") from None
-    _LIVE_TEMPS.add(tmp)
-    try:
+        try:
+            tmp.mkdir()
+        except OSError as exc:
+            raise OutputPathError(f"cannot create a scratch folder in {tmp.parent} ({exc.strerror})") from None
         yield tmp
     finally:
         _discard(tmp)
