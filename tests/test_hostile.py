@@ -281,6 +281,7 @@ CASES: list[Case] = [
     Case("fold-output-name-near-the-limit", ["fold", "{S}/mb.pth", "-o", "x" * 240 + ".pth"], 0, None, creates=("x" * 240 + ".pth",)),
     Case("eval-labels-with-bom-and-crlf", ["eval", "{S}/folded.pt", "--data", "{S}/nolabels.npz", "--labels", "l.txt"], 0, None,
          lambda s, c: (c / "l.txt").write_text("\r\n".join(["1"] * 16) + "\r\n", encoding="utf-8-sig"), stdout=r"16 images"),
+    Case("verify-an-npz", ["verify", "{S}/calib.npz"], 2, r"is a NumPy \.npz archive \(data\), not a PyTorch"),
     # successes: outputs appear, nothing else
     Case("fold-replaces-writable-output", ["fold", "{S}/mb.pth", "-o", "out.pth"], 0, None, _file("out.pth", b"old"),
          replaced=("out.pth",)),
