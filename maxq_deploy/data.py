@@ -134,6 +134,14 @@ class NonFinite:
 
     path: str
     index: tuple[int, ...]
+    array: bool = False  # a sample of a .npy array (index: sample, channel, row, column) or an image file
+
+    def message(self) -> str:
+        if self.array:
+            return (f"{self.path} holds non-finite values (NaN or Inf) at index {list(self.index)} (the first found): NaN/Inf input "
+                    "cannot be calibrated, trained on or scored; fix or drop those samples")
+        return (f"{self.path} decodes to non-finite values (NaN or Inf), first at pixel {list(self.index)} (row, column): "
+                "fix or remove that image")
 
 
 class NonFiniteImageError(ValueError):
@@ -248,7 +256,11 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | Unreadable | NonFinite, int]:
         if self.images is not None:
-            return torch.from_numpy(np.array(self.images[index], dtype=np.float32)), self.label(index)
+            sample = np.array(self.images[index], dtype=np.float32)
+            bad = ~np.isfinite(sample)
+            if bad.any():  # memory-mapped .npy files are checked here, sample by sample, as they are read
+                return NonFinite(str(self.root), (int(index), *(int(i) for i in np.argwhere(bad)[0])), array=True), self.label(index)
+            return torch.from_numpy(sample), self.label(index)
         path = self.files[index]
         try:
             image = load_rgb(path)
@@ -378,7 +390,8 @@ def _check_images_array(images: np.ndarray, source: str) -> np.ndarray:
         )
     if len(images) == 0:
         raise DataError(f"{source} holds no images (shape {images.shape})")
-    check_finite(images, source)
+    if not isinstance(images, np.memmap):  # in memory already: check it all now (a memory map: per sample as read)
+        check_finite(images, source)
     return images
 
 
@@ -649,10 +662,7 @@ class Batches(DataLoader):
         for images, labels, bad in super().__iter__():
             for sample in bad:
                 if isinstance(sample, NonFinite):
-                    raise DataError(
-                        f"{sample.path} decodes to non-finite values (NaN or Inf), first at pixel {list(sample.index)} "
-                        "(row, column): fix or remove that image"
-                    )
+                    raise DataError(sample.message())
             report.add(len(labels), bad)
             if len(labels):
                 yield images, labels

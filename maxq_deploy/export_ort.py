@@ -184,6 +184,9 @@ def _check_batch(batch: np.ndarray, input_size: int, source: str) -> np.ndarray:
         raise DataError(f"calibration data from {source} must be N x 3 x {input_size} x {input_size}, got {tuple(batch.shape)}")
     if batch.dtype.kind != "f":
         raise DataError(f"calibration data from {source} must be preprocessed floats, got {batch.dtype}")
+    from maxq_deploy.data import check_finite
+
+    check_finite(batch, f"calibration data from {source}")
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 

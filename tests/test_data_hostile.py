@@ -83,9 +83,12 @@ def test_walk_never_loops_never_counts_twice_and_names_the_unreadable(tmp_path, 
 def test_non_finite_arrays_and_images_are_refused_naming_the_first_bad_index(tmp_path):
     x = np.zeros((5, 3, 8, 8), np.float32)
     x[2, 1, 3, 4] = np.inf
-    np.save(tmp_path / "x.npy", x)
-    with pytest.raises(DataError, match=r"x\.npy holds non-finite values \(inf\), first at index \[2, 1, 3, 4\]"):
-        open_dataset(tmp_path / "x.npy")
+    np.savez(tmp_path / "x.npz", images=x)  # loaded whole: refused when opened
+    with pytest.raises(DataError, match=r"x\.npz holds non-finite values \(inf\), first at index \[2, 1, 3, 4\]"):
+        open_dataset(tmp_path / "x.npz")
+    np.save(tmp_path / "x.npy", x)  # memory-mapped: refused when the bad sample is read, before it is used
+    with pytest.raises(DataError, match=r"x\.npy holds non-finite values \(NaN or Inf\) at index \[2, 1, 3, 4\]"):
+        list(make_loader(open_dataset(tmp_path / "x.npy"), batch_size=2, workers=0))
     folder = tmp_path / "imgs" / "c"
     folder.mkdir(parents=True)
     f = np.ones((10, 10), np.float32)

@@ -189,6 +189,13 @@ def _fifo(name: str) -> Callable[[Path, Path], None]:
     return make
 
 
+def _nan_npy(c: Path) -> None:
+    x = np.zeros((8, 3, SIZE, SIZE), np.float32)
+    x[5, 2, 1, 0] = np.nan
+    np.save(c / "x.npy", x)
+    np.save(c / "y.npy", np.zeros(8, np.int64))
+
+
 OVERWRITE = r"refusing to overwrite an input"
 #: ONNX Runtime itself writes a 51-byte session id file ``$TMPDIR/.ses`` once per temp folder: not ours.
 ORT_SESSION_FILE = {".ses"}
@@ -281,6 +288,8 @@ CASES: list[Case] = [
     Case("fold-output-name-near-the-limit", ["fold", "{S}/mb.pth", "-o", "x" * 240 + ".pth"], 0, None, creates=("x" * 240 + ".pth",)),
     Case("eval-labels-with-bom-and-crlf", ["eval", "{S}/folded.pt", "--data", "{S}/nolabels.npz", "--labels", "l.txt"], 0, None,
          lambda s, c: (c / "l.txt").write_text("\r\n".join(["1"] * 16) + "\r\n", encoding="utf-8-sig"), stdout=r"16 images"),
+    Case("eval-nan-memory-mapped-npy", ["eval", "{S}/folded.pt", "--data", "x.npy", "--labels", "y.npy"], 2,
+         r"x\.npy holds non-finite values \(NaN or Inf\) at index \[5, 2, 1, 0\]", lambda s, c: _nan_npy(c)),
     Case("verify-an-npz", ["verify", "{S}/calib.npz"], 2, r"is a NumPy \.npz archive \(data\), not a PyTorch"),
     # successes: outputs appear, nothing else
     Case("fold-replaces-writable-output", ["fold", "{S}/mb.pth", "-o", "out.pth"], 0, None, _file("out.pth", b"old"),
