@@ -43,6 +43,8 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 JSON_SUFFIXES = (".json",)
 CSV_SUFFIXES = (".csv",)
 PNG_SUFFIXES = (".png",)
+#: Names a data folder is read by (maxq_deploy.data's image and array suffixes; no torch import here).
+_DATA_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".npy", ".npz")
 _FORMAT_NAMES = {".pt": "a PyTorch checkpoint", ".onnx": "an ONNX model", ".engine": "a TensorRT engine",
                  ".json": "JSON", ".csv": "CSV", ".png": "a PNG image"}
 #: Temp paths of this process that still exist (removed on error, signal or success).
@@ -85,7 +87,8 @@ def guard_outputs(
     """Refuse, before any work, every output this run must not write; return them as Paths.
 
     ``None`` entries (an option not given) are skipped in both lists. An input that is a folder
-    (a data set) also protects the files under it. ``check_writable=False`` checks only names and
+    (a data set) also refuses outputs inside it that the data set would read (images, arrays);
+    a checkpoint or JSON written there is fine. ``check_writable=False`` checks only names and
     identities (a command printed to run elsewhere, e.g. the trtexec line).
     """
     specs = [o if isinstance(o, Output) else Output(Path(o)) for o in outputs if o is not None]
@@ -103,9 +106,10 @@ def guard_outputs(
             check_suffix(out, spec.suffixes, spec.what)
         ident = _identity(out)
         for src, src_id in in_ids:
-            inside = src.is_dir() and not spec.folder and ident[1] is not None and _inside(ident[0], src_id[0])
+            inside = (src.is_dir() and not spec.folder and out.name.lower().endswith(_DATA_SUFFIXES)
+                      and _inside(ident[0], src_id[0]))
             if _same(ident, src_id) or inside:
-                how = "a file of the input folder" if inside else "the input"
+                how = "a data file inside the input folder" if inside else "the input"
                 link = "" if inside or str(out) == str(src) else " (the same file through a link)"
                 raise OutputPathError(
                     f"{spec.what} {out} is {how} {src}{link}: refusing to overwrite an input; choose another output path"

@@ -55,13 +55,19 @@ def test_guard_refuses_read_only_and_special_files(tmp_path):
         guard_outputs(["/dev/null"])
 
 
-def test_guard_protects_files_inside_an_input_folder(tmp_path):
+def test_guard_protects_the_data_inside_an_input_folder(tmp_path):
+    from maxq_deploy.artifacts import _DATA_SUFFIXES
+    from maxq_deploy.data import ARRAY_SUFFIXES, IMAGE_SUFFIXES
+
+    assert set(_DATA_SUFFIXES) == set(IMAGE_SUFFIXES + ARRAY_SUFFIXES)  # the two lists stay in step
     data = tmp_path / "data"
-    data.mkdir()
-    (data / "img.png").write_bytes(b"png")
-    with pytest.raises(OutputPathError, match="a file of the input folder"):
-        guard_outputs([data / "img.png"], [data])
-    assert guard_outputs([data / "new.json"], [data]) == [data / "new.json"]  # a new file beside the data is fine
+    (data / "cls").mkdir(parents=True)
+    (data / "cls" / "img.png").write_bytes(b"png")
+    for out in (data / "cls" / "img.png", data / "cls" / "plot.png"):  # replaced or added, both change the data set
+        with pytest.raises(OutputPathError, match="a data file inside the input folder"):
+            guard_outputs([out], [data])
+    (data / "q.pt").write_bytes(b"old")
+    assert guard_outputs([data / "q.pt", data / "r.json"], [data]) == [data / "q.pt", data / "r.json"]  # not data: fine
 
 
 def test_guard_checks_names_only_for_commands_run_elsewhere(tmp_path):
