@@ -111,9 +111,8 @@ def guard_outputs(
             if _same(ident, src_id) or inside:
                 how = "a data file inside the input folder" if inside else "the input"
                 link = "" if inside or str(out) == str(src) else " (the same file through a link)"
-                raise OutputPathError(
-                    f"{spec.what} {out} is {how} {src}{link}: refusing to overwrite an input; choose another output path"
-                )
+                refusal = "refusing to change an input data set" if inside else "refusing to overwrite an input"
+                raise OutputPathError(f"{spec.what} {out} is {how} {src}{link}: {refusal}; choose another output path")
         for other, other_id in checked:
             if _same(ident, other_id):
                 raise OutputPathError(

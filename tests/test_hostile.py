@@ -290,6 +290,8 @@ CASES: list[Case] = [
          lambda s, c: (c / "l.txt").write_text("\r\n".join(["1"] * 16) + "\r\n", encoding="utf-8-sig"), stdout=r"16 images"),
     Case("eval-nan-memory-mapped-npy", ["eval", "{S}/folded.pt", "--data", "x.npy", "--labels", "y.npy"], 2,
          r"x\.npy holds non-finite values \(NaN or Inf\) at index \[5, 2, 1, 0\]", lambda s, c: _nan_npy(c)),
+    Case("demo-workdir-inside-its-eval-data", ["demo", "--workdir", "{S}/imgs/a/w", "--checkpoint", "{S}/mb.pth", "--eval-data",
+                                               "{S}/imgs"], 2, r"\.npy is a data file inside the input folder .*imgs: refusing to change an input data set"),
     Case("verify-an-npz", ["verify", "{S}/calib.npz"], 2, r"is a NumPy \.npz archive \(data\), not a PyTorch"),
     # successes: outputs appear, nothing else
     Case("fold-replaces-writable-output", ["fold", "{S}/mb.pth", "-o", "out.pth"], 0, None, _file("out.pth", b"old"),
