@@ -192,8 +192,26 @@ from maxq_deploy.cli import cmd_export_onnx, cmd_trt  # noqa: E402,F401
 from maxq_deploy.cli import cmd_eval, cmd_bench, cmd_demo  # noqa: E402,F401
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: SIGTERM/SIGHUP clean up like Ctrl-C; a usage error is one ``error:`` line, exit 2."""
+    import sys
+
+    from maxq_deploy.artifacts import install_signal_handlers
+    from maxq_deploy.cli.render import ClickException, print_error
+
+    install_signal_handlers()
+    try:
+        code = app(args=argv, prog_name="maxq-deploy", standalone_mode=False)
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group or command: its help was printed
+            sys.exit(exc.exit_code)
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "maxq-deploy"
+        print_error(f"{exc.format_message()} (see: {command} --help)")
+        code = exc.exit_code
+    except typer.Abort:
+        print_error("aborted")
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -22,25 +22,60 @@ def _width(stream) -> int | None:
 console = Console(width=_width(sys.stdout))
 err_console = Console(stderr=True, width=_width(sys.stderr))
 F = TypeVar("F", bound=Callable[..., Any])
+try:  # Typer >= 0.24 vendors Click as typer._click
+    from typer._click import ClickException
+except ImportError:  # pragma: no cover - older Typer on top of Click
+    from click import ClickException
+
+
+def print_error(text: str) -> None:
+    """The one ``error:`` line on stderr (whitespace folded, markup escaped)."""
+    # escape: a path such as "ckpt[best].pth" is text, not rich markup
+    message = escape(" ".join(str(text).split()))
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def handle_errors(fn: F) -> F:
-    """Turn project errors into one line on stderr and a non-zero exit; never a traceback."""
+    """Turn project errors, signals and out-of-memory into one line and a non-zero exit; never a traceback.
+
+    Ctrl-C, SIGTERM and SIGHUP exit with 128 + the signal number after the temp files are removed.
+    Any other exception is a bug: one line naming it (the traceback with MAXQ_DEPLOY_DEBUG=1).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import os
+        import signal
+
+        from maxq_deploy.artifacts import remove_live_temps
         from maxq_deploy.errors import MaxQDeployError
 
         try:
             return fn(*args, **kwargs)
         except MaxQDeployError as exc:
-            # escape: a path such as "ckpt[best].pth" is text, not rich markup
-            message = escape(" ".join(str(exc).split()))
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            remove_live_temps()
+            signum = int(getattr(exc, "signum", signal.SIGINT))
+            print_error(f"interrupted by {signal.Signals(signum).name}; unfinished outputs were removed")
+            raise typer.Exit(128 + signum) from None
+        except MemoryError:
+            remove_live_temps()
+            print_error("out of memory: use a smaller --batch-size / --input-size or a machine with more memory")
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last net: a bug still gets one line
+            remove_live_temps()
+            if os.environ.get("MAXQ_DEPLOY_DEBUG"):
+                raise
+            from maxq_deploy.errors import first_line
+
+            first = first_line(exc, 300)
+            print_error(f"internal error {type(exc).__name__}: {first} (a bug in maxq-deploy: please report it; "
+                        "MAXQ_DEPLOY_DEBUG=1 shows the traceback)")
+            raise typer.Exit(70) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -1,29 +1,182 @@
-"""Writing artifacts safely: atomic writes, hashes, provenance metadata."""
+"""Writing artifacts safely: one output guard, atomic writes, temp files, signals, hashes, provenance.
+
+The promises every command that writes keeps (the hostile-input tests check each one):
+
+- :func:`guard_outputs` runs before any work and refuses an output that resolves (real path or
+  same inode: symbolic and hard links included) to an input of the command or to another output
+  of the same run, an existing output that is read-only or not a regular file (``/dev/null``, a
+  FIFO), and a file name whose extension does not name the format written.
+- :func:`atomic_output` writes to ``.maxq-deploy-<pid>-<name>.tmp`` beside the output and renames
+  it into place only when the block succeeds; :func:`temp_folder` makes scratch folders the same
+  way (never in the system temp folder: model-sized data stays on the output's disk).
+- SIGTERM and SIGHUP behave like Ctrl-C (:func:`install_signal_handlers`): the temp files are
+  removed, one line is printed and the exit code is 128 + the signal number.
+- Temp files of a process that is gone (SIGKILL, power loss) are removed by the next run that
+  writes into the same folder (:func:`remove_stale_temps`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import hashlib
+import itertools
 import os
-import tempfile
-from collections.abc import Iterator
+import re
+import shutil
+import signal
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from maxq_deploy.errors import InputFileError, OutputPathError
 
+#: Every temp file or folder this tool makes starts with this, then the owning process id.
+TEMP_PREFIX = ".maxq-deploy-"
+_TEMP_RE = re.compile(r"^\.maxq-deploy-(\d+)-.*\.tmp(\.d)?$")
+_counter = itertools.count()
+#: File name endings that name each format this tool writes (compared case-insensitively).
+TORCH_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".ckpt")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+JSON_SUFFIXES = (".json",)
+CSV_SUFFIXES = (".csv",)
+PNG_SUFFIXES = (".png",)
+#: Names a data folder is read by (maxq_deploy.data's image and array suffixes; no torch import here).
+_DATA_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".npy", ".npz")
+_FORMAT_NAMES = {".pt": "a PyTorch checkpoint", ".onnx": "an ONNX model", ".engine": "a TensorRT engine",
+                 ".json": "JSON", ".csv": "CSV", ".png": "a PNG image"}
+#: Temp paths of this process that still exist (removed on error, signal or success).
+_LIVE_TEMPS: set[Path] = set()
+
+
+# ------------------------------------------------------------------------------ the output guard
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a command: where, which extensions name its format, and what it is."""
+
+    path: Path
+    suffixes: tuple[str, ...] = ()  # allowed endings, lower case (".json"); empty: any
+    what: str = "output"
+    folder: bool = False  # a work folder the command fills (demo --workdir)
+
+
+def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
+    """(real path, (device, inode) if the file exists): two paths naming one file share either."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(path)
+        return real, (st.st_dev, st.st_ino)
+    except OSError:
+        return real, None
+
+
+def _same(a: tuple[str, tuple[int, int] | None], b: tuple[str, tuple[int, int] | None]) -> bool:
+    return a[0] == b[0] or (a[1] is not None and a[1] == b[1])
+
+
+def guard_outputs(
+    outputs: Iterable[Output | str | os.PathLike[str] | None],
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    *,
+    check_writable: bool = True,
+) -> list[Path]:
+    """Refuse, before any work, every output this run must not write; return them as Paths.
+
+    ``None`` entries (an option not given) are skipped in both lists. An input that is a folder
+    (a data set) also refuses outputs inside it that the data set would read (images, arrays);
+    a checkpoint or JSON written there is fine. ``check_writable=False`` checks only names and
+    identities (a command printed to run elsewhere, e.g. the trtexec line).
+    """
+    specs = [o if isinstance(o, Output) else Output(Path(o)) for o in outputs if o is not None]
+    ins = [Path(i) for i in inputs if isinstance(i, (str, os.PathLike))]  # an opened data set is no path
+    in_ids = [(i, _identity(i)) for i in ins]
+    checked: list[tuple[Output, tuple[str, tuple[int, int] | None]]] = []
+    for spec in specs:
+        out = Path(spec.path)
+        if spec.folder:
+            if check_writable:
+                check_output_folder(out)
+        else:
+            if check_writable:
+                check_output_path(out)
+            check_suffix(out, spec.suffixes, spec.what)
+        ident = _identity(out)
+        for src, src_id in in_ids:
+            inside = (src.is_dir() and not spec.folder and out.name.lower().endswith(_DATA_SUFFIXES)
+                      and _inside(ident[0], src_id[0]))
+            if _same(ident, src_id) or inside:
+                how = "a data file inside the input folder" if inside else "the input"
+                link = "" if inside or str(out) == str(src) else " (the same file through a link)"
+                refusal = "refusing to change an input data set" if inside else "refusing to overwrite an input"
+                raise OutputPathError(f"{spec.what} {out} is {how} {src}{link}: {refusal}; choose another output path")
+        for other, other_id in checked:
+            if _same(ident, other_id):
+                raise OutputPathError(
+                    f"{spec.what} {out} and {other.what} {other.path} are the same file: give them different paths"
+                )
+        checked.append((spec, ident))
+    for spec, _ in checked if check_writable else ():
+        remove_stale_temps(spec.path if spec.folder else (spec.path.parent if str(spec.path.parent) else Path(".")))
+    return [spec.path for spec, _ in checked]
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_suffix(path: Path, suffixes: Sequence[str], what: str = "output") -> None:
+    """Refuse a file name whose extension names another format than the one written."""
+    if suffixes and not path.name.lower().endswith(tuple(suffixes)):
+        found = "".join(path.suffixes[-1:]) or "no extension"
+        fmt = _FORMAT_NAMES.get(suffixes[0], suffixes[0].lstrip(".").upper())
+        raise OutputPathError(
+            f"{what} {path} would hold {fmt} but its name ends in {found}: "
+            f"name it *{' or *'.join(suffixes)}"
+        )
+
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
-    """Fail early, before any work, when ``path`` cannot be written."""
+    """Fail early, before any work, when ``path`` cannot (or must not) be replaced by a new file."""
     out = Path(path)
+    if str(path).endswith(("/", os.sep)) or str(path) in ("", "."):
+        raise OutputPathError(f"output {str(path)!r} names a folder, expected a file name")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
+        if parent.exists():
+            raise OutputPathError(f"output folder is a file, not a folder: {parent}")
         raise OutputPathError(f"output folder does not exist: {parent} (create it first)")
     if out.is_dir():
         raise OutputPathError(f"output path is a folder, expected a file: {out}")
+    if os.path.lexists(out):
+        try:
+            st = out.stat()
+        except OSError:
+            st = None  # a dangling symbolic link: replaced by the new file, its target untouched
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise OutputPathError(f"output {out} exists and is not a regular file (a device, FIFO or socket): refusing to replace it")
+        if st is not None and (not st.st_mode & 0o222 or not os.access(out, os.W_OK)):
+            raise OutputPathError(f"output {out} is read-only: refusing to replace it (delete it or make it writable first)")
     if not os.access(parent, os.W_OK):
         raise OutputPathError(f"output folder is not writable: {parent}")
     return out
+
+
+def check_output_folder(path: str | os.PathLike[str]) -> Path:
+    """A work folder: absent (made later) or an existing writable folder, never a file."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"work folder {folder} is a file, not a folder: choose another --workdir")
+    parent = folder.parent if str(folder.parent) else Path(".")
+    if not folder.exists() and not parent.is_dir():
+        raise OutputPathError(f"the folder that would hold {folder} does not exist: {parent} (create it first)")
+    target = folder if folder.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise OutputPathError(f"folder is not writable: {target}")
+    return folder
 
 
 def check_input_file(path: str | os.PathLike[str], what: str = "file") -> Path:
@@ -33,31 +186,150 @@ def check_input_file(path: str | os.PathLike[str], what: str = "file") -> Path:
         raise InputFileError(f"{what} not found: {p}")
     if p.is_dir():
         raise InputFileError(f"{what} is a folder, expected a file: {p}")
+    if not p.is_file():
+        raise InputFileError(f"{what} is not a regular file (a device, FIFO or socket): {p}")
     if not os.access(p, os.R_OK):
         raise InputFileError(f"{what} is not readable: {p}")
     return p
+
+
+# ------------------------------------------------------------------------------ temp files
+
+
+def temp_path_for(out: Path, folder: bool = False) -> Path:
+    """``.maxq-deploy-<pid>-<n>-<name>.tmp`` beside ``out`` (``.tmp.d`` for a folder)."""
+    parent = out.parent if str(out.parent) else Path(".")
+    name = out.name
+    if len(name.encode()) > 160:  # keep the temp name within the 255-byte limit of most file systems
+        name = hashlib.sha256(name.encode()).hexdigest()[:16] + "".join(out.suffixes[-1:])[:16]
+    return parent / f"{TEMP_PREFIX}{os.getpid()}-{next(_counter)}-{name}.tmp{'.d' if folder else ''}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process: alive, not ours to judge
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove temp files/folders of this tool in ``folder`` whose owning process is gone."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_RE.match(entry.name)
+        if not match or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+            else:
+                continue  # a link or anything else with our name: not made by us, left alone
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
+    _LIVE_TEMPS.discard(tmp)
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
-    A failure (or Ctrl-C) leaves no partial file behind and any previous file untouched.
+    A failure, Ctrl-C, SIGTERM or SIGHUP leaves no partial file behind and any previous file
+    untouched.
     """
     out = check_output_path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
+    remove_stale_temps(out.parent if str(out.parent) else ".")
+    tmp = temp_path_for(out)
+    _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
     try:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies: usual permissions
+        except OSError as exc:
+            raise OutputPathError(f"cannot create a file in {tmp.parent} ({exc.strerror})") from None
+        os.close(fd)
         yield tmp
-        os.replace(tmp, out)
+        check_output_path(out)  # it may have become a folder or read-only while we worked
+        try:
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise OutputPathError(f"cannot move the finished output into place at {out} ({exc.strerror}); nothing was written") from None
+        _LIVE_TEMPS.discard(tmp)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        _discard(tmp)
         raise
+
+
+@contextlib.contextmanager
+def temp_folder(near: str | os.PathLike[str]) -> Iterator[Path]:
+    """A scratch folder beside the output ``near``, removed afterwards whatever happens."""
+    out = Path(near)
+    remove_stale_temps(out.parent if str(out.parent) else ".")
+    tmp = temp_path_for(out, folder=True)
+    _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
+    try:
+        try:
+            tmp.mkdir()
+        except OSError as exc:
+            raise OutputPathError(f"cannot create a scratch folder in {tmp.parent} ({exc.strerror})") from None
+        yield tmp
+    finally:
+        _discard(tmp)
+
+
+def remove_live_temps() -> None:
+    """Remove every temp path this process still holds (called on a fatal signal)."""
+    for tmp in list(_LIVE_TEMPS):
+        _discard(tmp)
+
+
+# ------------------------------------------------------------------------------ signals
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so every cleanup path runs; exit 128 + ``signum``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_handling = False
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    global _handling
+    if _handling:
+        return  # a second signal while unwinding: finish the cleanup already under way
+    _handling = True
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP clean up exactly like Ctrl-C (the CLI installs this at start)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them alone
+                signal.signal(sig, _on_signal)
+
+
+# ------------------------------------------------------------------------------ hashes, provenance
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 22) -> str:
@@ -82,3 +354,17 @@ def provenance(source: str | os.PathLike[str] | None, source_sha256: str | None 
         info["source_path"] = str(source)
         info["source_sha256"] = source_sha256 if source_sha256 else sha256_file(source)
     return info
+
+
+def guard_bench_outputs(
+    json_path: str | os.PathLike[str] | None, plot_path: str | os.PathLike[str] | None,
+    models: Iterable[str | os.PathLike[str]],
+) -> dict[str, Path]:
+    """``bench --json X.json`` (+ ``X.csv`` beside it) and ``--plot X.png``, guarded against the models."""
+    specs: dict[str, Output] = {}
+    if json_path is not None:
+        specs["json"] = Output(Path(json_path), JSON_SUFFIXES, "--json output")
+        specs["csv"] = Output(Path(json_path).with_suffix(".csv"), CSV_SUFFIXES, "CSV beside --json")
+    if plot_path is not None:
+        specs["plot"] = Output(Path(plot_path), PNG_SUFFIXES, "--plot output")
+    return dict(zip(specs, guard_outputs(specs.values(), list(models))))

@@ -57,8 +57,20 @@ def torch_load_safe(path: str | os.PathLike[str], what: str = "checkpoint", mmap
     # index, IndexError from an empty stack, AssertionError on a missing storage, BadZipFile from
     # a bogus end record, ...): each means "not a readable checkpoint", never a bug of ours.
     except Exception as exc:
+        if _is_npz(p):
+            raise InputFileError(f"{p} is a NumPy .npz archive (data), not a PyTorch {what}") from None
         hint = "truncated or corrupt" if isinstance(exc, EOFError) or "zip" in str(exc).lower() else "not a PyTorch file"
         raise InputFileError(f"{p} cannot be read as a PyTorch {what}: {hint} ({first_line(exc)})") from None
+
+
+def _is_npz(path: Path) -> bool:
+    """A zip of ``.npy`` members (what ``np.savez`` writes) is data, not a torch file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except Exception:  # noqa: BLE001 - not a readable zip: not an .npz either
+        return False
+    return bool(names) and all(name.endswith(".npy") for name in names)
 
 
 _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
@@ -322,6 +334,9 @@ def load_checkpoint(
             )
         arch_name, arch_source = found, "keys"
     _check_shapes(state, arch_name, num_classes, p)
+    from maxq_deploy.artifact_checks import check_finite_tensors
+
+    check_finite_tensors(state, p, "checkpoint")  # a NaN mask or weight is damage, not unfinished sparsity
 
     meta_model = build_model(arch_name, num_classes, "maxq", device="meta")
     names = [name for name, mod in meta_model.named_modules() if isinstance(mod, MaxQConvBN)]

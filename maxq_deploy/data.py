@@ -13,6 +13,22 @@ Sources (:func:`open_dataset` tells them apart):
 
 Images are decoded with Pillow and preprocessed as torchvision's eval transform does: RGB,
 shorter side resized to ``resize`` (bilinear), center crop ``image_size``, [0, 1], normalize.
+Every Pillow mode becomes 8-bit RGB first (:func:`to_rgb8`): 8-bit modes as Pillow converts them
+(alpha dropped, CMYK/YCbCr/palette to RGB), 16-bit grey (``I;16`` and its variants) scaled by
+255/65535 (never clipped), 32-bit integer ``I`` by 255/65535 when its values fit 16 bits (as
+is when they fit 8 bits, else min-max scaled), float ``F`` times 255 when in [0, 1], as is when
+in [0, 255], else min-max scaled; a float image holding NaN or Inf is refused naming the file
+and the first bad pixel.
+
+Folder walks follow symbolic links but never into a folder already walked (a link to an
+ancestor or a sibling), never count one file twice (links and hard links included), and skip
+anything that is not a regular file (a FIFO named ``x.jpg`` would block). Entries that cannot be
+read (a dangling link, a folder without permission, a link loop) are counted and named by
+``ImageDataset.unreadable``; the loader reports them with the images it could not decode.
+
+``.npy``/``.npz`` images holding NaN or Inf are refused when opened, naming the file and the
+first bad index, and so are absurd batches (:func:`check_batch_memory`: a batch that cannot fit
+in the memory available is one line, not a crash).
 
 Unreadable images never crash a run. ``dataset[i]`` returns ``(Unreadable(path, reason), label)``
 for them; the loader from :func:`make_loader` (a :class:`Batches`) drops them in its
@@ -24,7 +40,9 @@ the loop; every new iteration starts a new count.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +52,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from maxq_deploy.errors import DataError
+from maxq_deploy.errors import DataError, first_line
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -44,6 +62,8 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: File suffixes read as images (torchvision's list), compared case-insensitively.
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 ARRAY_SUFFIXES: tuple[str, ...] = (".npy", ".npz")
+#: Largest --resize / --image-size: one 16384 px RGB image is already 0.8 GB once decoded.
+MAX_IMAGE_SIDE = 16384
 #: How many unreadable files a :class:`DataReport` names (the count is always complete).
 MAX_NAMED_SKIPS = 10
 
@@ -62,6 +82,8 @@ class Preprocess:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise DataError(f"Preprocess.{name} must be a positive integer number of pixels, got {value!r}")
+            if value > MAX_IMAGE_SIDE:
+                raise DataError(f"Preprocess.{name} must be at most {MAX_IMAGE_SIDE} pixels, got {value} (--{name.replace('_', '-')})")
             object.__setattr__(self, name, int(value))
         if self.resize < self.image_size:
             raise DataError(
@@ -106,13 +128,82 @@ class Unreadable:
     reason: str
 
 
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode an image file fully and convert it to RGB (raises on any decoder failure)."""
+@dataclass(frozen=True)
+class NonFinite:
+    """Stands in for an image that decoded to NaN or Inf; the loader refuses the data set."""
+
+    path: str
+    index: tuple[int, ...]
+    array: bool = False  # a sample of a .npy array (index: sample, channel, row, column) or an image file
+
+    def message(self) -> str:
+        if self.array:
+            return (f"{self.path} holds non-finite values (NaN or Inf) at index {list(self.index)} (the first found): NaN/Inf input "
+                    "cannot be calibrated, trained on or scored; fix or drop those samples")
+        return (f"{self.path} decodes to non-finite values (NaN or Inf), first at pixel {list(self.index)} (row, column): "
+                "fix or remove that image")
+
+
+class NonFiniteImageError(ValueError):
+    """A float image holds NaN or Inf (``index`` is the first bad pixel, row then column)."""
+
+    def __init__(self, index: tuple[int, ...]):
+        super().__init__(f"NaN or Inf at pixel {list(index)}")
+        self.index = index
+
+
+def _scaled_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    scaled = (values.astype(np.float64) - low) * (255.0 / (high - low)) if high > low else np.zeros(values.shape)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB, scaling deep images instead of clipping them (see the module doc)."""
     from PIL import Image
 
+    mode = image.mode
+    if mode in ("RGB",):
+        return image
+    if not (mode.startswith("I") or mode.startswith("F")):
+        if "A" in mode or "a" in mode or (mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA" if mode != "LA" and mode != "La" else "LA")
+        return image.convert("RGB")
+    values = np.asarray(image)
+    if values.ndim != 2:
+        raise ValueError(f"unsupported {mode} image with shape {values.shape}")
+    if mode.startswith("F"):
+        finite = np.isfinite(values)
+        if not finite.all():
+            raise NonFiniteImageError(tuple(int(i) for i in np.argwhere(~finite)[0]))
+        low, high = float(values.min()), float(values.max())
+        if low >= 0 and high <= 1:
+            grey = _scaled_to_uint8(values, 0.0, 1.0)
+        elif low >= 0 and high <= 255:
+            grey = _scaled_to_uint8(values, 0.0, 255.0)
+        else:
+            grey = _scaled_to_uint8(values, low, high)
+    elif values.dtype.itemsize == 2 or mode.startswith("I;16"):
+        grey = _scaled_to_uint8(values, 0.0, 65535.0)
+    else:  # "I": 32-bit integers
+        low, high = int(values.min()), int(values.max())
+        if low >= 0 and high <= 255:
+            grey = values.astype(np.uint8)
+        elif low >= 0 and high <= 65535:
+            grey = _scaled_to_uint8(values, 0.0, 65535.0)
+        else:
+            grey = _scaled_to_uint8(values, float(low), float(high))
+    return Image.fromarray(np.ascontiguousarray(grey), "L").convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode an image file fully and convert it to 8-bit RGB (raises on any decoder failure)."""
+    from PIL import Image
+
+    if not os.path.isfile(path):  # a FIFO or device named like an image would block or never end
+        raise ValueError("not a regular file")
     with Image.open(path) as image:
         image.load()
-        return image.convert("RGB")
+        return to_rgb8(image)
 
 
 class ImageDataset(Dataset):
@@ -134,6 +225,8 @@ class ImageDataset(Dataset):
         self.images = images
         self.labels = labels
         self.class_names = class_names
+        self.unreadable: list[Unreadable] = []  # entries of the folder walk that could not be read
+        self.duplicates = 0  # files reached twice (links) and counted once
 
     @property
     def has_labels(self) -> bool:
@@ -161,15 +254,21 @@ class ImageDataset(Dataset):
     def label(self, index: int) -> int:
         return int(self.labels[index]) if self.labels is not None else -1
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | Unreadable, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | Unreadable | NonFinite, int]:
         if self.images is not None:
-            return torch.from_numpy(np.array(self.images[index], dtype=np.float32)), self.label(index)
+            sample = np.array(self.images[index], dtype=np.float32)
+            bad = ~np.isfinite(sample)
+            if bad.any():  # memory-mapped .npy files are checked here, sample by sample, as they are read
+                return NonFinite(str(self.root), (int(index), *(int(i) for i in np.argwhere(bad)[0])), array=True), self.label(index)
+            return torch.from_numpy(sample), self.label(index)
         path = self.files[index]
         try:
             image = load_rgb(path)
+        except NonFiniteImageError as exc:
+            return NonFinite(path, exc.index), self.label(index)
         except Exception as exc:  # any decoder failure means "unreadable file", whatever Pillow raises
             text = str(exc).replace(repr(str(path)), "").replace(str(path), "")  # the path is named anyway
-            reason = " ".join(text.split()).strip(" :")[:200] or type(exc).__name__
+            reason = first_line(" ".join(text.split()).strip(" :")) or type(exc).__name__
             return Unreadable(path, reason), self.label(index)
         return self.preprocess(image), self.label(index)
 
@@ -178,19 +277,70 @@ class ImageDataset(Dataset):
         labels = "" if self.has_labels else ", unlabelled"
         c, h, w = self.sample_shape
         count = f"{len(self)} images" if self.kind == "arrays" else f"{len(self)} image files"
-        return f"{self.root} ({self.kind}, {count}, {c}x{h}x{w}{classes}{labels})"
+        extra = ""
+        if self.unreadable:
+            shown = ", ".join(u.path for u in self.unreadable[:3]) + (", ..." if len(self.unreadable) > 3 else "")
+            extra += f", {len(self.unreadable)} unreadable entries skipped: {shown}"
+        if self.duplicates:
+            extra += f", {self.duplicates} duplicate(s) through links counted once"
+        return f"{self.root} ({self.kind}, {count}, {c}x{h}x{w}{classes}{labels}{extra})"
 
 
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
+class _Walk:
+    """One folder walk of a data set: links followed once, files counted once, failures kept."""
+
+    def __init__(self) -> None:
+        self.seen_dirs: set[tuple[int, int]] = set()
+        self.seen_files: set[tuple[int, int]] = set()
+        self.unreadable: list[Unreadable] = []
+        self.duplicates = 0
+
+    def images_under(self, folder: Path) -> list[str]:
+        found: list[str] = []
+        self._walk(str(folder), found)
+        return found
+
+    def _walk(self, folder: str, found: list[str]) -> None:
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in self.seen_dirs:
+                return  # a link back into an ancestor or a folder already walked
+            self.seen_dirs.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            self.unreadable.append(Unreadable(folder, f"folder cannot be read ({exc.strerror or exc})"))
+            return
+        subfolders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links
+                if not is_dir and _is_image(entry.name):
+                    est = entry.stat()
+                    if not stat.S_ISREG(est.st_mode):
+                        self.unreadable.append(Unreadable(entry.path, "not a regular file"))
+                        continue
+                    key = (est.st_dev, est.st_ino)
+                    if key in self.seen_files:
+                        self.duplicates += 1
+                        continue
+                    self.seen_files.add(key)
+                    found.append(entry.path)
+            except OSError as exc:
+                if _is_image(entry.name) or entry.is_symlink():
+                    self.unreadable.append(Unreadable(entry.path, f"cannot be read ({exc.strerror or exc})"))
+                continue
+            if is_dir:
+                subfolders.append(entry.path)
+        for sub in subfolders:
+            self._walk(sub, found)
+
+
 def _images_under(folder: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        found.extend(os.path.join(dirpath, name) for name in sorted(filenames) if _is_image(name))
-    return found
+    return _Walk().images_under(folder)
 
 
 def _read_labels(path: Path, count: int, what: str) -> np.ndarray:
@@ -204,7 +354,7 @@ def _read_labels(path: Path, count: int, what: str) -> np.ndarray:
             raise DataError(f"{path} is not a readable .npy labels array ({exc})") from None
     else:
         try:
-            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
             raw = np.asarray([int(line) for line in lines], dtype=np.int64)
         except (UnicodeDecodeError, ValueError) as exc:
             raise DataError(f"{path}: a labels text file needs one integer per line ({exc})") from None
@@ -240,14 +390,51 @@ def _check_images_array(images: np.ndarray, source: str) -> np.ndarray:
         )
     if len(images) == 0:
         raise DataError(f"{source} holds no images (shape {images.shape})")
+    if not isinstance(images, np.memmap):  # in memory already: check it all now (a memory map: per sample as read)
+        check_finite(images, source)
     return images
 
 
+def first_non_finite(array: np.ndarray, chunk: int = 64) -> tuple[int, ...] | None:
+    """Index of the first NaN/Inf of ``array`` (read in chunks along axis 0: fine for memory maps)."""
+    if array.dtype.kind not in "fc":
+        return None
+    for start in range(0, len(array), chunk):
+        part = np.asarray(array[start : start + chunk])
+        bad = ~np.isfinite(part)
+        if bad.any():
+            index = np.argwhere(bad)[0]
+            return (int(index[0]) + start, *(int(i) for i in index[1:]))
+    return None
+
+
+def check_finite(array: np.ndarray, source: str) -> None:
+    """Refuse data holding NaN or Inf: one line naming the file and the first bad index."""
+    index = first_non_finite(array)
+    if index is not None:
+        value = array[index]
+        raise DataError(
+            f"{source} holds non-finite values ({value}), first at index {list(index)}: "
+            "NaN/Inf input cannot be calibrated, trained on or scored; fix or drop those samples"
+        )
+
+
 def _open_arrays(path: Path, labels: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    import zipfile
+    import zlib
+
+    unreadable = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)  # a damaged or truncated file
     try:
         loaded = np.load(path, mmap_mode="r" if path.suffix.lower() == ".npy" else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable {path.suffix} array file ({' '.join(str(exc).split())[:200]})") from None
+    except unreadable as exc:
+        raise DataError(f"{path} is not a readable {path.suffix} array file ({first_line(' '.join(str(exc).split()))})") from None
+    try:
+        return _arrays_from(loaded, path, labels)
+    except unreadable as exc:
+        raise DataError(f"{path} is damaged or truncated ({type(exc).__name__}: {first_line(exc)})") from None
+
+
+def _arrays_from(loaded, path: Path, labels: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray | None]:
     found_labels = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
@@ -274,8 +461,12 @@ def open_dataset(
     labels: str | os.PathLike[str] | None = None,
     preprocess: Preprocess = Preprocess(),
     require_labels: bool = False,
+    labels_option: bool = True,
 ) -> ImageDataset:
-    """Open an ImageFolder tree, a flat image folder or a .npy/.npz array as an :class:`ImageDataset`."""
+    """Open an ImageFolder tree, a flat image folder or a .npy/.npz array as an :class:`ImageDataset`.
+
+    ``labels_option``: whether the command has a ``--labels`` option the error hints may name.
+    """
     root = Path(path)
     if not root.exists():
         raise DataError(f"data not found: {root}")
@@ -291,8 +482,8 @@ def open_dataset(
         dataset = _open_folder(root, labels, preprocess)
     if require_labels and not dataset.has_labels:
         hint = {
-            "flat": "use class sub-folders (ImageFolder layout) or pass --labels (.npy or one integer per line)",
-            "arrays": "store 'labels' in the .npz or pass --labels labels.npy",
+            "flat": "use class sub-folders (ImageFolder layout)" + (" or pass --labels (.npy or one integer per line)" if labels_option else ""),
+            "arrays": "store 'labels' (or 'y') in the .npz" + (" or pass --labels labels.npy" if labels_option else ""),
         }[dataset.kind]
         raise DataError(f"{root} has no labels ({dataset.kind} data) and labels are needed here: {hint}")
     return dataset
@@ -305,21 +496,99 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, preprocess: 
         raise DataError(f"cannot read data folder {root} ({exc.strerror})") from None
     if not entries:
         raise DataError(f"data folder is empty: {root}")
-    class_names = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-    per_class = [_images_under(root / name) for name in class_names]
+    walk = _Walk()
+    with contextlib.suppress(OSError):
+        top = os.stat(root)
+        walk.seen_dirs.add((top.st_dev, top.st_ino))  # a class folder linking back to the root is not walked again
+    for e in entries:
+        if e.is_symlink() and not e.name.startswith("."):
+            try:
+                e.stat()
+            except OSError as exc:  # a dangling link or a link loop where a class folder or image should be
+                walk.unreadable.append(Unreadable(e.path, f"cannot be read ({exc.strerror or exc})"))
+    class_names = [e.name for e in entries if _is_dir(e) and not e.name.startswith(".")]
+    per_class = [walk.images_under(root / name) for name in class_names]
     if any(per_class):
         if labels is not None:
             raise DataError(f"{root} is an ImageFolder tree whose labels come from its class folders: drop --labels")
         files = [f for group in per_class for f in group]
         targets = np.asarray([i for i, group in enumerate(per_class) for _ in group], dtype=np.int64)
-        return ImageDataset(root, "imagefolder", files=files, labels=targets, class_names=class_names, preprocess=preprocess)
-    files = [str(root / e.name) for e in entries if e.is_file() and _is_image(e.name)]
+        dataset = ImageDataset(root, "imagefolder", files=files, labels=targets, class_names=class_names, preprocess=preprocess)
+        dataset.unreadable, dataset.duplicates = walk.unreadable, walk.duplicates
+        return dataset
+    files = []
+    for e in entries:
+        if not _is_image(e.name) or _is_dir(e):
+            continue
+        try:
+            est = e.stat()
+        except OSError as exc:
+            walk.unreadable.append(Unreadable(e.path, f"cannot be read ({exc.strerror or exc})"))
+            continue
+        if not stat.S_ISREG(est.st_mode):
+            walk.unreadable.append(Unreadable(e.path, "not a regular file"))
+        elif (est.st_dev, est.st_ino) in walk.seen_files:
+            walk.duplicates += 1
+        else:
+            walk.seen_files.add((est.st_dev, est.st_ino))
+            files.append(str(root / e.name))
+    if not files and walk.unreadable:
+        first = walk.unreadable[0]
+        raise DataError(f"no readable images in {root}: {len(walk.unreadable)} unreadable entries, e.g. {first.path} ({first.reason})")
     if not files:
         raise DataError(
             f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)} files, directly or in class sub-folders)"
         )
     label_array = _read_labels(Path(labels), len(files), f"images in {root}") if labels is not None else None
-    return ImageDataset(root, "flat", files=files, labels=label_array, preprocess=preprocess)
+    dataset = ImageDataset(root, "flat", files=files, labels=label_array, preprocess=preprocess)
+    dataset.unreadable, dataset.duplicates = walk.unreadable, walk.duplicates
+    return dataset
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+#: A forward pass needs several times its input batch in activations; this many is the floor.
+FORWARD_MEMORY_FACTOR = 4
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take (MemAvailable, else free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_batch_memory(batch: int, sample_shape: Sequence[int], what: str = "a batch", factor: int = FORWARD_MEMORY_FACTOR,
+                       itemsize: int = 4) -> None:
+    """Refuse, before allocating, a float32 batch whose forward pass cannot fit in memory.
+
+    The estimate is ``factor`` times the input batch (a lower bound: real networks need more),
+    so only sizes that cannot possibly run are refused.
+    """
+    count = int(batch)
+    for d in sample_shape:
+        count *= int(d)
+    needed = count * itemsize * factor
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        shape = "x".join(str(int(d)) for d in (batch, *sample_shape))
+        raise DataError(
+            f"{what} of {shape} float32 needs at least {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB are available: "
+            "use a smaller batch size or input size"
+        )
 
 
 def check_input_shape(
@@ -364,8 +633,8 @@ def collate_dropping_unreadable(
     samples: list[tuple[torch.Tensor | Unreadable, int]],
 ) -> tuple[torch.Tensor, torch.Tensor, list[Unreadable]]:
     """Stack the readable samples; keep the unreadable ones aside so the loader can count them."""
-    good = [(x, y) for x, y in samples if not isinstance(x, Unreadable)]
-    bad = [x for x, _ in samples if isinstance(x, Unreadable)]
+    good = [(x, y) for x, y in samples if not isinstance(x, (Unreadable, NonFinite))]
+    bad = [x for x, _ in samples if isinstance(x, (Unreadable, NonFinite))]
     if good:
         images = torch.stack([x for x, _ in good])
         labels = torch.tensor([y for _, y in good], dtype=torch.int64)
@@ -387,7 +656,13 @@ class Batches(DataLoader):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
         report = self.report = DataReport()
+        walked = getattr(self.dataset, "unreadable", [])
+        if walked and getattr(self.sampler, "rank", 0) == 0:  # folder-walk failures, counted once over the ranks
+            report.add(0, walked)
         for images, labels, bad in super().__iter__():
+            for sample in bad:
+                if isinstance(sample, NonFinite):
+                    raise DataError(sample.message())
             report.add(len(labels), bad)
             if len(labels):
                 yield images, labels
@@ -440,6 +715,9 @@ def make_loader(
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     if workers < 0:
         raise DataError(f"workers must be >= 0, got {workers}")
+    shape = getattr(dataset, "sample_shape", None)
+    if shape is not None:
+        check_batch_memory(min(batch_size, max(len(dataset), 1)), shape, "a batch")  # type: ignore[arg-type]
     sampler: Sampler[int] | None = None
     generator = None
     if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():

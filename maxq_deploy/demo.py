@@ -25,6 +25,10 @@ from maxq_deploy.errors import DataError
 from maxq_deploy.progress import SILENT, Progress
 
 
+#: Largest --input-size the demo takes (an ImageNet network at 1024 px already needs GBs per batch).
+MAX_DEMO_INPUT_SIZE = 1024
+
+
 @dataclass
 class DemoStep:
     """One stage of the pipeline and what it showed."""
@@ -114,8 +118,21 @@ def run_demo(
     from maxq_deploy.tensorrt.trtexec import trtexec_for_onnx
     from maxq_deploy.verify import verify_artifact
 
+    from maxq_deploy.artifacts import Output, guard_outputs
+    from maxq_deploy.errors import OptionError
+
     progress = progress or SILENT
     work = Path(workdir)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise OptionError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    if input_size is not None and not 8 <= input_size <= MAX_DEMO_INPUT_SIZE:
+        raise OptionError(f"--input-size must be between 8 and {MAX_DEMO_INPUT_SIZE} pixels, got {input_size}")
+    written = ["random_calibration.npy", "folded.pt", "int8.pt", "model_fp32.onnx", "model_int8_qdq.onnx",
+               "model_int8_ort.onnx", "bench.json", "bench.csv", "bench.png"]
+    inputs = [checkpoint, calib, eval_data, eval_labels]
+    guard_outputs([Output(work, what="--workdir", folder=True)], inputs)
+    guard_outputs([Output(work / name, (), "demo output") for name in written], inputs, check_writable=False)  # made later
+    given = load_checkpoint(checkpoint) if checkpoint is not None else None  # a wrong file fails before anything is made
     labels = eval_labels
     if checkpoint is None:
         from maxq_deploy.reference.train import DIGITS_MEAN, DIGITS_STD, prepare_digits_example
@@ -143,7 +160,7 @@ def run_demo(
         calib_note = " (random inputs: no calibration data given)"
 
     def inspect():
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = given if given is not None else load_checkpoint(ckpt_path)
         s = ckpt.summary()
         return True, f"{s['arch']}, {s['num_classes']} classes, N:M {s['nm']}, {s['sparse_layers']} sparse layers", ckpt
 

@@ -79,12 +79,18 @@ class EngineRunError(MaxQDeployError):
     """An engine cannot run the given batch (shape outside its profile, execution failure)."""
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (its type name when empty), cut to ``limit`` chars.
+def first_line(exc: BaseException | str, limit: int = 200) -> str:
+    """The first line of an exception's text, whitespace folded, cut at a word with "..." when long.
 
-    Third-party errors (torch, ONNX Runtime, TensorRT) can span pages; a one-line error message
-    quotes only this.
+    Foreign libraries (torch, numpy, ONNX Runtime) raise long multi-line texts; a one-line error
+    quotes this instead, so no message ends mid-word without saying it was shortened.
     """
-    lines = str(exc).strip().splitlines()
-    text = " ".join(lines[0].split()) if lines else ""
-    return (text or type(exc).__name__)[:limit]
+    text = str(exc).strip()
+    lines = text.splitlines()
+    line = " ".join((lines[0] if lines else "").split())
+    if not line:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    if len(line) <= limit:
+        return line + (" ..." if len(lines) > 1 else "")
+    cut = line[:limit].rsplit(" ", 1)[0] if " " in line[:limit] else line[:limit]
+    return cut.rstrip(" ,;:") + " ..."

@@ -59,8 +59,8 @@ import torch
 from torch import nn
 
 from maxq_deploy import __version__
-from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, sha256_file
-from maxq_deploy.errors import BackendUnavailableError, InputFileError, OptionError, OutputPathError, ParityError
+from maxq_deploy.artifacts import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
+from maxq_deploy.errors import BackendUnavailableError, InputFileError, OptionError, ParityError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.sparsity import HARDWARE_PATTERN
 
@@ -105,8 +105,15 @@ class ExportOptions:
             raise OptionError(f"--batch {self.batch} must be a positive integer")
         if self.batch is not None and self.dynamic_batch:
             raise OptionError("use either --batch N (a fixed batch size) or --dynamic-batch, not both")
-        if self.input_size is not None and (not isinstance(self.input_size, int) or self.input_size < 1):
-            raise OptionError(f"--input-size {self.input_size} must be a positive number of pixels")
+        if self.input_size is not None:
+            if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 1:
+                raise OptionError(f"--input-size {self.input_size} must be a positive number of pixels")
+            from maxq_deploy.data import MAX_IMAGE_SIDE, check_batch_memory
+
+            if self.input_size > MAX_IMAGE_SIDE:
+                raise OptionError(f"--input-size {self.input_size} is too large; at most {MAX_IMAGE_SIDE} pixels")
+            check_batch_memory(max(self.batch or 1, self.parity_batch), (3, self.input_size, self.input_size),
+                               "the export and parity batch")
         if self.target not in TARGETS:
             raise OptionError(f"--target {self.target!r} is not supported; choose one of {', '.join(TARGETS)}")
         if not isinstance(self.parity_batch, int) or self.parity_batch < 1:
@@ -242,9 +249,7 @@ def export_onnx(
     PyTorch beyond :data:`PARITY_TOLERANCE`.
     """
     options = ExportOptions(precision, opset, batch, dynamic_batch, input_size, target, parity_batch)
-    out = check_output_path(output)
-    if out.suffix.lower() != ".onnx":
-        raise OutputPathError(f"output {out} must end in .onnx (verify and TensorRT recognise ONNX files by it)")
+    (out,) = guard_outputs([Output(Path(output), ONNX_SUFFIXES, "ONNX output")], [model_path])
     check_input_file(model_path, "model")
     job = _ExportJob(Path(model_path), out, options)
     steps: list[Callable[[], None]] = [job.load, job.export_raw_graph, job.finalize_graph, job.write_checked, job.verify_pattern]
@@ -288,7 +293,12 @@ class _ExportJob:
 
     def export_raw_graph(self) -> None:
         producer = RAW_GRAPH_PRODUCERS[(self.options.target, self.precision == QUANTIZED_PRECISION)]
-        self.model = producer(self.loaded, self.options, self.precision)
+        with temp_folder(self.output) as scratch:  # model-sized scratch stays beside the output
+            _SCRATCH.append(scratch)
+            try:
+                self.model = producer(self.loaded, self.options, self.precision)
+            finally:
+                _SCRATCH.pop()
 
     def finalize_graph(self) -> None:
         import onnx
@@ -429,7 +439,7 @@ def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str):
             "exporting a quantized checkpoint needs the quantize stage (maxq_deploy.quantize.export_qdq_onnx) "
             "and pytorch-quantization: pip install 'maxq-deploy[quant]'"
         ) from None
-    with tempfile.TemporaryDirectory(prefix="maxq-qdq-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".maxq-deploy-qdq-", dir=_SCRATCH[-1] if _SCRATCH else None) as tmp:
         raw = Path(tmp) / "raw.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -437,6 +447,8 @@ def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str):
         return onnx.load(str(raw))
 
 
+#: Scratch folder of the export in progress (beside its output): producers put model-sized temp files there.
+_SCRATCH: list[Path] = []
 #: (target, quantized) -> producer of the raw graph. A new target registers here.
 RAW_GRAPH_PRODUCERS: dict[tuple[str, bool], Callable] = {
     ("tensorrt", False): raw_graph_from_torch,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +38,16 @@ from pathlib import Path
 
 import numpy as np
 
-from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, sha256_file
-from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OptionError, OutputPathError, ParityError
+from maxq_deploy.artifacts import (
+    ONNX_SUFFIXES,
+    Output,
+    atomic_output,
+    check_input_file,
+    guard_outputs,
+    sha256_file,
+    temp_folder,
+)
+from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OptionError, ParityError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.export_onnx import ExportSummary
 from maxq_deploy.sparsity import HARDWARE_PATTERN
@@ -185,6 +192,9 @@ def _check_batch(batch: np.ndarray, input_size: int, source: str) -> np.ndarray:
         raise DataError(f"calibration data from {source} must be N x 3 x {input_size} x {input_size}, got {tuple(batch.shape)}")
     if batch.dtype.kind != "f":
         raise DataError(f"calibration data from {source} must be preprocessed floats, got {batch.dtype}")
+    from maxq_deploy.data import check_finite
+
+    check_finite(batch, f"calibration data from {source}")
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
@@ -253,9 +263,8 @@ def export_ort_int8(
     """
     started = time.perf_counter()
     options = options or OrtQuantOptions()
-    out = check_output_path(output)
-    if out.suffix.lower() != ".onnx":
-        raise OutputPathError(f"output {out} must end in .onnx")
+    (out,) = guard_outputs([Output(Path(output), ONNX_SUFFIXES, "ONNX output")],
+                           [folded_path, calib_data if isinstance(calib_data, (str, os.PathLike)) else None])
     source = check_input_file(folded_path, "folded checkpoint")
     try:
         import onnxruntime  # noqa: F401
@@ -282,7 +291,7 @@ def export_ort_int8(
     track = progress or SILENT
     batches, calib_source = calibration_batches(calib_data, calib_batches, batch_size, input_size, preprocess, progress)
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="maxq-ort-int8-") as tmp_dir, atomic_output(out) as tmp_out:
+    with temp_folder(out) as tmp_dir, atomic_output(out) as tmp_out:  # model-sized scratch beside the output
         fp32_path, int8_path = Path(tmp_dir) / "fp32.onnx", Path(tmp_dir) / "int8.onnx"
         steps = ["fp32 export", "quantize", "check"]
         for step in track.track(steps, total=len(steps), description="export onnxruntime int8"):
@@ -550,15 +559,13 @@ def export_ort_int8_from_quantized(
     relu_range = str(relu_range).lower()
     if relu_range not in RELU_RANGES:
         raise OptionError(f"relu_range {relu_range!r} is not supported; choose one of {', '.join(RELU_RANGES)}")
-    out = check_output_path(output)
-    if out.suffix.lower() != ".onnx":
-        raise OutputPathError(f"output {out} must end in .onnx")
     source = check_input_file(quantized_path, "quantized checkpoint")
+    (out,) = guard_outputs([Output(Path(output), ONNX_SUFFIXES, "ONNX output")], [source])  # before any work
     obj = check_quantized_for_ort(source)
     mode = "qat" if obj.get("training") else "ptq"
     track = progress or SILENT
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="maxq-ort-ckpt-") as tmp_dir, atomic_output(out) as tmp_out:
+    with temp_folder(out) as tmp_dir, atomic_output(out) as tmp_out:  # model-sized scratch beside the output
         qdq_path = Path(tmp_dir) / "tensorrt_qdq.onnx"
         steps = ["tensorrt-form q/dq", "rewrite", "check"]
         for step in track.track(steps, total=len(steps), description="export onnxruntime int8 (checkpoint ranges)"):

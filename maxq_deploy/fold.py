@@ -16,7 +16,7 @@ from torch import nn
 
 from maxq_deploy.archs import MaxQConvBN, build_model, state_dict_shapes
 from maxq_deploy.archs.layers import BN_EPS
-from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
+from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, check_output_path, guard_outputs, provenance
 from maxq_deploy.checkpoint import MaxQCheckpoint, torch_load_safe
 from maxq_deploy.compare import compare_outputs
 from maxq_deploy.errors import CheckpointFormatError, InputFileError, UnfinishedSparsityError
@@ -327,7 +327,7 @@ def fold_checkpoint(
     from maxq_deploy.checkpoint import load_checkpoint
     from maxq_deploy.errors import OptionError
 
-    check_output_path(output)  # fail before the work, not after
+    guard_outputs([Output(Path(output), TORCH_SUFFIXES, "folded checkpoint")], [ckpt_path, data, labels])  # before the work
     if data is not None and not project:
         raise OptionError("--data measures the accuracy cost of --project; add --project (a plain fold is exact)")
     ckpt = load_checkpoint(ckpt_path, arch=arch, nm=nm)
@@ -400,6 +400,11 @@ class FoldedCheckpoint:
 
 
 def folded_from_dict(obj: dict, path: Path) -> FoldedCheckpoint:
+    """Validate a loaded folded checkpoint (version, metadata, keys, shapes, finite weights)."""
+    from maxq_deploy.artifact_checks import check_finite_tensors, check_metadata
+
+    check_format(obj, FOLDED_FORMAT, path)
+    check_metadata(obj, path, "folded checkpoint")
     try:
         layers = [FoldedLayer(**layer) for layer in obj["layers"]]
         result = FoldedCheckpoint(
@@ -413,6 +418,7 @@ def folded_from_dict(obj: dict, path: Path) -> FoldedCheckpoint:
     got = {k: tuple(v.shape) for k, v in result.state_dict.items()}
     if got != expected:
         raise InputFileError(f"{path}: folded weights do not match {result.arch} with {result.num_classes} classes")
+    check_finite_tensors(result.state_dict, path, "folded checkpoint")
     return result
 
 

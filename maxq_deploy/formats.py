@@ -71,16 +71,16 @@ def check_format(obj: object, expected: str, path: str | os.PathLike[str]) -> di
         shown = found if found is not None else (type(obj).__name__ if not isinstance(obj, dict) else None)
         raise InputFileError(f"{path} is not a {what} (format {shown!r}); make one with: {spec.make_hint}")
     assert isinstance(obj, dict)
-    version = obj.get("format_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int):
+    version = obj.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InputFileError(
-            f"{path}: damaged {what}: format_version {version!r} is not an integer (this maxq-deploy reads version "
-            f"{spec.version})"
+            f"{path}: damaged {what} (format_version {version!r} is not a version number; this maxq-deploy reads "
+            f"version {spec.version})"
         )
-    if version < 1 or version > spec.version:
+    if version > spec.version:
         raise InputFileError(
-            f"{path}: {what} format version {version} is not one this maxq-deploy reads (it reads version "
-            f"{spec.version}); {'upgrade maxq-deploy' if version > spec.version else 'the file is damaged'}"
+            f"{path}: {what} format version {version} is newer than this maxq-deploy reads (version {spec.version}); "
+            "upgrade maxq-deploy"
         )
     return obj
 

@@ -88,7 +88,9 @@ def load_onnx(path: str | os.PathLike[str]):  # -> onnx.ModelProto
     try:
         return onnx.load(str(p))
     except Exception as exc:  # noqa: BLE001 - protobuf decode errors, missing external data, ...
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        from maxq_deploy.errors import first_line
+
+        detail = first_line(exc)
         raise InputFileError(f"{p} cannot be read as an ONNX model ({detail})") from None
 
 

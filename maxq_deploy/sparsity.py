@@ -41,7 +41,7 @@ class NMPattern:
         if isinstance(text, NMPattern):
             return text
         parts = str(text).strip().split(":")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):  # "²" is a digit int() refuses
             raise SparsityPatternError(f"N:M must look like 2:4, got {text!r}")
         return cls(int(parts[0]), int(parts[1]))
 

@@ -282,7 +282,7 @@ def fake_quantize_stage(monkeypatch, made, tmp_path):
     folded = made("mobilenet_v1").folded_path
     folded_model = load_torch_model(folded)
     quant_file = tmp_path / "mb.quant.pth"
-    torch.save({"format": QUANTIZED_FORMAT}, quant_file)
+    torch.save({"format": QUANTIZED_FORMAT, "format_version": 1}, quant_file)
 
     def load_quantized_model(path, obj):
         module = fake_quantized(load_torch_model(folded).module, torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)))

@@ -21,7 +21,7 @@ LEVELS: list[tuple[str, ...]] = [
      "maxq_deploy.onnx_meta", "maxq_deploy.compare", "maxq_deploy.devices", "maxq_deploy.distributed"),
     ("maxq_deploy.sparsity", "maxq_deploy.arch_catalog", "maxq_deploy.data"),
     ("maxq_deploy.archs",),
-    ("maxq_deploy.reference",),
+    ("maxq_deploy.reference", "maxq_deploy.artifact_checks"),
     ("maxq_deploy.checkpoint",),
     ("maxq_deploy.models", "maxq_deploy.input_size"),
     ("maxq_deploy.fold",),

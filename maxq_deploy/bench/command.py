@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from maxq_deploy.artifacts import check_input_file, check_output_path
+from maxq_deploy.artifacts import check_input_file, guard_bench_outputs
 from maxq_deploy.bench.environment import collect_environment
 from maxq_deploy.bench.schema import BenchModel, BenchResult, BenchSettings
 from maxq_deploy.bench.stats import parse_batch_sizes
@@ -197,12 +197,7 @@ def benchmark(
         warmup=warmup, iters=iters, seconds=seconds,
         block=block, threads=threads, input_size=input_size, sparse=sparse,
     )
-    outputs: dict[str, Path] = {}
-    if json_path is not None:
-        outputs["json"] = check_output_path(json_path)
-        outputs["csv"] = check_output_path(Path(json_path).with_suffix(".csv"))
-    if plot_path is not None:
-        outputs["plot"] = check_output_path(plot_path)
+    outputs = guard_bench_outputs(json_path, plot_path, models)
     opened = open_models(models, backend, device, threads, input_size, sparse, settings.batch_sizes)
     try:
         measurements = measure(opened, settings, progress)

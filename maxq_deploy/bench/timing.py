@@ -61,6 +61,9 @@ def _synchronize(device: str) -> None:
 
 def make_input(batch: int, input_size: int, channels: int = 3, seed: int = 0) -> np.ndarray:
     """The benchmark input: standard-normal float32 NCHW, C-contiguous."""
+    from maxq_deploy.data import check_batch_memory
+
+    check_batch_memory(batch, (channels, input_size, input_size), "a bench input batch")  # before allocating it
     rng = np.random.default_rng(seed)
     return np.ascontiguousarray(rng.standard_normal((batch, channels, input_size, input_size), dtype=np.float32))
 

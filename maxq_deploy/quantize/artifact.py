@@ -100,8 +100,11 @@ class QuantizedCheckpoint:
 
 
 def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
-    """Validate a loaded quantized checkpoint: format, keys, shapes and one range per weight."""
+    """Validate a loaded quantized checkpoint: kind and version, metadata, keys, shapes, finite weights, every range."""
+    from maxq_deploy.artifact_checks import check_finite_tensors, check_metadata, check_quantizer_ranges
+
     check_format(obj, QUANTIZED_FORMAT, path)
+    check_metadata(obj, path, "quantized checkpoint")
     try:
         layers = [FoldedLayer(**layer) for layer in obj["layers"]]
         ckpt = QuantizedCheckpoint(
@@ -119,6 +122,8 @@ def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
     missing = [weight_quantizer_name(layer.name) for layer in layers if weight_quantizer_name(layer.name) not in ckpt.quantizers]
     if bad or missing:
         raise InputFileError(f"{path}: damaged quantized checkpoint (no range for {(bad + missing)[0]})")
+    check_finite_tensors(ckpt.state_dict, path, "quantized checkpoint")
+    check_quantizer_ranges(ckpt.quantizers, ckpt.state_dict, path)
     return ckpt
 
 

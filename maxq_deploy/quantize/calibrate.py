@@ -36,6 +36,11 @@ class CalibrationOptions:
 
     def __post_init__(self) -> None:
         self.calibrator, self.percentile = check_calibration(self.calibrator, self.percentile, self.batches, self.batch_size)
+        if self.batches * self.batch_size < self.min_images:
+            raise QuantizationError(
+                f"--calib-batches {self.batches} x --batch-size {self.batch_size} = {self.batches * self.batch_size} images, "
+                f"fewer than the {self.min_images} calibration needs: raise --calib-batches"
+            )
         samples = self.histogram_samples
         if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1024):
             raise QuantizationError(f"histogram_samples must be None (every value) or an integer >= 1024, got {samples!r}")
@@ -90,7 +95,8 @@ def open_data(data, preprocess, what: str, labels=None, require_labels: bool = F
     if isinstance(data, ImageDataset):
         dataset = data
     else:
-        dataset = open_dataset(data, labels, preprocess if preprocess is not None else Preprocess(), require_labels=require_labels)
+        dataset = open_dataset(data, labels, preprocess if preprocess is not None else Preprocess(), require_labels=require_labels,
+                               labels_option=False)  # quantize has no --labels: hints name the data layouts only
     if require_labels and not dataset.has_labels:
         raise DataError(f"{what} data {dataset.root} has no labels ({dataset.kind}); {what} needs labelled images")
     if len(dataset) == 0:
@@ -101,13 +107,21 @@ def open_data(data, preprocess, what: str, labels=None, require_labels: bool = F
     return dataset
 
 
-def check_calibration_size(dataset, options: CalibrationOptions, seen: int | None = None) -> None:
-    """Refuse calibration on fewer images than a batch, or than :data:`MIN_CALIBRATION_IMAGES`."""
+def check_calibration_size(dataset, options: CalibrationOptions, seen: int | None = None, skipped: int = 0) -> None:
+    """Refuse calibration on fewer images than a batch, or than :data:`MIN_CALIBRATION_IMAGES`.
+
+    After the pass (``seen`` given) the message counts what was read: ``seen`` readable and
+    ``skipped`` unreadable of the data set's ``len(dataset)`` images.
+    """
     count = len(dataset) if seen is None else seen
     if count < options.min_images:
-        readable = "" if seen is None else " readable"
+        if seen is None:
+            found = f"has {count} image(s)"
+        else:
+            found = (f"gave {seen} readable image(s) in the {seen + skipped} read"
+                     + (f" ({skipped} unreadable)" if skipped else "") + f" of its {len(dataset)}")
         raise DataError(
-            f"calibration data {dataset.root} has {count}{readable} image(s); at least {options.min_images} are needed "
+            f"calibration data {dataset.root} {found}; at least {options.min_images} are needed "
             f"(one batch of --batch-size {options.batch_size} and at least {MIN_CALIBRATION_IMAGES}): pass more images"
             + (" or a smaller --batch-size" if options.batch_size > MIN_CALIBRATION_IMAGES else "")
         )
@@ -165,7 +179,7 @@ def calibrate(model: nn.Module, dataset, options: CalibrationOptions, *, workers
                 model(x)
             seen += int(images.shape[0])
     collect_seconds = time.perf_counter() - started
-    check_calibration_size(dataset, options, seen=seen)
+    check_calibration_size(dataset, options, seen=seen, skipped=loader.report.skipped)
     started = time.perf_counter()
     pq_adapter.load_activation_amax(model, options.calibrator, options.percentile, progress=progress)
     model.to(device)  # ranges computed on the host join the model's device

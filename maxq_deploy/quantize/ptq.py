@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
+from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
 from maxq_deploy.data import Preprocess
 from maxq_deploy.progress import Progress
 from maxq_deploy.quantize import pq_adapter
@@ -44,7 +44,7 @@ def quantize_ptq(
     """
     started = time.perf_counter()
     options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
-    out = check_output_path(output)
+    (out,) = guard_outputs([Output(Path(output), TORCH_SUFFIXES, "quantized checkpoint")], [folded_path, calib_data, labels])
     folded, _ = read_folded_input(folded_path)
     pq_adapter.require_pytorch_quantization()
     dataset = open_data(calib_data, preprocess, "calibration", labels=labels)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maxq_deploy.artifacts import atomic_output, check_output_path, provenance
+from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
 from maxq_deploy.data import Preprocess
 from maxq_deploy.distributed import join_process_group
 from maxq_deploy.errors import DataError, PatternViolationError, QuantizationError
@@ -185,7 +185,8 @@ def quantize_qat(
     options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
     QuantizeConfig(qat=True, train_data=train_data, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
                    weight_decay=weight_decay, train_batches=train_batches)  # validates; messages name the options
-    out = check_output_path(output)
+    (out,) = guard_outputs([Output(Path(output), TORCH_SUFFIXES, "quantized checkpoint")],
+                           [folded_path, train_data, val_data, calib_data])
     folded, _ = read_folded_input(folded_path)
     pq_adapter.require_pytorch_quantization()
     train_set = open_data(train_data, preprocess, "train", require_labels=True)
@@ -272,6 +273,11 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
             _apply_masks(masks)  # weight decay / Adam cannot move a masked weight off zero
             schedule.step()
             steps += 1
+            if not math.isfinite(float(loss.detach())):
+                raise QuantizationError(
+                    f"QAT loss became non-finite ({float(loss.detach())}) at epoch {epoch}, step {steps}: the training "
+                    f"data holds extreme values or --lr {lr:g} is too high; nothing was written"
+                )
             loss_sum += float(loss.detach()) * labels.numel()
             correct += int((logits.detach().argmax(1) == labels).sum())
             seen += int(labels.numel())
@@ -286,6 +292,9 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     model.eval()
     state = best_state if best_state is not None else _weights_of(model)
 
+    broken = next((name for name, value in state.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+    if broken is not None:
+        raise QuantizationError(f"QAT weights became non-finite ({broken}): lower --lr or check the training data; nothing was written")
     fixed_zeros = sum(int((mask == 0).sum()) for _, mask in masks.values())
     revived = sum(int(((state[f"{name}.weight"] != 0) & (mask.cpu() == 0)).sum()) for name, (_, mask) in masks.items())
     if revived:

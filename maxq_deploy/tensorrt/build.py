@@ -24,7 +24,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxq_deploy.artifacts import atomic_output, check_input_file, check_output_path, provenance, sha256_file
+from maxq_deploy.artifacts import (
+    ENGINE_SUFFIXES,
+    JSON_SUFFIXES,
+    Output,
+    atomic_output,
+    check_input_file,
+    guard_outputs,
+    provenance,
+    sha256_file,
+)
 from maxq_deploy.errors import InputFileError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.runtimes import tensorrt_api as _trt
@@ -81,7 +90,9 @@ def _stages(progress: Progress) -> Iterator[str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    from maxq_deploy.errors import first_line
+
+    return first_line(exc, 300)
 
 
 def parse_onnx_into_network(trt: Any, builder: Any, logger: Any, onnx_path: Path, network_flags: tuple[str, ...]) -> tuple[Any, Any]:
@@ -172,15 +183,15 @@ def build_engine(
     TensorRT/GPU, bad ONNX, parser or build failure.
     """
     src = check_input_file(onnx_path, "ONNX model")
-    out = check_output_path(output)
-    report_path = check_output_path(report_path_for(out))
     if pin_timing_cache and timing_cache is None:
         raise EngineBuildError("--pin-timing-cache needs --timing-cache PATH")
-    if pin_timing_cache:
-        cache_path = check_input_file(timing_cache, "timing cache")
-    else:
-        cache_path = check_output_path(timing_cache) if timing_cache is not None else None
-    if not workspace_gib or workspace_gib <= 0:
+    pinned = [check_input_file(timing_cache, "timing cache")] if pin_timing_cache else []  # read, never rewritten
+    out, report_path, *cache = guard_outputs(
+        [Output(Path(output), ENGINE_SUFFIXES, "engine"), Output(report_path_for(output), JSON_SUFFIXES, "layer report"),
+         Output(Path(timing_cache), (), "timing cache") if timing_cache is not None and not pin_timing_cache else None],
+        [src, *pinned])
+    cache_path = pinned[0] if pinned else (cache[0] if cache else None)
+    if not workspace_gib or not workspace_gib > 0 or workspace_gib == float("inf"):  # NaN and inf too
         raise EngineBuildError(f"workspace must be more than 0 GiB, got {workspace_gib!r}")
     graph = read_onnx_graph(src)
     shapes = profile_for_onnx(graph, profile, min_batch, opt_batch, max_batch)

@@ -204,7 +204,22 @@ class EngineLayer:
 
     @classmethod
     def from_dict(cls, data: dict) -> EngineLayer:
+        """A layer record of a saved report, every field checked for its type (a damaged file is a ValueError)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a layer entry is a {type(data).__name__}, not a record")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("trt_name", "layer_type", "op", "precision", "input_dtype", "output_dtype", "tactic", "reason"):
+            if name in known and not isinstance(known[name], str):
+                raise ValueError(f"layer field {name!r} is {known[name]!r}, not text")
+        for name in ("in_channels", "out_channels", "groups"):
+            if name in known and (isinstance(known[name], bool) or not isinstance(known[name], int)):
+                raise ValueError(f"layer field {name!r} is {known[name]!r}, not an integer")
+        for name in ("expected_sparse", "eligible", "sparse_tactic"):
+            if name in known and not isinstance(known[name], bool):
+                raise ValueError(f"layer field {name!r} is {known[name]!r}, not true/false")
+        for name, kind in (("checkpoint_layers", str), ("kernel", int)):
+            if name in known and (not isinstance(known[name], list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in known[name])):
+                raise ValueError(f"layer field {name!r} is {known[name]!r}, not a list of {kind.__name__}")
         return cls(**known)
 
 
@@ -318,7 +333,7 @@ class EngineReport:
                 provenance=dict(data.get("provenance") or {}), notes=list(data.get("notes", [])),
                 reproducibility=dict(data.get("reproducibility") or {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputFileError(f"{source} is damaged ({type(exc).__name__}: {exc})") from None
 
 

@@ -85,7 +85,7 @@ def trtexec_for_onnx(
     from maxq_deploy.onnx_graph import read_onnx_graph
     from maxq_deploy.tensorrt.profiles import profile_for_onnx
 
-    if not workspace_gib or workspace_gib <= 0:
+    if not workspace_gib or not workspace_gib > 0 or workspace_gib == float("inf"):  # NaN and inf too
         raise EngineBuildError(f"workspace must be more than 0 GiB, got {workspace_gib!r}")
     notes: list[str] = []
     if trt_version is None:
@@ -95,6 +95,11 @@ def trtexec_for_onnx(
             notes.append("TensorRT is not installed here: command written for TensorRT 10.x (--trt-version 11 for 11.x)")
     if parse_version(trt_version)[0] not in SUPPORTED_MAJORS:
         raise EngineBuildError(f"--trt-version must be 10 or 11 (or a full 10.x / 11.x version), got {trt_version!r}")
+    from maxq_deploy.artifacts import ENGINE_SUFFIXES, Output, guard_outputs
+
+    guard_outputs([Output(Path(engine_path), ENGINE_SUFFIXES, "--saveEngine"), Output(layer_info_path_for(engine_path), (), "--exportLayerInfo"),
+                   Output(Path(timing_cache), (), "--timingCacheFile") if timing_cache is not None else None],
+                  [onnx_path], check_writable=False)  # the command runs elsewhere: names only
     graph = read_onnx_graph(onnx_path)
     shapes = profile_for_onnx(graph, profile, min_batch, opt_batch, max_batch)
     plan = choose_builder_flags(trt_version, known_flag_names(trt_version), graph.precision, sparse=sparse)

@@ -75,7 +75,12 @@ def load_report_for_engine(path: Path) -> EngineReport:
             text = raw.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputFileError(f"{raw} cannot be read ({type(exc).__name__})") from None
-        report = build_engine_report(text, engine=str(path), sparse_build=True, engine_sha256=sha256_file(path))
+        try:
+            report = build_engine_report(text, engine=str(path), sparse_build=True, engine_sha256=sha256_file(path))
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:  # garbage inside the layer list
+            from maxq_deploy.errors import first_line
+
+            raise InputFileError(f"{raw} is damaged TensorRT layer information ({type(exc).__name__}: {first_line(exc)})") from None
         report.notes.append(
             f"read from trtexec's layer information {raw.name}: layer names are TensorRT's, and whether the "
             "engine was built with --sparsity=enable is not recorded"

@@ -1,0 +1,89 @@
+"""Strict reading of the torch artifacts this tool writes (folded and quantized checkpoints).
+
+One place decides what "damaged" means, and the one loader of each format
+(``fold.folded_from_dict``, ``quantize.artifact.quantized_from_dict``) calls it, so ``verify``,
+``export``, ``eval`` and ``bench`` all refuse the same files with the same words:
+
+- kind and ``format_version`` (:func:`maxq_deploy.formats.check_format`): an integer from 1 to
+  the version this maxq-deploy writes; anything else (newer, a string, a bool, missing) is
+  refused naming the version the tool reads.
+- metadata: ``arch`` a registered architecture, ``num_classes`` a positive integer, ``nm``
+  absent/None or a valid N:M such as ``2:4``, ``layers`` a list of layer records.
+- tensors: every floating-point weight finite.
+- quantizer ranges (``amax``): tensors, finite, never negative (input and residual ranges
+  positive), and one value per tensor or one per output channel of the weight they quantize.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from maxq_deploy.errors import InputFileError, UnsupportedArchitectureError
+
+
+def check_metadata(obj: dict, path: Path, what: str) -> None:
+    """``arch``, ``num_classes``, ``nm`` and ``layers`` hold values this tool can use."""
+    from maxq_deploy.archs import normalize_arch
+    from maxq_deploy.errors import SparsityPatternError
+    from maxq_deploy.sparsity import NMPattern
+
+    arch = obj.get("arch")
+    if not isinstance(arch, str):
+        raise InputFileError(f"{path}: damaged {what} (arch {arch!r} is not an architecture name)")
+    try:
+        normalize_arch(arch)
+    except UnsupportedArchitectureError as exc:
+        raise InputFileError(f"{path}: damaged {what} ({exc})") from None
+    classes = obj.get("num_classes")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise InputFileError(f"{path}: damaged {what} (num_classes {classes!r} is not a positive integer)")
+    nm = obj.get("nm")
+    if nm is not None:
+        try:
+            if not isinstance(nm, str):
+                raise SparsityPatternError("not a string")
+            NMPattern.parse(nm)
+        except SparsityPatternError:
+            raise InputFileError(f"{path}: damaged {what} (nm {nm!r} is not an N:M pattern such as '2:4')") from None
+    layers = obj.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        raise InputFileError(f"{path}: damaged {what} (its 'layers' entry is not a list of layer records)")
+
+
+def check_finite_tensors(state: dict, path: Path, what: str) -> None:
+    """Every floating-point tensor finite; the first bad one is named with its first bad index."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                index = [int(i) for i in torch.nonzero(bad)[0]]
+                raise InputFileError(
+                    f"{path}: damaged {what} ({key} holds NaN or Inf, first at index {index}); re-create it from its source"
+                )
+
+
+def check_quantizer_ranges(quantizers: dict, state: dict, path: Path) -> None:
+    """Every range a tensor, finite, non-negative (input/residual: positive), of a usable shape."""
+    for name, amax in quantizers.items():
+        where = f"{path}: damaged quantized checkpoint (range of {name}"
+        if not isinstance(amax, torch.Tensor) or not (amax.is_floating_point() or amax.dtype in (torch.int32, torch.int64)):
+            raise InputFileError(f"{where} is not a tensor of numbers)")
+        if amax.numel() == 0:
+            raise InputFileError(f"{where} is empty)")
+        values = amax.detach().double()
+        if not bool(torch.isfinite(values).all()):
+            raise InputFileError(f"{where} holds NaN or Inf)")
+        weight_quantizer = name.endswith("._weight_quantizer")
+        if bool((values < 0).any()) or (not weight_quantizer and bool((values <= 0).any())):
+            raise InputFileError(f"{where} is {'negative' if bool((values < 0).any()) else 'zero'}: {float(values.min()):g})")
+        if weight_quantizer:
+            weight = state.get(name.removesuffix("._weight_quantizer") + ".weight")
+            channels = int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() > 0 else None
+            if amax.numel() not in (1, channels) or (amax.numel() > 1 and sum(d > 1 for d in amax.shape) > 1):
+                raise InputFileError(
+                    f"{where} has shape {list(amax.shape)}; expected one value or one per output channel ({channels}))"
+                )
+        elif amax.numel() != 1:
+            raise InputFileError(f"{where} has shape {list(amax.shape)}; an activation range is one value)")
