@@ -9,6 +9,8 @@ from other processes hits every row alike:
 - ``ort-fp32``            ONNX Runtime, fp32 graph (the baseline of every ratio)
 - ``ort-int8-ckpt``       ONNX Runtime, ``export onnx QUANTIZED --target onnxruntime``: its fast
                           form made from the checkpoint's ranges (no data)
+- ``ort-int8-ckpt-qop``   ONNX Runtime, the same graph in QOperator form (QLinearConv, QLinearAdd: what
+                          ONNX Runtime's own fusion makes of the QDQ graph, saved offline): QDQ vs QOperator
 - ``ort-int8-calib``      ONNX Runtime, ``export onnx FOLDED --target onnxruntime --calib``: its own
                           quantizer, calibrated again on the same synthetic batches
 - ``ort-int8-trt-qdq``    ONNX Runtime, the TensorRT-form Q/DQ graph (to show why it needs its own form)
@@ -39,6 +41,7 @@ import numpy as np
 PAIRS: dict[str, tuple[str, str]] = {  # name -> (graph, backend spec)
     "ort-fp32": ("fp32", "onnxruntime"),
     "ort-int8-ckpt": ("int8-ckpt", "onnxruntime"),
+    "ort-int8-ckpt-qop": ("int8-ckpt-qop", "onnxruntime"),
     "ort-int8-calib": ("int8-calib", "onnxruntime"),
     "ort-int8-trt-qdq": ("int8-trt-qdq", "onnxruntime"),
     "ov-fp32-f32": ("fp32", "openvino:f32"),
@@ -60,7 +63,7 @@ def make_graphs(work: Path, arch: str, size: int, calib_batches: int, calib_batc
     work.mkdir(parents=True, exist_ok=True)
     ckpt, folded, quantized, calib = (work / f"{arch}.pth.tar", work / f"{arch}.folded.pt", work / f"{arch}.ptq.pt",
                                       work / "calib.npy")
-    graphs = {name: work / f"{arch}_{name}.onnx" for name in ("fp32", "int8-ckpt", "int8-calib", "int8-trt-qdq")}
+    graphs = {name: work / f"{arch}_{name}.onnx" for name in ("fp32", "int8-ckpt", "int8-ckpt-qop", "int8-calib", "int8-trt-qdq")}
     if not folded.exists():
         save_checkpoint(make_checkpoint(arch, "2:4", num_classes=1000), ckpt)
         fold_checkpoint(ckpt, folded)
@@ -72,6 +75,7 @@ def make_graphs(work: Path, arch: str, size: int, calib_batches: int, calib_batc
         "fp32": lambda out: export_onnx(folded, out, input_size=size),
         "int8-trt-qdq": lambda out: export_onnx(quantized, out, input_size=size),
         "int8-ckpt": lambda out: export_ort_int8_from_quantized(quantized, out, input_size=size),
+        "int8-ckpt-qop": lambda out: qoperator_form(graphs["int8-ckpt"], out),
         "int8-calib": lambda out: export_ort_int8(folded, out, np.load(calib), calib_batches, calib_batch_size, input_size=size),
     }
     for name, make in steps.items():
@@ -80,6 +84,18 @@ def make_graphs(work: Path, arch: str, size: int, calib_batches: int, calib_batc
             make(graphs[name])
             print(f"made {graphs[name].name} in {time.perf_counter() - started:.0f} s", flush=True)
     return graphs
+
+
+def qoperator_form(qdq: Path, out: Path) -> None:
+    """ONNX Runtime's own QOperator form of a QDQ graph: its fused graph (basic + extended levels, no
+    hardware-specific layout), saved offline. Same kernels; this measures whether the form matters."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(out)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"])
 
 
 def main(argv: list[str] | None = None) -> int:

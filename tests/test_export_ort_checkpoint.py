@@ -207,3 +207,18 @@ def test_wrong_kind_of_checkpoint_for_each_route(store, ptq, data, cli, tmp_path
     res = cli("export", "onnx", ptq, "-o", out, "--target", "onnxruntime", "--input-size", SIZE, "--calib", data)
     assert res.exit_code != 0 and "drop --calib" in res.stderr and res.stderr.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_mobilenet_depthwise_graph_from_checkpoint(store, data, tmp_path: Path) -> None:
+    """No residual Adds, depthwise convs: every conv but the last (it feeds global pooling) runs in int8."""
+    import onnx
+
+    quantized = tmp_path / "mbv1.ptq.pt"
+    quantize_ptq(store.folded(arch="mobilenet_v1"), quantized, data, calibrator="max", calib_batches=1, batch_size=16, workers=0)
+    out = tmp_path / "mbv1_ort.onnx"
+    result = export_ort_int8_from_quantized(quantized, out, input_size=SIZE)
+    assert result.parity.passed and result.ranges_match and result.pattern_ok
+    assert result.float_layers == ["features.12.3"] and not result.derived_ranges
+    assert len(result.int8_layers) == 26 + 1  # conv1 and 25 of the 26 depthwise/pointwise convs, and fc
+    assert Counter(n.op_type for n in onnx.load(str(out)).graph.node)["Relu"] == 1
