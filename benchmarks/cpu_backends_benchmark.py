@@ -55,7 +55,8 @@ TARGET_BEST, TARGET_ORT_CKPT = 3.5, 2.5
 def make_graphs(work: Path, arch: str, size: int, calib_batches: int, calib_batch_size: int) -> dict[str, Path]:
     """The four graphs, made once per work folder (each step skipped when its file exists)."""
     from maxq_deploy.export_onnx import export_onnx
-    from maxq_deploy.export_ort import export_ort_int8, export_ort_int8_from_quantized
+    from maxq_deploy.export_ort import export_ort_int8
+    from maxq_deploy.export_ort_checkpoint import export_ort_int8_from_quantized
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import quantize_ptq
     from maxq_deploy.reference import make_checkpoint, save_checkpoint

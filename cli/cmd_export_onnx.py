@@ -32,30 +32,28 @@ def export_onnx_command(
              "its own ranges (no data), from a folded checkpoint with --calib ONNX Runtime's quantizer.",
     ),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data for --target onnxruntime with a folded checkpoint (a quantized one carries its ranges)."),
-    calib_batches: int = typer.Option(8, "--calib-batches", help="Calibration batches (--target onnxruntime)."),
-    calib_batch_size: int = typer.Option(8, "--calib-batch-size", help="Images per calibration batch (--target onnxruntime)."),
+    calib_batches: Optional[int] = typer.Option(None, "--calib-batches", help="Calibration batches (--target onnxruntime; default 8)."),
+    calib_batch_size: Optional[int] = typer.Option(None, "--calib-batch-size", help="Images per calibration batch (--target onnxruntime; default 8)."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side of calibration images to this (default: input size x 256/224; CIFAR ResNets: the input size)."),
-    calibrate_method: str = typer.Option("minmax", "--calibrate-method", help="minmax, entropy or percentile (--target onnxruntime)."),
+    calibrate_method: Optional[str] = typer.Option(None, "--calibrate-method", help="minmax (default), entropy or percentile (--target onnxruntime)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Export to ONNX with checkpoint layer names and metadata; ends with an ONNX Runtime parity check."""
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export_onnx import ExportResult, export_model
+    from maxq_deploy.export_ort import OrtExportResult
     from maxq_deploy.progress import RichProgress
 
-    target = target.strip().lower()
-    if target not in ("tensorrt", "onnxruntime"):
-        from maxq_deploy.errors import OptionError
-
-        raise OptionError(f"--target {target!r} is not supported; choose tensorrt or onnxruntime")
-    if target == "onnxruntime":
-        return _export_for_onnxruntime(model, output, precision, calib, calib_batches, calib_batch_size, resize, input_size,
-                                       calibrate_method, opset, json_out)
-    result = export_onnx(
-        model, output, precision=precision, opset=opset, batch=batch, dynamic_batch=True if dynamic_batch else None,
-        input_size=input_size, progress=RichProgress(enabled=not json_out and sys.stderr.isatty()), target=target,
+    result = export_model(
+        model, output, target, precision=precision, opset=opset, batch=batch, dynamic_batch=True if dynamic_batch else None,
+        input_size=input_size, calib=calib, calib_batches=calib_batches, calib_batch_size=calib_batch_size, resize=resize,
+        calibrate_method=calibrate_method, progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
     )
     if json_out:
         return print_json(result.summary())
+    if isinstance(result, OrtExportResult):
+        return _render_ort_calibrated(result)
+    if not isinstance(result, ExportResult):
+        return _render_ort_from_checkpoint(result)
     p = result.parity
     shape = "x".join(map(str, result.input_shape))
     rows = [
@@ -77,30 +75,7 @@ def export_onnx_command(
         console.print(verdict_style(False, f"warning: {result.pattern_verdict}"), highlight=False)
 
 
-def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str], calib: Optional[Path], calib_batches: int,
-                            calib_batch_size: int, resize: Optional[int], input_size: Optional[int], calibrate_method: str, opset: int,
-                            json_out: bool) -> None:
-    from maxq_deploy.data import Preprocess
-    from maxq_deploy.export_onnx import export_onnx
-    from maxq_deploy.export_ort import OrtQuantOptions, export_ort_int8
-    from maxq_deploy.progress import RichProgress
-
-    progress = RichProgress(enabled=not json_out and sys.stderr.isatty())
-    if (precision or "int8").lower() != "int8":  # fp32/fp16 graphs are the same for both targets
-        result = export_onnx(model, output, precision=precision, opset=opset, input_size=input_size, progress=progress)
-        return print_json(result.summary()) if json_out else console.print(f"wrote {escape(str(result.output))}: {result.parity.describe()}")
-    from maxq_deploy.input_size import artifact_input_size
-
-    found = artifact_input_size(model)
-    input_size = found.resolve(input_size, "--input-size")
-    if calib is None:  # a quantized checkpoint carries its ranges (a folded one is refused with the --calib hint)
-        return _export_ort_from_checkpoint(model, output, input_size, opset, progress, json_out)
-    preprocess = Preprocess(resize=found.resize(input_size, resize), image_size=input_size)
-    result = export_ort_int8(model, output, calib, calib_batches=calib_batches, batch_size=calib_batch_size,
-                             preprocess=preprocess, input_size=input_size, progress=progress,
-                             options=OrtQuantOptions(calibrate_method=calibrate_method, opset=opset))
-    if json_out:
-        return print_json(result.summary())
+def _render_ort_calibrated(result) -> None:
     rows = [
         ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
         ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'}"),
@@ -116,12 +91,7 @@ def _export_for_onnxruntime(model: Path, output: Path, precision: Optional[str],
     console.print(verdict_style(result.parity.passed and result.pattern_ok, "int8 graph written for ONNX Runtime"), highlight=False)
 
 
-def _export_ort_from_checkpoint(model: Path, output: Path, input_size: int, opset: int, progress, json_out: bool) -> None:
-    from maxq_deploy.export_ort import export_ort_int8_from_quantized
-
-    result = export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress)
-    if json_out:
-        return print_json(result.summary())
+def _render_ort_from_checkpoint(result) -> None:
     p = result.parity
     matching = sum(r.matches for r in result.ranges)
     rows = [

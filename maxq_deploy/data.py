@@ -13,12 +13,8 @@ Sources (:func:`open_dataset` tells them apart):
 
 Images are decoded with Pillow and preprocessed as torchvision's eval transform does: RGB,
 shorter side resized to ``resize`` (bilinear), center crop ``image_size``, [0, 1], normalize.
-Every Pillow mode becomes 8-bit RGB first (:func:`to_rgb8`): 8-bit modes as Pillow converts them
-(alpha dropped, CMYK/YCbCr/palette to RGB), 16-bit grey (``I;16`` and its variants) scaled by
-255/65535 (never clipped), 32-bit integer ``I`` by 255/65535 when its values fit 16 bits (as
-is when they fit 8 bits, else min-max scaled), float ``F`` times 255 when in [0, 1], as is when
-in [0, 255], else min-max scaled; a float image holding NaN or Inf is refused naming the file
-and the first bad pixel.
+Every Pillow mode becomes 8-bit RGB first, deep images scaled, never clipped, and non-finite
+ones refused (:mod:`maxq_deploy.image_decode`).
 
 Folder walks follow symbolic links but never into a folder already walked (a link to an
 ancestor or a sibling), never count one file twice (links and hard links included), and skip
@@ -27,8 +23,7 @@ read (a dangling link, a folder without permission, a link loop) are counted and
 ``ImageDataset.unreadable``; the loader reports them with the images it could not decode.
 
 ``.npy``/``.npz`` images holding NaN or Inf are refused when opened, naming the file and the
-first bad index, and so are absurd batches (:func:`check_batch_memory`: a batch that cannot fit
-in the memory available is one line, not a crash).
+first bad index, and so are absurd batches (:mod:`maxq_deploy.memory`).
 
 Unreadable images never crash a run. ``dataset[i]`` returns ``(Unreadable(path, reason), label)``
 for them; the loader from :func:`make_loader` (a :class:`Batches`) drops them in its
@@ -53,6 +48,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maxq_deploy.errors import DataError, first_line
+from maxq_deploy.image_decode import (  # noqa: F401  (part of this module's API)
+    NonFinite,
+    NonFiniteImageError,
+    Unreadable,
+    check_finite,
+    first_non_finite,
+    load_rgb,
+    to_rgb8,
+)
+from maxq_deploy.memory import FORWARD_MEMORY_FACTOR, available_memory_bytes, check_batch_memory  # noqa: F401
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -118,92 +123,6 @@ class Preprocess:
         array = np.asarray(image, dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """Stands in for an image that could not be decoded; dropped and counted by the loader."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class NonFinite:
-    """Stands in for an image that decoded to NaN or Inf; the loader refuses the data set."""
-
-    path: str
-    index: tuple[int, ...]
-    array: bool = False  # a sample of a .npy array (index: sample, channel, row, column) or an image file
-
-    def message(self) -> str:
-        if self.array:
-            return (f"{self.path} holds non-finite values (NaN or Inf) at index {list(self.index)} (the first found): NaN/Inf input "
-                    "cannot be calibrated, trained on or scored; fix or drop those samples")
-        return (f"{self.path} decodes to non-finite values (NaN or Inf), first at pixel {list(self.index)} (row, column): "
-                "fix or remove that image")
-
-
-class NonFiniteImageError(ValueError):
-    """A float image holds NaN or Inf (``index`` is the first bad pixel, row then column)."""
-
-    def __init__(self, index: tuple[int, ...]):
-        super().__init__(f"NaN or Inf at pixel {list(index)}")
-        self.index = index
-
-
-def _scaled_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    scaled = (values.astype(np.float64) - low) * (255.0 / (high - low)) if high > low else np.zeros(values.shape)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def to_rgb8(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB, scaling deep images instead of clipping them (see the module doc)."""
-    from PIL import Image
-
-    mode = image.mode
-    if mode in ("RGB",):
-        return image
-    if not (mode.startswith("I") or mode.startswith("F")):
-        if "A" in mode or "a" in mode or (mode == "P" and "transparency" in image.info):
-            image = image.convert("RGBA" if mode != "LA" and mode != "La" else "LA")
-        return image.convert("RGB")
-    values = np.asarray(image)
-    if values.ndim != 2:
-        raise ValueError(f"unsupported {mode} image with shape {values.shape}")
-    if mode.startswith("F"):
-        finite = np.isfinite(values)
-        if not finite.all():
-            raise NonFiniteImageError(tuple(int(i) for i in np.argwhere(~finite)[0]))
-        low, high = float(values.min()), float(values.max())
-        if low >= 0 and high <= 1:
-            grey = _scaled_to_uint8(values, 0.0, 1.0)
-        elif low >= 0 and high <= 255:
-            grey = _scaled_to_uint8(values, 0.0, 255.0)
-        else:
-            grey = _scaled_to_uint8(values, low, high)
-    elif values.dtype.itemsize == 2 or mode.startswith("I;16"):
-        grey = _scaled_to_uint8(values, 0.0, 65535.0)
-    else:  # "I": 32-bit integers
-        low, high = int(values.min()), int(values.max())
-        if low >= 0 and high <= 255:
-            grey = values.astype(np.uint8)
-        elif low >= 0 and high <= 65535:
-            grey = _scaled_to_uint8(values, 0.0, 65535.0)
-        else:
-            grey = _scaled_to_uint8(values, float(low), float(high))
-    return Image.fromarray(np.ascontiguousarray(grey), "L").convert("RGB")
-
-
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode an image file fully and convert it to 8-bit RGB (raises on any decoder failure)."""
-    from PIL import Image
-
-    if not os.path.isfile(path):  # a FIFO or device named like an image would block or never end
-        raise ValueError("not a regular file")
-    with Image.open(path) as image:
-        image.load()
-        return to_rgb8(image)
 
 
 class ImageDataset(Dataset):
@@ -395,30 +314,6 @@ def _check_images_array(images: np.ndarray, source: str) -> np.ndarray:
     return images
 
 
-def first_non_finite(array: np.ndarray, chunk: int = 64) -> tuple[int, ...] | None:
-    """Index of the first NaN/Inf of ``array`` (read in chunks along axis 0: fine for memory maps)."""
-    if array.dtype.kind not in "fc":
-        return None
-    for start in range(0, len(array), chunk):
-        part = np.asarray(array[start : start + chunk])
-        bad = ~np.isfinite(part)
-        if bad.any():
-            index = np.argwhere(bad)[0]
-            return (int(index[0]) + start, *(int(i) for i in index[1:]))
-    return None
-
-
-def check_finite(array: np.ndarray, source: str) -> None:
-    """Refuse data holding NaN or Inf: one line naming the file and the first bad index."""
-    index = first_non_finite(array)
-    if index is not None:
-        value = array[index]
-        raise DataError(
-            f"{source} holds non-finite values ({value}), first at index {list(index)}: "
-            "NaN/Inf input cannot be calibrated, trained on or scored; fix or drop those samples"
-        )
-
-
 def _open_arrays(path: Path, labels: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray | None]:
     import zipfile
     import zlib
@@ -550,45 +445,6 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return entry.is_dir()
     except OSError:
         return False
-
-
-#: A forward pass needs several times its input batch in activations; this many is the floor.
-FORWARD_MEMORY_FACTOR = 4
-
-
-def available_memory_bytes() -> int | None:
-    """Memory this process can still take (MemAvailable, else free pages); None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_batch_memory(batch: int, sample_shape: Sequence[int], what: str = "a batch", factor: int = FORWARD_MEMORY_FACTOR,
-                       itemsize: int = 4) -> None:
-    """Refuse, before allocating, a float32 batch whose forward pass cannot fit in memory.
-
-    The estimate is ``factor`` times the input batch (a lower bound: real networks need more),
-    so only sizes that cannot possibly run are refused.
-    """
-    count = int(batch)
-    for d in sample_shape:
-        count *= int(d)
-    needed = count * itemsize * factor
-    available = available_memory_bytes()
-    if available is not None and needed > available:
-        shape = "x".join(str(int(d)) for d in (batch, *sample_shape))
-        raise DataError(
-            f"{what} of {shape} float32 needs at least {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB are available: "
-            "use a smaller batch size or input size"
-        )
 
 
 def check_input_shape(

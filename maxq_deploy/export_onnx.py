@@ -58,9 +58,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from maxq_deploy import __version__
+from maxq_deploy import __version__, onnx_meta
 from maxq_deploy.artifacts import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
+from maxq_deploy.compare import compare_outputs
 from maxq_deploy.errors import BackendUnavailableError, InputFileError, OptionError, ParityError
+from maxq_deploy.onnx_edit import (  # noqa: F401  (graph post-processing, part of the export API)
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportedLayer,
+    _assert_clean_graph,
+    _float32_boundary,
+    _name_io,
+    _rename_layers,
+    graph_to_fp16,
+    rename_value,
+)
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.sparsity import HARDWARE_PATTERN
 
@@ -69,13 +81,11 @@ OPSET_RANGE = (13, 20)
 FOLDED_PRECISIONS = ("fp32", "fp16")
 QUANTIZED_PRECISION = "int8"
 TARGETS = ("tensorrt",)
-INPUT_NAME, OUTPUT_NAME = "input", "output"
 BATCH_DIM = "batch"
 #: max |onnx - torch| / max |torch| allowed per precision (see the module docstring).
 PARITY_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
 PARITY_SEED = 0
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
-META = "maxq_deploy."
 
 
 @dataclass
@@ -167,18 +177,6 @@ class ParityCheck:
         )
 
 
-@dataclass
-class ExportedLayer:
-    """One Conv/Gemm node of the written graph."""
-
-    name: str  # node name = checkpoint layer name
-    op: str
-    weight: str  # initializer name
-    bias: str | None
-    dtype: str
-    sparse: bool  # listed in maxq_deploy.sparse_layers
-
-
 class ExportSummary:
     """What every ONNX export result shares: the 2:4 verdict in the graph and its JSON form."""
 
@@ -223,6 +221,33 @@ class ExportResult(ExportSummary):
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+#: Export targets: name -> "module:function" called as ``function(model, output, **options)``; each
+#: returns an :class:`ExportSummary`. ``tensorrt``: the graph TensorRT wants (fp32/fp16, or
+#: symmetric INT8 Q/DQ); ``onnxruntime``: the form ONNX Runtime's CPU kernels run fastest.
+EXPORT_TARGETS: dict[str, str] = {
+    "tensorrt": "maxq_deploy.export_onnx:export_onnx",
+    "onnxruntime": "maxq_deploy.export_ort:export_for_onnxruntime",
+}
+
+
+def export_model(model_path: str | os.PathLike[str], output: str | os.PathLike[str], target: str = "tensorrt",
+                 **options) -> ExportSummary:
+    """Export ``model_path`` for ``target`` (see :data:`EXPORT_TARGETS`); what ``export onnx`` runs."""
+    import importlib
+    import inspect
+
+    key = str(target).strip().lower()
+    if key not in EXPORT_TARGETS:
+        raise OptionError(f"--target {target!r} is not supported; choose one of {', '.join(EXPORT_TARGETS)}")
+    module, _, function = EXPORT_TARGETS[key].partition(":")
+    export = getattr(importlib.import_module(module), function)
+    accepted = inspect.signature(export).parameters
+    for name, value in list(options.items()):
+        if name not in accepted:
+            if value is not None:
+                raise OptionError(f"--{name.replace('_', '-')} does not apply to --target {key}")
+            del options[name]  # an option left unset
+    return export(model_path, output, **options)
 
 
 def export_onnx(
@@ -289,7 +314,7 @@ class _ExportJob:
         self.source_sha256 = sha256_file(self.source)
         self.sparse_layers = _sparse_layer_names(self.loaded.meta)
         if self.sparse_layers is None:
-            self.notes.append(f"{self.source} lists no sparse layers; {META}sparse_layers is omitted")
+            self.notes.append(f"{self.source} lists no sparse layers; {onnx_meta.SPARSE_LAYERS} is omitted")
 
     def export_raw_graph(self) -> None:
         producer = RAW_GRAPH_PRODUCERS[(self.options.target, self.precision == QUANTIZED_PRECISION)]
@@ -316,7 +341,7 @@ class _ExportJob:
             f"maxq-deploy export of {self.loaded.arch} ({self.precision}) from {self.source.name}; "
             f"input/output float32 NCHW, input size {self.options.input_size}"
         )
-        _set_metadata(self.model, self._metadata())
+        onnx_meta.write_metadata(self.model, self._metadata())
         onnx.checker.check_model(self.model, full_check=True)  # a failure here is a bug in this module
 
     def _metadata(self) -> dict[str, str]:
@@ -337,7 +362,7 @@ class _ExportJob:
         origin = self.loaded.meta.get("provenance") if isinstance(self.loaded.meta, dict) else None
         if isinstance(origin, dict) and origin.get("source_sha256"):
             meta["checkpoint_sha256"] = str(origin["source_sha256"])
-        return {META + key: value for key, value in meta.items()}
+        return {onnx_meta.key(name): value for name, value in meta.items()}
 
     def write_checked(self) -> None:
         import onnx
@@ -456,189 +481,6 @@ RAW_GRAPH_PRODUCERS: dict[tuple[str, bool], Callable] = {
 }
 
 
-# --- post-processing ---------------------------------------------------------------------------
-
-
-def _value_names(graph) -> set[str]:
-    names = {init.name for init in graph.initializer}
-    names.update(v.name for v in (*graph.input, *graph.output, *graph.value_info))
-    for node in graph.node:
-        names.update(node.input)
-        names.update(node.output)
-    names.discard("")
-    return names
-
-
-def rename_value(graph, old: str, new: str) -> None:
-    """Rename a tensor everywhere in ``graph`` (initializers, node I/O, graph I/O, value_info)."""
-    if old == new:
-        return
-    if new in _value_names(graph):  # make room: the blocking tensor gets a free name
-        suffix = 1
-        while f"{new}.orig{suffix}" in _value_names(graph):
-            suffix += 1
-        rename_value(graph, new, f"{new}.orig{suffix}")
-    for init in graph.initializer:
-        if init.name == old:
-            init.name = new
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        if value.name == old:
-            value.name = new
-    _rename_in_nodes(graph, old, new)
-
-
-def _rename_in_nodes(graph, old: str, new: str) -> None:
-    """Rename a tensor where nodes read or write it (graph inputs/outputs keep their names)."""
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name == old:
-                node.input[i] = new
-        for i, name in enumerate(node.output):
-            if name == old:
-                node.output[i] = new
-
-
-def _name_io(graph) -> None:
-    """One input named ``input`` and one output named ``output`` (the Q/DQ hook may differ)."""
-    initializers = {init.name for init in graph.initializer}
-    inputs = [v for v in graph.input if v.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise RuntimeError(f"bug: exported graph has {len(inputs)} inputs and {len(graph.output)} outputs, expected 1 and 1")
-    rename_value(graph, inputs[0].name, INPUT_NAME)
-    rename_value(graph, graph.output[0].name, OUTPUT_NAME)
-
-
-#: Ops of the exported CNNs that accept float16 for every float input (ONNX type constraint T).
-FP16_OPS = frozenset({
-    "Conv", "Gemm", "MatMul", "Relu", "Add", "Sub", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "Flatten", "Reshape", "Identity", "Concat", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Softmax", "Constant",
-})
-
-
-def graph_to_fp16(graph) -> None:
-    """Make a float32 graph all-float16: float initializers, Constant values and I/O types.
-
-    Only for graphs made of :data:`FP16_OPS`; value_info is dropped (the checker re-infers it).
-    """
-    from onnx import TensorProto, numpy_helper
-
-    unsupported = sorted({node.op_type for node in graph.node} - FP16_OPS)
-    if unsupported:
-        raise RuntimeError(f"bug: fp16 conversion does not know {', '.join(unsupported)}; check and add to FP16_OPS")
-    for init in graph.initializer:
-        if init.data_type == TensorProto.FLOAT:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
-    for node in graph.node:
-        if node.op_type != "Constant":
-            continue
-        for attr in node.attribute:
-            if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
-    del graph.value_info[:]
-    for value in (*graph.input, *graph.output):
-        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
-            value.type.tensor_type.elem_type = TensorProto.FLOAT16
-
-
-def _float32_boundary(graph) -> None:
-    """Turn an all-fp16 graph into fp16 inside with float32 ``input``/``output`` (Casts at the edges)."""
-    from onnx import TensorProto, helper
-
-    inner_in, inner_out = f"{INPUT_NAME}_fp16", f"{OUTPUT_NAME}_fp16"
-    _rename_in_nodes(graph, INPUT_NAME, inner_in)
-    _rename_in_nodes(graph, OUTPUT_NAME, inner_out)
-    graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
-    graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
-    graph.node.insert(0, helper.make_node("Cast", [INPUT_NAME], [inner_in], name="input_to_fp16", to=TensorProto.FLOAT16))
-    graph.node.append(helper.make_node("Cast", [inner_out], [OUTPUT_NAME], name="output_to_fp32", to=TensorProto.FLOAT))
-
-
-def _torch_layers(module: nn.Module) -> dict[str, nn.Module]:
-    return {name: mod for name, mod in module.named_modules() if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear))}
-
-
-def _name_from_scope(node_name: str, known: dict[str, nn.Module]) -> str | None:
-    """``/layer1/layer1.0/convbn1/Conv`` (TorchScript scopes) -> ``layer1.0.convbn1``."""
-    parts = [p for p in node_name.split("/") if p][:-1]
-    full = ""
-    for part in parts:
-        full = part if not full or part.startswith(full + ".") else f"{full}.{part}"
-    return full if full in known else None
-
-
-def _name_from_source(source: str, known: dict[str, nn.Module]) -> str | None:
-    """``layer1.0.convbn1.weight`` or ``...parametrizations.weight.original`` -> the module name."""
-    matches = [name for name in known if source.startswith(name + ".")]
-    return max(matches, key=len) if matches else None
-
-
-def _name_from_values(value: np.ndarray, known: dict[str, nn.Module]) -> str | None:
-    """The one module whose weight equals ``value`` (in the graph's dtype)."""
-    hits = []
-    for name, mod in known.items():
-        weight = getattr(mod, "weight", None)
-        if isinstance(weight, torch.Tensor) and tuple(weight.shape) == value.shape:
-            if np.array_equal(weight.detach().cpu().numpy().astype(value.dtype), value):
-                hits.append(name)
-    return hits[0] if len(hits) == 1 else None
-
-
-def _rename_layers(graph, module: nn.Module, sparse: set[str], notes: list[str]) -> list[ExportedLayer]:
-    """Name every Conv/Gemm node after its checkpoint layer, its weight ``<layer>.weight``."""
-    from maxq_deploy.onnx_sparsity import GraphIndex
-
-    known = _torch_layers(module)
-    layers: list[ExportedLayer] = []
-    used: set[str] = set()
-    for node in list(graph.node):
-        if node.op_type not in ("Conv", "Gemm"):
-            continue
-        index = GraphIndex(graph)
-        weight = index.trace_weight(node.input[1])
-        if weight is None:
-            raise RuntimeError(f"bug: {node.op_type} node {node.name!r} has a non-constant weight after export")
-        name = (
-            _name_from_scope(node.name, known)
-            or _name_from_source(weight.source, known)
-            or (None if weight.chain else _name_from_values(weight.value, known))
-        )
-        mapped = name is not None and name not in used
-        if not mapped:
-            notes.append(f"{node.op_type} node {node.name!r} could not be mapped to a checkpoint layer; name kept")
-            name = node.name
-        else:
-            used.add(name)
-            node.name = name
-            rename_value(graph, weight.source, f"{name}.weight")
-        bias = None
-        if len(node.input) > 2 and node.input[2]:
-            traced = GraphIndex(graph).trace_weight(node.input[2])
-            if traced is not None and not traced.chain and mapped:
-                rename_value(graph, traced.source, f"{name}.bias")
-                bias = f"{name}.bias"
-            else:
-                bias = node.input[2]
-        source = GraphIndex(graph).trace_weight(node.input[1])
-        layers.append(ExportedLayer(name, node.op_type, source.source if source else node.input[1], bias, weight.dtype, name in sparse))
-    return layers
-
-
-def _assert_clean_graph(graph) -> None:
-    """Fold already happened: a BatchNormalization left in the graph is a bug.
-
-    A mask multiply on a weight would already have failed in :func:`_rename_layers` (the weight
-    would not trace back to a constant through Q/DQ, Cast, Transpose, Reshape, Identity).
-    """
-    if any(node.op_type == "BatchNormalization" for node in graph.node):
-        raise RuntimeError("bug: exported graph still has BatchNormalization nodes (fold should have removed them)")
-
-
-def _set_metadata(model, values: dict[str, str]) -> None:
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in values]
-    del model.metadata_props[:]
-    for key, value in [*kept, *values.items()]:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
 
 
 # --- parity ------------------------------------------------------------------------------------
@@ -663,8 +505,7 @@ def check_parity(
     tolerance = PARITY_TOLERANCE[precision]
     if got.shape != ref.shape:
         return ParityCheck(reference, list(batch_shape), seed, float("inf"), float(np.abs(ref).max()), float("inf"), tolerance, False)
-    max_abs = float(np.abs(got - ref).max())
-    ref_max = float(np.abs(ref).max())
-    relative = max_abs / max(ref_max, 1e-12)
-    passed = bool(np.isfinite(got).all() and relative <= tolerance)
+    diff = compare_outputs(ref, got)
+    max_abs, ref_max, relative = diff.max_abs_error, diff.max_abs_reference, diff.relative_error
+    passed = diff.finite and relative <= tolerance
     return ParityCheck(reference, list(batch_shape), seed, max_abs, ref_max, relative, tolerance, passed)

@@ -47,7 +47,8 @@ from maxq_deploy.artifacts import (
     sha256_file,
     temp_folder,
 )
-from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OptionError, ParityError
+from maxq_deploy.errors import BackendUnavailableError, DataError, OptionError, ParityError
+from maxq_deploy import onnx_meta
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.export_onnx import ExportSummary
 from maxq_deploy.sparsity import HARDWARE_PATTERN
@@ -58,7 +59,6 @@ ACTIVATION_TYPES = ("uint8", "int8")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 #: Parity that is not rounding any more: max |int8 - fp32| / max |fp32| above this fails.
 GROSS_RELATIVE_ERROR = 0.5
-META = "maxq_deploy."
 _QUANT_SUFFIX = "_quant"  # what QOperator appends to the node names it replaces
 
 
@@ -357,7 +357,6 @@ def _finalize(int8_path: Path, out_path: Path, fp32_path: Path, options: OrtQuan
     import onnx
 
     from maxq_deploy import __version__
-    from maxq_deploy.export_onnx import _set_metadata
 
     fp32 = onnx.load(str(fp32_path), load_external_data=False)
     layer_names = {node.name for node in fp32.graph.node if node.op_type in ("Conv", "Gemm")}
@@ -365,19 +364,19 @@ def _finalize(int8_path: Path, out_path: Path, fp32_path: Path, options: OrtQuan
     for node in model.graph.node:
         if node.name.endswith(_QUANT_SUFFIX) and node.name[: -len(_QUANT_SUFFIX)] in layer_names:
             node.name = node.name[: -len(_QUANT_SUFFIX)]
-    meta = {p.key: p.value for p in fp32.metadata_props if p.key.startswith(META)}
+    meta = {p.key: p.value for p in fp32.metadata_props if p.key.startswith(onnx_meta.PREFIX)}
     meta.update({
-        META + "precision": "int8",
-        META + "target": TARGET,
-        META + "quant_format": options.quant_format,
-        META + "quantizer": "onnxruntime.quantization.quantize_static",
-        META + "activation_type": options.activation_type,
-        META + "weight_type": "int8",
-        META + "per_channel": str(options.per_channel).lower(),
-        META + "calibrate_method": options.calibrate_method,
-        META + "tool_version": __version__,
+        onnx_meta.PREFIX + "precision": "int8",
+        onnx_meta.PREFIX + "target": TARGET,
+        onnx_meta.PREFIX + "quant_format": options.quant_format,
+        onnx_meta.PREFIX + "quantizer": "onnxruntime.quantization.quantize_static",
+        onnx_meta.PREFIX + "activation_type": options.activation_type,
+        onnx_meta.PREFIX + "weight_type": "int8",
+        onnx_meta.PREFIX + "per_channel": str(options.per_channel).lower(),
+        onnx_meta.PREFIX + "calibrate_method": options.calibrate_method,
+        onnx_meta.PREFIX + "tool_version": __version__,
     })
-    _set_metadata(model, meta)
+    onnx_meta.write_metadata(model, meta)
     model.producer_name, model.producer_version = "maxq-deploy", __version__
     onnx.save(model, str(out_path))
     counts: dict[str, int] = {}
@@ -417,255 +416,38 @@ def _verify_pattern(path: Path):
     return verify_onnx(path, HARDWARE_PATTERN)
 
 
-# --------------------------------------------------------------------------- from a quantized checkpoint
-
-#: max |ort - fake-quant| / max |fake-quant| allowed for the graph made from the checkpoint's ranges:
-#: export_onnx's int8 tolerance (see :data:`maxq_deploy.export_onnx.PARITY_TOLERANCE`).
-FROM_CHECKPOINT_TOLERANCE = 1e-1
-#: ReLU output ranges: "unsigned" (uint8 [0, amax] in 256 steps, the ReLU folds into the
-#: QuantizeLinear: fast) or "signed" (the checkpoint's int8 grid, exact, but the ReLU and the conv
-#: before it stay float: a comparison point).
-RELU_RANGES = ("unsigned", "signed")
-#: A range in the graph matches the checkpoint's amax within this relative difference (float32 rounding).
-RANGE_MATCH_RTOL = 1e-6
-
-
-@dataclass
-class RangeUse:
-    """One layer: the checkpoint's ``amax`` and the range the ONNX Runtime graph quantizes with."""
-
-    layer: str
-    input_amax: float  # checkpoint, <layer>._input_quantizer
-    graph_input_amax: float | None  # scale * 255 (zero point 0) or scale * 127 (zero point 128); None: float input
-    input_grid: str  # "uint8 [0, amax] / 255", "uint8 zp 128 (int8 grid)", "float"
-    weight_amax_max_rel_diff: float | None  # per channel, |scale * 127 - amax| / amax; None: float weight
-
-    @property
-    def matches(self) -> bool:
-        ok_in = self.graph_input_amax is None or abs(self.graph_input_amax - self.input_amax) <= RANGE_MATCH_RTOL * self.input_amax
-        return ok_in and (self.weight_amax_max_rel_diff is None or self.weight_amax_max_rel_diff <= RANGE_MATCH_RTOL)
-
-
-@dataclass
-class OrtFromCheckpointResult(ExportSummary):
-    """What ``export onnx QUANTIZED --target onnxruntime`` wrote, and the numbers that say it is right."""
-
-    output: Path
-    source: Path
-    source_sha256: str
-    mode: str  # "ptq" or "qat": where the ranges came from
-    arch: str
-    num_classes: int
-    nm: str | None
-    input_size: int
-    relu_range: str
-    parity: object  # export_onnx.ParityCheck against the fake-quantized PyTorch model
-    top1_agreement: float  # on the parity batch
-    int8_layers: list[str]
-    float_layers: list[str]
-    derived_ranges: dict[str, list[float]]
-    ranges: list[RangeUse]
-    op_counts: dict[str, int]
-    sparse_layers: list[str]
-    pattern: str = HARDWARE_PATTERN
-    pattern_sparse_layers: int = 0
-    pattern_holding_layers: int = 0
-    pattern_verdict: str = ""
-    onnx_sha256: str = ""
-    size_bytes: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    target: str = TARGET
-    precision: str = "int8"
-    calibration: str = "none: the checkpoint's ranges"
-
-    @property
-    def ranges_match(self) -> bool:
-        return bool(self.ranges) and all(r.matches for r in self.ranges)
-
-    def summary(self) -> dict:
-        data = super().summary()
-        data["ranges_match"] = self.ranges_match
-        return data
-
-
-def check_quantized_for_ort(path: str | os.PathLike[str]) -> dict:
-    """The quantized checkpoint's dict, refused with one line if it is another kind, version or its ranges are damaged.
-
-    Damaged ranges: not a tensor, non-finite, zero or negative, or a shape that does not fit
-    (activations: one value; weights: one or one per output channel).
-    """
-    import torch
-
-    from maxq_deploy.checkpoint import torch_load_safe
-    from maxq_deploy.formats import FOLDED_FORMAT, QUANTIZED_FORMAT, check_format, format_of
-
-    p = Path(path)
-    obj = torch_load_safe(p, "quantized checkpoint")
-    fmt = format_of(obj)
-    if fmt == FOLDED_FORMAT:
-        raise OptionError(
-            f"{p} is a folded checkpoint: quantize it first (maxq-deploy quantize), or pass --calib DATA to let "
-            "ONNX Runtime's quantizer calibrate it"
-        )
-    check_format(obj, QUANTIZED_FORMAT, p)  # kind and format_version, as every other reader checks them
-    quantizers, state = obj.get("quantizers"), obj.get("state_dict")
-    if not isinstance(quantizers, dict) or not isinstance(state, dict) or not quantizers:
-        raise InputFileError(f"{p}: damaged quantized checkpoint (no quantizer ranges or weights)")
-    for name, amax in quantizers.items():
-        what = f"{p}: damaged range for {name}"
-        if not isinstance(amax, torch.Tensor) or not amax.is_floating_point():
-            raise InputFileError(f"{what}: not a float tensor")
-        if not bool(torch.isfinite(amax).all()):
-            raise InputFileError(f"{what}: non-finite values (NaN or Inf)")
-        if bool((amax <= 0).any()):
-            raise InputFileError(f"{what}: zero or negative values (a range is a positive magnitude)")
-        if name.endswith("._weight_quantizer"):
-            weight = state.get(name.rpartition(".")[0] + ".weight")
-            channels = int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() > 0 else None
-            if channels is None or amax.numel() not in (1, channels) or (amax.numel() > 1 and max(amax.shape) != channels):
-                raise InputFileError(f"{what}: shape {tuple(amax.shape)} does not fit a weight of {channels} output channels")
-        elif amax.numel() != 1:
-            raise InputFileError(f"{what}: shape {tuple(amax.shape)}, expected one value (per-tensor activation range)")
-    return obj
-
-
-def export_ort_int8_from_quantized(
-    quantized_path: str | os.PathLike[str],
+def export_for_onnxruntime(
+    model: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    input_size: int = 224,
+    precision: str | None = None,
     opset: int = 17,
+    input_size: int | None = None,
+    calib=None,
+    calib_batches: int | None = None,
+    calib_batch_size: int | None = None,
+    resize: int | None = None,
+    calibrate_method: str | None = None,
     progress: Progress | None = None,
-    *,
-    relu_range: str = "unsigned",
-    parity_batch: int = 2,
-    tolerance: float = FROM_CHECKPOINT_TOLERANCE,
-) -> OrtFromCheckpointResult:
-    """ONNX Runtime's INT8 form (uint8 activations, int8 per-channel weights) from a quantized checkpoint's ranges.
+):
+    """The ``onnxruntime`` export target: the graph ONNX Runtime's CPU kernels run fastest.
 
-    No data and no second calibration: the TensorRT-form Q/DQ graph of the checkpoint is made
-    (:func:`maxq_deploy.export_onnx.export_onnx`, parity-checked) and rewritten
-    (:func:`maxq_deploy.ort_qdq.rewrite_for_onnxruntime`); the result is checked against the
-    fake-quantized PyTorch model on a seeded random batch and written only if it passes.
+    fp32/fp16: the same graph as the TensorRT target. int8 from a quantized checkpoint: its own
+    ranges (:func:`maxq_deploy.export_ort_checkpoint.export_ort_int8_from_quantized`, no data);
+    from a folded checkpoint with ``calib``: ONNX Runtime's static quantizer (:func:`export_ort_int8`).
     """
-    import onnx
+    from maxq_deploy.data import Preprocess
+    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.input_size import artifact_input_size
 
-    from maxq_deploy import __version__
-    from maxq_deploy.export_onnx import _set_metadata, check_parity, export_onnx
-    from maxq_deploy.models import load_torch_model
-    from maxq_deploy.ort_qdq import rewrite_for_onnxruntime
+    if (precision or "int8").lower() != "int8":  # fp32/fp16 graphs are the same for both targets
+        return export_onnx(model, output, precision=precision, opset=opset, input_size=input_size, progress=progress)
+    found = artifact_input_size(model)
+    input_size = found.resolve(input_size, "--input-size")
+    if calib is None:  # a quantized checkpoint carries its ranges (a folded one is refused with the --calib hint)
+        from maxq_deploy.export_ort_checkpoint import export_ort_int8_from_quantized
 
-    started = time.perf_counter()
-    relu_range = str(relu_range).lower()
-    if relu_range not in RELU_RANGES:
-        raise OptionError(f"relu_range {relu_range!r} is not supported; choose one of {', '.join(RELU_RANGES)}")
-    source = check_input_file(quantized_path, "quantized checkpoint")
-    (out,) = guard_outputs([Output(Path(output), ONNX_SUFFIXES, "ONNX output")], [source])  # before any work
-    obj = check_quantized_for_ort(source)
-    mode = "qat" if obj.get("training") else "ptq"
-    track = progress or SILENT
-    notes: list[str] = []
-    with temp_folder(out) as tmp_dir, atomic_output(out) as tmp_out:  # model-sized scratch beside the output
-        qdq_path = Path(tmp_dir) / "tensorrt_qdq.onnx"
-        steps = ["tensorrt-form q/dq", "rewrite", "check"]
-        for step in track.track(steps, total=len(steps), description="export onnxruntime int8 (checkpoint ranges)"):
-            if step == "tensorrt-form q/dq":
-                qdq = export_onnx(source, qdq_path, precision="int8", opset=opset, input_size=input_size, parity_batch=parity_batch)
-                notes.extend(qdq.notes)
-            elif step == "rewrite":
-                model = onnx.load(str(qdq_path))
-                report = rewrite_for_onnxruntime(model, unsigned_relu=relu_range == "unsigned")
-                meta = {p.key: p.value for p in model.metadata_props}
-                meta.update({
-                    META + "target": TARGET,
-                    META + "quant_format": "qdq",
-                    META + "quantizer": "maxq_deploy.ort_qdq.rewrite_for_onnxruntime",
-                    META + "ranges_from": f"quantized checkpoint ({mode})",
-                    META + "activation_type": "uint8",
-                    META + "weight_type": "int8",
-                    META + "per_channel": "true",
-                    META + "relu_range": relu_range,
-                    META + "tool_version": __version__,
-                })
-                _set_metadata(model, meta)
-                model.producer_name, model.producer_version = "maxq-deploy", __version__
-                onnx.checker.check_model(model, full_check=True)  # a failure is a bug in the rewrite
-                onnx.save(model, str(tmp_out))
-            else:
-                loaded = load_torch_model(source)
-                parity = check_parity(tmp_out, loaded.module, "int8", [parity_batch, 3, input_size, input_size],
-                                      "the fake-quantized PyTorch model")
-                parity.tolerance = tolerance
-                parity.passed = bool(np.isfinite(parity.relative_error) and parity.relative_error <= tolerance)
-                if not parity.passed:
-                    raise ParityError(
-                        f"the ONNX Runtime INT8 graph made from {source.name}'s ranges does not match the fake-quantized "
-                        f"model ({parity.describe()}); nothing was written to {out}"
-                    )
-                agreement = _top1_agreement(tmp_out, loaded.module, parity_batch, input_size)
-                ranges = _range_uses(model, obj)
-                pattern = _verify_pattern(tmp_out)
-                notes.extend(pattern.notes)
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return OrtFromCheckpointResult(
-        output=out, source=source, source_sha256=qdq.source_sha256, mode=mode, arch=qdq.arch, num_classes=qdq.num_classes,
-        nm=qdq.nm, input_size=input_size, relu_range=relu_range, parity=parity, top1_agreement=agreement,
-        int8_layers=report.int8_convs + report.float_output, float_layers=report.float_convs,
-        derived_ranges=report.derived_ranges, ranges=ranges, op_counts=dict(sorted(counts.items())),
-        sparse_layers=list(qdq.sparse_layers), pattern_sparse_layers=len(pattern.expected),
-        pattern_holding_layers=len(pattern.expected) - len(pattern.failing), pattern_verdict=pattern.verdict,
-        onnx_sha256=sha256_file(out), size_bytes=out.stat().st_size, seconds=round(time.perf_counter() - started, 3),
-        notes=notes,
-    )
-
-
-def _top1_agreement(path: Path, module, batch: int, input_size: int) -> float:
-    """Top-1 agreement with the fake-quantized model on the parity check's seeded batch."""
-    import torch
-
-    from maxq_deploy.export_onnx import PARITY_SEED
-    from maxq_deploy.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-
-    x = torch.randn([batch, 3, input_size, input_size], generator=torch.Generator().manual_seed(PARITY_SEED))
-    runner = OnnxRuntimeRunner(path)
-    try:
-        got = runner.run(x.numpy())
-    finally:
-        runner.close()
-    with torch.no_grad():
-        ref = module(x).numpy()
-    return float((got.argmax(1) == ref.argmax(1)).mean())
-
-
-def _range_uses(model, obj: dict) -> list[RangeUse]:
-    """For every Conv/Gemm: the checkpoint's amax next to the range its input and weight are quantized with."""
-    from onnx import numpy_helper
-
-    consts = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
-    quantizers = obj["quantizers"]
-    uses = []
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm"):
-            continue
-        amax_in = quantizers.get(f"{node.name}._input_quantizer")
-        amax_w = quantizers.get(f"{node.name}._weight_quantizer")
-        if amax_in is None or amax_w is None:
-            continue
-        dq = producers.get(node.input[0])
-        graph_in, grid = None, "float"
-        if dq is not None and dq.op_type == "DequantizeLinear":
-            scale = float(np.asarray(consts[dq.input[1]]).reshape(-1)[0])
-            zp = int(np.asarray(consts[dq.input[2]]).reshape(-1)[0])
-            graph_in = scale * (255 if zp == 0 else 127)
-            grid = "uint8 [0, amax] / 255" if zp == 0 else f"uint8 zp {zp} (int8 grid)"
-        wdq = producers.get(node.input[1])
-        w_diff = None
-        if wdq is not None and wdq.op_type == "DequantizeLinear":
-            w_amax = np.asarray(consts[wdq.input[1]], dtype=np.float64).reshape(-1) * 127
-            ref = amax_w.double().reshape(-1).numpy()
-            w_diff = float(np.max(np.abs(w_amax - ref) / ref))
-        uses.append(RangeUse(node.name, float(amax_in.reshape(-1)[0]), graph_in, grid, w_diff))
-    return uses
+        return export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress)
+    preprocess = Preprocess(resize=found.resize(input_size, resize), image_size=input_size)
+    return export_ort_int8(model, output, calib, calib_batches=calib_batches or 8, batch_size=calib_batch_size or 8,
+                           preprocess=preprocess, input_size=input_size, progress=progress,
+                           options=OrtQuantOptions(calibrate_method=calibrate_method or "minmax", opset=opset))

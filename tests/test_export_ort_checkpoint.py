@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("pytorch_quantization")
 
 from maxq_deploy.errors import InputFileError, OptionError  # noqa: E402
-from maxq_deploy.export_ort import RELU_RANGES, export_ort_int8_from_quantized  # noqa: E402
+from maxq_deploy.export_ort_checkpoint import RELU_RANGES, export_ort_int8_from_quantized  # noqa: E402
 from maxq_deploy.quantize import quantize_ptq, quantize_qat  # noqa: E402
 from maxq_deploy.quantize.artifact import int8_weight  # noqa: E402
 
@@ -211,7 +211,7 @@ def test_wrong_kind_of_checkpoint_for_each_route(store, ptq, data, cli, tmp_path
 
 @pytest.mark.slow
 def test_mobilenet_depthwise_graph_from_checkpoint(store, data, tmp_path: Path) -> None:
-    """No residual Adds, depthwise convs: every conv but the last (it feeds global pooling) runs in int8."""
+    """No residual Adds, depthwise convs: every conv runs in int8 (the pooling input is quantized, so the last one too)."""
     import onnx
 
     quantized = tmp_path / "mbv1.ptq.pt"
@@ -219,6 +219,6 @@ def test_mobilenet_depthwise_graph_from_checkpoint(store, data, tmp_path: Path) 
     out = tmp_path / "mbv1_ort.onnx"
     result = export_ort_int8_from_quantized(quantized, out, input_size=SIZE)
     assert result.parity.passed and result.ranges_match and result.pattern_ok
-    assert result.float_layers == ["features.12.3"] and not result.derived_ranges
-    assert len(result.int8_layers) == 26 + 1  # conv1 and 25 of the 26 depthwise/pointwise convs, and fc
-    assert Counter(n.op_type for n in onnx.load(str(out)).graph.node)["Relu"] == 1
+    assert result.float_layers == [] and not result.derived_ranges
+    assert len(result.int8_layers) == 27 + 1  # conv1, the 26 depthwise/pointwise convs, and fc
+    assert Counter(n.op_type for n in onnx.load(str(out)).graph.node)["Relu"] == 0
