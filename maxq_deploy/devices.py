@@ -25,9 +25,9 @@ def resolve_device(device: str | None) -> torch.device:
     try:
         dev = torch.device(str(device).strip())
     except (RuntimeError, ValueError, TypeError):
-        raise BackendUnavailableError(f"unknown device {device!r}; use {DEVICE_HELP}") from None
+        raise BackendUnavailableError(f"unknown --device {device!r}; use {DEVICE_HELP}") from None
     if dev.type not in ("cpu", "cuda"):
-        raise BackendUnavailableError(f"unsupported device {device!r}; use {DEVICE_HELP}")
+        raise BackendUnavailableError(f"unsupported --device {device!r}; use {DEVICE_HELP}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r} requested but CUDA is not available here (use --device cpu)")

@@ -37,9 +37,10 @@ that sits on a step boundary differently, and one flipped INT8 step (1/127 of th
 range) propagates through the layers after it; a wrong scale, axis or missing Q/DQ gives
 errors of order 1, far above it.
 
-Targets: only ``tensorrt`` (explicit Q/DQ, TensorRT's rules) exists. A later target (e.g. an
-ONNX Runtime-optimised INT8 graph) adds one raw-graph producer to :data:`RAW_GRAPH_PRODUCERS`
-and reuses post-processing, writing and the parity check unchanged.
+Targets (:data:`EXPORT_TARGETS`, run by :func:`export_model`): ``tensorrt`` is this module
+(explicit symmetric Q/DQ, TensorRT's rules; INT8 weights stored as INT8 initializers); ``onnxruntime``
+(:mod:`maxq_deploy.export_ort`) builds on it. Graph post-processing lives in
+:mod:`maxq_deploy.onnx_edit`, the metadata keys in :mod:`maxq_deploy.onnx_meta`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from maxq_deploy import onnx_meta
 from maxq_deploy.arch_catalog import ARCHS, check_input_size, default_input_size, default_resize
 
 ONNX_SUFFIXES = (".onnx",)
@@ -22,7 +23,7 @@ def stored_input_size(meta: dict | None) -> int | None:
     """``input_size`` recorded in an artifact's metadata (int, or str in ONNX metadata), if any."""
     if not meta:
         return None
-    for key in ("input_size", "maxq_deploy.input_size"):
+    for key in ("input_size", onnx_meta.INPUT_SIZE):
         value = meta.get(key)
         try:
             if value is not None and int(value) > 0:
@@ -102,7 +103,7 @@ def _onnx_input_size(path: Path) -> ArtifactSize:
     except Exception:  # noqa: BLE001 - the stage that opens it reports a damaged file
         return ArtifactSize(None, None)
     meta = {p.key: p.value for p in model.metadata_props}
-    arch = meta.get("maxq_deploy.arch")
+    arch = meta.get(onnx_meta.ARCH)
     arch = arch if arch in ARCHS else None
     size = stored_input_size(meta)
     if size is None and model.graph.input:

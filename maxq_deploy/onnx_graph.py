@@ -14,10 +14,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from maxq_deploy import onnx_meta
 from maxq_deploy.artifacts import check_input_file
 from maxq_deploy.errors import InputFileError
 
-META_PREFIX = "maxq_deploy."
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _PASS_THROUGH = ("Identity", "Cast", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Pad")
 #: Ops a conv's output may pass before its QuantizeLinear and still run INT8 out (TensorRT moves
@@ -71,7 +71,7 @@ class OnnxGraphInfo:
 
     @property
     def nm(self) -> str | None:
-        return self.metadata.get(META_PREFIX + "nm")
+        return self.metadata.get(onnx_meta.NM)
 
     def to_dict(self) -> dict:
         return {
@@ -121,7 +121,7 @@ def read_onnx_graph(path: str | os.PathLike[str], model=None) -> OnnxGraphInfo:
     graph_input = next((i for i in inputs if i.name == "input"), inputs[0])
     input_shape = [_dim(d) for d in graph_input.type.tensor_type.shape.dim]
     if len(input_shape) == 4 and any(d is None for d in input_shape[2:]):
-        size = metadata.get(META_PREFIX + "input_size")
+        size = metadata.get(onnx_meta.INPUT_SIZE)
         try:
             value = json.loads(size) if size else []
             hw = [int(value)] * 2 if isinstance(value, (int, float)) else [int(v) for v in value]
@@ -135,7 +135,7 @@ def read_onnx_graph(path: str | os.PathLike[str], model=None) -> OnnxGraphInfo:
     float_inits = [t for t in inits.values() if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
     mostly_fp16 = bool(float_inits) and sum(t.data_type == onnx.TensorProto.FLOAT16 for t in float_inits) * 2 > len(float_inits)
     precision = "int8" if has_qdq else ("fp16" if input_fp16 or mostly_fp16 else "fp32")
-    declared = metadata.get(META_PREFIX + "precision")
+    declared = metadata.get(onnx_meta.PRECISION)
     if declared in ("fp32", "fp16") and not has_qdq:
         precision = declared  # the exporter's word; Q/DQ nodes always mean int8
 
@@ -223,7 +223,7 @@ def read_onnx_graph(path: str | os.PathLike[str], model=None) -> OnnxGraphInfo:
     aliases = {token: next(iter(targets)) for token, targets in alias_targets.items() if len(targets) == 1}
 
     sparse_layers = None
-    raw = metadata.get(META_PREFIX + "sparse_layers")
+    raw = metadata.get(onnx_meta.SPARSE_LAYERS)
     if raw is not None:
         try:
             parsed = json.loads(raw)

@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maxq_deploy import onnx_meta
 from maxq_deploy import verify
 from maxq_deploy.artifacts import check_input_file
 from maxq_deploy.errors import InputFileError, first_line
 from maxq_deploy.sparsity import NMPattern
 
 #: metadata_props keys written by ``export onnx`` (see DEVELOPING.md).
-META_PREFIX = "maxq_deploy."
-META_SPARSE_LAYERS = META_PREFIX + "sparse_layers"
-META_NM = META_PREFIX + "nm"
+META_SPARSE_LAYERS = onnx_meta.SPARSE_LAYERS
+META_NM = onnx_meta.NM
 #: Foreign graphs: a layer is taken as meant-to-be-sparse when at least this share of the
 #: pattern's zero fraction ((M-N)/M) of its weight is exactly zero.
 FOREIGN_ZERO_SHARE = 0.8

@@ -184,7 +184,7 @@ def damage(src: Path, dst: Path, edit) -> Path:
         (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._input_quantizer", torch.ones(3)), "expected one value"),
         (lambda o: o["quantizers"].__setitem__("fc._input_quantizer", "big"), "not a float tensor"),
         (lambda o: o.__setitem__("format_version", 2), "format version 2 is newer than this maxq-deploy reads"),
-        (lambda o: o.__setitem__("format_version", 0), "format version 0"),
+        (lambda o: o.__setitem__("format_version", 0), "format_version 0 is not a version number"),
     ],
     ids=["nan", "inf", "negative", "weight-shape", "activation-shape", "not-tensor", "version-2", "version-0"],
 )

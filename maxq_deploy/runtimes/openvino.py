@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from maxq_deploy import onnx_meta
 from maxq_deploy.artifacts import check_input_file
 from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OptionError
 from maxq_deploy.runtimes.base import ModelInfo, Runner
@@ -131,7 +132,7 @@ class OpenVINORunner(Runner):
         self._request = self._compiled.create_infer_request()
         used = _precision_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
         metadata = _onnx_metadata(p) if p.suffix.lower() == ".onnx" else {}
-        graph_precision = metadata.get("maxq_deploy.precision")
+        graph_precision = metadata.get(onnx_meta.PRECISION)
         out_shape = outputs[0].get_partial_shape()
         last = out_shape[out_shape.rank.get_length() - 1] if out_shape.rank.is_static else None
         num_classes = last.get_length() if last is not None and last.is_static else None
@@ -144,7 +145,7 @@ class OpenVINORunner(Runner):
             path=p,
             # an int8 graph stays int8 (its float parts run in ``inference_precision``); a float graph runs in it
             precision="int8" if graph_precision == "int8" else used,
-            arch=metadata.get("maxq_deploy.arch"),
+            arch=metadata.get(onnx_meta.ARCH),
             num_classes=num_classes,
             input_name=inputs[0].get_any_name(),
             input_shape=(dims[1], dims[2], dims[3]),
