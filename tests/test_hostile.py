@@ -311,11 +311,28 @@ def _expand(arg: str, s: Path, c: Path) -> str:
 
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run every case in one child process; return {case name: record}."""
+    """Run every case in one child process; return {case name: record}.
+
+    Under xdist the first worker to get here runs the driver and saves its record; the others
+    wait on a lock and read it (the cases run once per test session, not once per worker).
+    """
     base = tmp_path_factory.getbasetemp()
     shared_root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     s = build_shared(shared_root / "hostile")
-    work = tmp_path_factory.mktemp("hostile_cases")
+    work = shared_root / "hostile" / "run"
+    record_file = shared_root / "hostile" / "run.json"
+    with _lock(work):
+        if not record_file.exists():
+            record_file.write_text(json.dumps(_run_cases(s, work)))
+    record = json.loads(record_file.read_text())
+    record["temp"] = Path(record["temp"])
+    return record
+
+
+def _run_cases(s: Path, work: Path) -> dict:
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
     temp = work / "TMPDIR"
     temp.mkdir()
     specs = []
@@ -331,8 +348,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cases_file = work / "cases.json"
     cases_file.write_text(json.dumps(specs))
     results_file = work / "results.json"
-    shared_before = {str(p): _sha256(p) for p in s.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size < 10**9
-                     and not p.is_fifo()}
+    shared_before = {str(p): _sha256(p) for p in s.rglob("*") if p.is_file() and not p.is_symlink() and not p.is_fifo()}
     listing_before = sorted(str(p) for p in s.rglob("*"))
     env = dict(os.environ, TMPDIR=str(temp), NO_COLOR="1", COLUMNS="200", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(DRIVER), str(cases_file), str(results_file)], capture_output=True, text=True,
@@ -341,8 +357,9 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = json.loads(results_file.read_text())
     assert data["tempdir"] == str(temp)
     shared_after = {p: _sha256(Path(p)) for p in shared_before}
-    return {"results": {r["name"]: r for r in data["results"]}, "driver": proc, "shared": (shared_before, shared_after),
-            "shared_listing": (listing_before, sorted(str(p) for p in s.rglob("*"))), "temp": temp, "work": work}
+    return {"results": {r["name"]: r for r in data["results"]}, "driver_stderr": proc.stderr[-3000:],
+            "shared": [shared_before, shared_after],
+            "shared_listing": [listing_before, sorted(str(p) for p in s.rglob("*"))], "temp": str(temp)}
 
 
 def _params() -> list:
@@ -353,7 +370,7 @@ def _params() -> list:
 @pytest.mark.parametrize("case", _params())
 def test_hostile_case(hostile_run, case: Case):
     record = hostile_run["results"].get(case.name)
-    assert record is not None, f"the driver did not reach this case: {hostile_run['driver'].stderr[-2000:]}"
+    assert record is not None, f"the driver did not reach this case: {hostile_run['driver_stderr']}"
     out, err = record["stdout"], record["stderr"]
     assert "Traceback" not in out + err, err
     errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
