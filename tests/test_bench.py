@@ -459,3 +459,30 @@ def test_same_file_twice_gets_unique_labels(tiny_onnx) -> None:
     result = benchmark([tiny_onnx[0], tiny_onnx[0]], batch_sizes=[1], warmup=0, iters=1)
     labels = [m.label for m in result.models]
     assert len(set(labels)) == 2 and all("a.onnx" in label for label in labels)
+
+
+# --------------------------------------------------------------------------- runtimes side by side
+
+
+def test_backend_list_measures_every_pair_in_one_run(cli, tiny_onnx, tmp_path: Path) -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'maxq-deploy[openvino]'")
+    a, _ = tiny_onnx
+    out = tmp_path / "pairs.json"
+    res = cli("bench", a, "--backend", "onnxruntime,openvino:f32", "--batch-sizes", "1,2", "--iters", "2", "--warmup", "1",
+              "--threads", "1", "--json", out)
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(out.read_text())
+    models = data["models"]
+    assert [m["label"] for m in models] == ["a.onnx [onnxruntime]", "a.onnx [openvino:f32]"]
+    assert [m["backend"] for m in models] == ["onnxruntime", "openvino:fp32"]  # the precision it really ran in
+    assert models[1]["options"]["inference_precision"] == "fp32" and models[1]["precision"] == "fp32"
+    assert models[0]["precision"] is None  # a graph without maxq_deploy metadata: not known, not guessed
+    assert len(data["results"]) == 4 and {r["model_index"] for r in data["results"]} == {0, 1}
+    first = [r for r in data["results"] if r["model_index"] == 0]
+    assert all(r["speedup_vs_first"] == 1.0 for r in first)  # ratios against the first row
+
+
+def test_backend_list_that_runs_none_of_a_model_is_one_line(cli, tiny_onnx, store) -> None:
+    res = cli("bench", tiny_onnx[0], store.folded(arch="resnet18"), "--backend", "onnxruntime,openvino", "--iters", "1")
+    assert res.exit_code == 2 and res.stderr.startswith("error: none of the backends onnxruntime, openvino runs")
+    assert res.stderr.count("\n") == 1

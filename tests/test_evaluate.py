@@ -301,3 +301,17 @@ def test_eval_result_summary_is_json_ready(tmp_path: Path) -> None:
     assert isinstance(result, EvalResult)
     data = json.loads(json.dumps(result.summary()))
     assert data["top1"] == 100.0 and data["top5"] == 100.0 and data["images"] == 6 and "predictions" not in data
+
+
+def test_eval_compares_runtimes_on_the_same_images(store, digits: Digits, tmp_path: Path) -> None:
+    """``--backend a,b``: every model on every backend, one table; a runtime that agrees scores the same."""
+    pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'maxq-deploy[openvino]'")
+    from maxq_deploy.evaluate import evaluate_models
+
+    onnx_path = export_folded_onnx(store.folded(), tmp_path / "resnet18.onnx", SIZE)
+    data = open_dataset(digits.folder, preprocess=SMALL)
+    results = evaluate_models([onnx_path], data, backends="onnxruntime,openvino:f32", workers=0, threads=1)
+    assert [(r.backend, r.precision) for r in results] == [("onnxruntime", "fp32"), ("openvino:fp32", "fp32")]
+    assert results[0].images == results[1].images == len(data)
+    assert results[1].agreement(results[0]) == 100.0 and results[0].top1 == results[1].top1
+    assert results[1].summary()["options"]["inference_precision"] == "fp32"

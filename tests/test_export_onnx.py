@@ -384,3 +384,17 @@ def test_cli_parity_failure_exits_1(made, tmp_path, monkeypatch):
     cli = runner.invoke(app, ["export", "onnx", str(folded), "-o", str(tmp_path / "x.onnx"), "--input-size", str(SMALL)])
     assert cli.exit_code == 1 and "parity check failed" in cli.stderr and "Traceback" not in cli.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_targets_are_registered_and_refuse_options_they_do_not_take(made, tmp_path):
+    from maxq_deploy.export_onnx import EXPORT_TARGETS, export_model
+
+    assert set(EXPORT_TARGETS) == {"tensorrt", "onnxruntime"}
+    folded = made("resnet18").folded_path
+    with pytest.raises(MaxQDeployError, match="--calib does not apply to --target tensorrt"):
+        export_model(folded, tmp_path / "x.onnx", "tensorrt", input_size=SMALL, calib=tmp_path / "c.npz")
+    with pytest.raises(MaxQDeployError, match="choose one of tensorrt, onnxruntime"):
+        export_model(folded, tmp_path / "x.onnx", "tflite", input_size=SMALL)
+    result = export_model(folded, tmp_path / "y.onnx", "onnxruntime", precision="fp32", input_size=SMALL, calib=None)
+    assert result.parity.passed and result.output == tmp_path / "y.onnx"  # fp32: the same graph for both targets
+    assert not (tmp_path / "x.onnx").exists()
