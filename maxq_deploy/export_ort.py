@@ -439,11 +439,21 @@ def export_for_onnxruntime(
     from maxq_deploy.export_onnx import export_onnx
     from maxq_deploy.input_size import artifact_input_size
 
+    calibration = {"--calib-batches": calib_batches, "--calib-batch-size": calib_batch_size, "--resize": resize,
+                   "--calibrate-method": calibrate_method}
     if (precision or "int8").lower() != "int8":  # fp32/fp16 graphs are the same for both targets
+        given = [name for name, value in {"--calib": calib, **calibration}.items() if value is not None]
+        if given:
+            raise OptionError(f"{', '.join(given)} calibrate an int8 graph; --precision {precision} writes a float graph "
+                              "(the same for both targets): drop them, or export int8")
         return export_onnx(model, output, precision=precision, opset=opset, input_size=input_size, progress=progress)
     found = artifact_input_size(model)
     input_size = found.resolve(input_size, "--input-size")
     if calib is None:  # a quantized checkpoint carries its ranges (a folded one is refused with the --calib hint)
+        given = [name for name, value in calibration.items() if value is not None]
+        if given:
+            raise OptionError(f"{', '.join(given)} apply to --calib DATA (a folded checkpoint calibrated by ONNX Runtime); "
+                              "a quantized checkpoint brings its own ranges: drop them")
         from maxq_deploy.export_ort_checkpoint import export_ort_int8_from_quantized
 
         return export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress)

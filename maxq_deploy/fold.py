@@ -330,6 +330,8 @@ def fold_checkpoint(
     guard_outputs([Output(Path(output), TORCH_SUFFIXES, "folded checkpoint")], [ckpt_path, data, labels])  # before the work
     if data is not None and not project:
         raise OptionError("--data measures the accuracy cost of --project; add --project (a plain fold is exact)")
+    if data is None and (labels is not None or limit is not None):
+        raise OptionError("--labels and --limit apply to --data (the images --project is measured on); add --data DATA")
     ckpt = load_checkpoint(ckpt_path, arch=arch, nm=nm)
     dataset = _open_projection_data(ckpt.arch, data, labels, preprocess) if data is not None else None
     result = fold_masks_and_bn(ckpt, project=project)

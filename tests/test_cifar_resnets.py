@@ -265,6 +265,9 @@ def test_fold_data_needs_project(cli, store, tmp_path, npz32):
     result = cli("fold", store.checkpoint(_nm_spec(store, "4:8")), "-o", tmp_path / "f.pt", "--data", npz32)
     assert result.exit_code != 0 and result.stderr.startswith("error:") and "--project" in result.stderr
     assert not (tmp_path / "f.pt").exists()
+    result = cli("fold", store.checkpoint(_nm_spec(store, "4:8")), "-o", tmp_path / "f.pt", "--project", "--limit", "5")
+    assert result.exit_code == 2 and "apply to --data" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "f.pt").exists()
 
 
 # --- the default input size through every stage, and the size errors --------------------------

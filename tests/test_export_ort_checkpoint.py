@@ -222,3 +222,24 @@ def test_mobilenet_depthwise_graph_from_checkpoint(store, data, tmp_path: Path) 
     assert result.float_layers == [] and not result.derived_ranges
     assert len(result.int8_layers) == 27 + 1  # conv1, the 26 depthwise/pointwise convs, and fc
     assert Counter(n.op_type for n in onnx.load(str(out)).graph.node)["Relu"] == 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--calib-batches", "3"], "--calib-batches apply to --calib DATA"),
+     (["--calibrate-method", "entropy"], "--calibrate-method apply to --calib DATA")],
+)
+def test_calibration_options_without_calib_are_refused(ptq, cli, tmp_path: Path, extra, message) -> None:
+    out = tmp_path / "x.onnx"
+    res = cli("export", "onnx", ptq, "-o", out, "--target", "onnxruntime", "--input-size", SIZE, *extra)
+    assert res.exit_code == 2 and message in res.stderr and res.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_float_precision_with_calibration_options_is_refused(store, data, cli, tmp_path: Path) -> None:
+    """--target onnxruntime --precision fp16 writes the float graph: --calib would be silently dropped."""
+    out = tmp_path / "x.onnx"
+    res = cli("export", "onnx", store.folded(arch="resnet18"), "-o", out, "--target", "onnxruntime", "--precision", "fp16",
+              "--calib", data, "--input-size", SIZE)
+    assert res.exit_code == 2 and "--calib calibrate an int8 graph" in res.stderr and res.stderr.count("\n") == 1
+    assert not out.exists()

@@ -27,7 +27,7 @@ def test_parse_backend_specs() -> None:
     assert parse_backend(" ORT ") == BackendSpec("onnxruntime")
     assert parse_backend("ov:FP32") == BackendSpec("openvino", "f32")
     assert parse_backend("openvino:bf16").label == "openvino:bf16"
-    assert parse_backend("openvino:default") == BackendSpec("openvino", "default")
+    assert parse_backend("openvino:default") == BackendSpec("openvino")  # the device default: plain openvino
     with pytest.raises(OptionError, match="precision 'int4' is not supported"):
         parse_backend("openvino:int4")
     with pytest.raises(OptionError, match="onnxruntime takes no option"):
@@ -230,3 +230,15 @@ def test_real_process_bad_device_is_one_line(fp32_onnx, cli_subprocess, tmp_path
     res = cli_subprocess("eval", path, "--data", images, "--labels", labels, "--backend", "openvino", "--device", "NPU7")
     assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
     assert res.stderr.startswith("error: OpenVINO device 'NPU7' is not available here; available: CPU")
+
+
+@pytest.mark.parametrize("text", [",", "", " , "])
+def test_a_backend_list_naming_no_backend_is_refused(text: str) -> None:
+    with pytest.raises(OptionError, match="names no backend"):
+        parse_backend_list(text)
+
+
+def test_openvino_default_is_plain_openvino() -> None:
+    assert parse_backend("openvino:default") == parse_backend("openvino") == BackendSpec("openvino")
+    with pytest.raises(OptionError, match="twice"):
+        parse_backend_list("openvino:default,openvino")

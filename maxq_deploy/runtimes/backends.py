@@ -54,19 +54,22 @@ def parse_backend(text: str) -> BackendSpec:
     from maxq_deploy.runtimes.openvino import normalize_precision
 
     precision = normalize_precision(option)  # one-line OptionError for an unknown precision
-    return BackendSpec(backend, precision)
+    return BackendSpec(backend, None if precision == "default" else precision)  # openvino:default is openvino
 
 
 def parse_backend_list(text: str | Sequence[str] | None) -> list[BackendSpec]:
     """``"onnxruntime,openvino:f32"`` (or a list of such strings) -> specs, in order, no duplicates.
 
-    None or empty -> []: the caller picks each file's backend from its suffix.
+    None -> []: the caller picks each file's backend from its suffix. A given list with no backend
+    in it (``""``, ``","``) is refused, like one with an empty entry.
     """
     if text is None:
         return []
     parts = [text] if isinstance(text, str) else list(text)
     items = [item.strip() for part in parts for item in str(part).split(",")]
-    if any(not item for item in items) and any(items):
+    if not any(items):
+        raise OptionError(f"--backend {','.join(items)!r} names no backend; write e.g. onnxruntime or onnxruntime,openvino")
+    if any(not item for item in items):
         raise OptionError(f"--backend {','.join(items)!r} has an empty entry; write e.g. onnxruntime,openvino")
     specs: list[BackendSpec] = []
     for item in (i for i in items if i):
