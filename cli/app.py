@@ -48,6 +48,10 @@ def inspect(
 ) -> None:
     """Describe a MaxQ checkpoint: architecture, classes, epoch, N:M and every sparse layer."""
     if list_archs:
+        if checkpoint is not None or arch is not None or nm is not None:
+            from maxq_deploy.errors import OptionError
+
+            raise OptionError("--list-archs lists the registry and reads no checkpoint: drop the CHECKPOINT (or --list-archs)")
         return _print_archs(json_out)
     if checkpoint is None:
         from maxq_deploy.errors import OptionError

@@ -348,6 +348,8 @@ def test_inspect_and_arch_help_list_the_registry(cli):
     listed = json.loads(result.stdout)
     assert [a["name"] for a in listed] == list_archs()
     assert {a["name"]: a["input_size"] for a in listed}["c_resnet101"] == 32
+    refused = cli("inspect", "--list-archs", "some.pth")  # the registry reads no checkpoint: say so, do not ignore it
+    assert refused.exit_code == 2 and "--list-archs" in refused.stderr and refused.stderr.count("\n") == 1
     text = " ".join(cli("fold", "--help").stdout.replace("│", " ").split())
     for arch in list_archs():
         assert arch in text
