@@ -215,7 +215,7 @@ def export_ort_int8_from_quantized(
                 from maxq_deploy.onnx_sparsity import verify_onnx
 
                 pattern = verify_onnx(tmp_out, HARDWARE_PATTERN)
-                notes.extend(pattern.notes)
+                notes.extend(n for n in pattern.notes if n not in notes)  # the Q/DQ graph said some of them already
     counts: dict[str, int] = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
