@@ -178,8 +178,19 @@ class ParityCheck:
         )
 
 
+@dataclass(kw_only=True)
 class ExportSummary:
-    """What every ONNX export result shares: the 2:4 verdict in the graph and its JSON form."""
+    """What every ONNX export result shares: the written file, the 2:4 verdict in the graph, notes,
+    and the JSON form. The fields are keyword-only, so each result lists its own fields first."""
+
+    pattern: str = HARDWARE_PATTERN
+    pattern_sparse_layers: int = 0  # layers the ONNX verifier expects to be sparse
+    pattern_holding_layers: int = 0
+    pattern_verdict: str = ""
+    onnx_sha256: str = ""
+    size_bytes: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def pattern_ok(self) -> bool:
@@ -213,14 +224,6 @@ class ExportResult(ExportSummary):
     sparse_layers: list[str]
     layers: list[ExportedLayer]
     parity: ParityCheck
-    pattern: str = HARDWARE_PATTERN
-    pattern_sparse_layers: int = 0  # layers the ONNX verifier expects to be sparse
-    pattern_holding_layers: int = 0
-    pattern_verdict: str = ""
-    onnx_sha256: str = ""
-    size_bytes: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 #: Export targets: name -> "module:function" called as ``function(model, output, **options)``; each
 #: returns an :class:`ExportSummary`. ``tensorrt``: the graph TensorRT wants (fp32/fp16, or

@@ -33,7 +33,7 @@ import io
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -137,14 +137,6 @@ class OrtExportResult(ExportSummary):
     parity: OrtParity
     op_counts: dict[str, int]
     sparse_layers: list[str]
-    pattern: str = HARDWARE_PATTERN
-    pattern_sparse_layers: int = 0
-    pattern_holding_layers: int = 0
-    pattern_verdict: str = ""
-    onnx_sha256: str = ""
-    size_bytes: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
     target: str = TARGET
     precision: str = "int8"
     weight_type: str = "int8"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,14 +75,6 @@ class OrtFromCheckpointResult(ExportSummary):
     ranges: list[RangeUse]
     op_counts: dict[str, int]
     sparse_layers: list[str]
-    pattern: str = HARDWARE_PATTERN
-    pattern_sparse_layers: int = 0
-    pattern_holding_layers: int = 0
-    pattern_verdict: str = ""
-    onnx_sha256: str = ""
-    size_bytes: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
     target: str = TARGET
     precision: str = "int8"
     calibration: str = "none: the checkpoint's ranges"
