@@ -14,6 +14,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this call created the group (and destroys it at exit)
 
     @property
     def enabled(self) -> bool:
@@ -59,8 +60,11 @@ def join_process_group(backend: str = "gloo") -> DistContext:
             return DistContext()
         dist.init_process_group(backend=backend, init_method="env://")
         atexit.register(_destroy_group)
+        owns = True
+    else:
+        owns = False
     local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, owns)
 
 
 def _destroy_group() -> None:

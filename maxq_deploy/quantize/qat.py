@@ -20,7 +20,6 @@ import math
 import warnings
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from torch.nn import functional as F
 
 from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
 from maxq_deploy.data import Preprocess
-from maxq_deploy.distributed import join_process_group
+from maxq_deploy.distributed import DistContext, all_reduce, join_process_group
 from maxq_deploy.errors import DataError, PatternViolationError, QuantizationError
 from maxq_deploy.progress import SILENT, Progress
 from maxq_deploy.quantize import pq_adapter
@@ -43,25 +42,7 @@ from maxq_deploy.quantize.result import EpochReport, QuantizeResult, TrainingRep
 
 
 
-@dataclass
-class _Dist:
-    """This process's place in the (possibly single-process) run."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(distributed: bool | None, device: str | None) -> tuple[_Dist, torch.device]:
+def _setup_distributed(distributed: bool | None, device: str | None) -> tuple[DistContext, torch.device]:
     """Join torchrun's group (``distributed`` None: when WORLD_SIZE > 1) and pick this rank's device."""
     import torch.distributed as dist
 
@@ -69,7 +50,7 @@ def _setup_distributed(distributed: bool | None, device: str | None) -> tuple[_D
     initialized = dist.is_available() and dist.is_initialized()
     use = distributed if distributed is not None else (env_world > 1 or (initialized and dist.get_world_size() > 1))
     if not use:
-        return _Dist(), resolve_device(device)
+        return DistContext(), resolve_device(device)
     if not dist.is_available():
         raise QuantizationError("distributed QAT needs torch.distributed, which this torch build lacks")
     if not initialized and env_world <= 1:
@@ -84,22 +65,10 @@ def _setup_distributed(distributed: bool | None, device: str | None) -> tuple[_D
         target = torch.device("cuda", local_rank)
     else:
         target = torch.device("cpu")
-    owns = not initialized
-    join_process_group(backend="nccl" if use_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns), target
+    return join_process_group(backend="nccl" if use_cuda else "gloo"), target
 
 
-def _all_reduce_sum(values: list[float], ctx: _Dist, device: torch.device) -> list[float]:
-    if not ctx.enabled:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _broadcast_ranges(model: nn.Module, ctx: _Dist) -> None:
+def _broadcast_ranges(model: nn.Module, ctx: DistContext) -> None:
     """Every rank uses rank 0's ranges (calibration is deterministic, this makes it certain)."""
     if not ctx.enabled:
         return
@@ -134,14 +103,14 @@ def _make_optimizer(name: str, params, lr: float, momentum: float, weight_decay:
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, loader, ctx: _Dist, device: torch.device) -> float:
+def _validate(model: nn.Module, loader, ctx: DistContext, device: torch.device) -> float:
     model.eval()
     correct = total = 0
     for images, labels in loader:
         logits = model(images.to(device, non_blocking=True))
         correct += int((logits.argmax(1).cpu() == labels).sum())
         total += int(labels.numel())
-    correct, total = _all_reduce_sum([correct, total], ctx, device)
+    correct, total = all_reduce([correct, total])
     return 100.0 * correct / max(total, 1)
 
 
@@ -211,7 +180,7 @@ def quantize_qat(
             dist.destroy_process_group()
 
 
-def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationOptions, ctx: _Dist, target: torch.device,
+def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationOptions, ctx: DistContext, target: torch.device,
          started: float, *, epochs: int, lr: float, optimizer: str, momentum: float, weight_decay: float,
          train_batches: int | None, workers: int, seed: int, progress: Progress) -> QuantizeResult:
     from maxq_deploy.data import make_loader
@@ -281,7 +250,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
             loss_sum += float(loss.detach()) * labels.numel()
             correct += int((logits.detach().argmax(1) == labels).sum())
             seen += int(labels.numel())
-        loss_sum, correct, seen = _all_reduce_sum([loss_sum, correct, seen], ctx, target)
+        loss_sum, correct, seen = all_reduce([loss_sum, correct, seen])
         val_top1 = _validate(model, val_loader, ctx, target) if val_loader is not None else None
         history.append(EpochReport(
             epoch, epoch_lr, round(loss_sum / max(seen, 1), 6), round(100.0 * correct / max(seen, 1), 4),
@@ -302,7 +271,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     checks = check_int8_layers(folded.layers, state, ranges)
     assert_pattern_kept(checks)
     training = TrainingReport(
-        epochs=epochs, lr=lr, optimizer=optimizer, batch_size=options.batch_size, world_size=ctx.world, steps=steps,
+        epochs=epochs, lr=lr, optimizer=optimizer, batch_size=options.batch_size, world_size=ctx.world_size, steps=steps,
         best_epoch=best_epoch, selected_by="val_top1" if val_loader is not None else "last", masked_layers=len(masks),
         fixed_zeros=fixed_zeros, zeros_reintroduced=revived, history=history,
     )
@@ -318,7 +287,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     )
 
 
-def _save_then_release(folded, out: Path, state, ranges, stats, checks, backend, training, ctx: _Dist) -> None:
+def _save_then_release(folded, out: Path, state, ranges, stats, checks, backend, training, ctx: DistContext) -> None:
     """Rank 0 writes; then every rank learns whether it worked (a broadcast that doubles as barrier)."""
     failure: BaseException | None = None
     if ctx.is_main:
