@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from maxq_deploy.archs.layers import LayerFactory
 from maxq_deploy.archs.registry import register_arch
+from maxq_deploy.archs.resnet import add_stages
 
 
 def _shortcut(f: LayerFactory, in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
@@ -63,14 +64,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         self.conv1 = f.conv(3, 64, 3, 1, 1)
         self.bn1 = f.bn(64)
-        in_ch = 64
-        for i, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512)), start=1):
-            stride = 1 if i == 1 else 2
-            layers = []
-            for b in range(count):
-                layers.append(block(f, in_ch, width, stride if b == 0 else 1))
-                in_ch = width * block.expansion
-            setattr(self, f"layer{i}", nn.Sequential(*layers))
+        in_ch = add_stages(self, f, block, blocks)
         self.fc = f.head_conv(in_ch, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

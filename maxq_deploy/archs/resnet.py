@@ -49,6 +49,19 @@ class Bottleneck(nn.Module):
         return self.relu(out + self.residual_quantizer(identity))
 
 
+def add_stages(model: nn.Module, f: LayerFactory, block: type, blocks: list[int], in_ch: int = 64) -> int:
+    """``layer1``..``layer4`` of a ResNet (widths 64..512, stride 2 from the second stage on) on
+    ``model``; returns the channels the last stage puts out. Shared by the ImageNet and CIFAR nets."""
+    for i, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512)), start=1):
+        stride = 1 if i == 1 else 2
+        layers = []
+        for b in range(count):
+            layers.append(block(f, in_ch, width, stride if b == 0 else 1))
+            in_ch = width * block.expansion
+        setattr(model, f"layer{i}", nn.Sequential(*layers))
+    return in_ch
+
+
 class ResNet(nn.Module):
     def __init__(self, f: LayerFactory, block: type, blocks: list[int], num_classes: int):
         super().__init__()
@@ -56,14 +69,7 @@ class ResNet(nn.Module):
         self.bn1 = f.bn(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        in_ch = 64
-        for i, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512)), start=1):
-            stride = 1 if i == 1 else 2
-            layers = []
-            for b in range(count):
-                layers.append(block(f, in_ch, width, stride if b == 0 else 1))
-                in_ch = width * block.expansion
-            setattr(self, f"layer{i}", nn.Sequential(*layers))
+        in_ch = add_stages(self, f, block, blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
 
