@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=128)
     args = parser.parse_args()
 
-    from maxq_deploy.checkpoint import load_checkpoint
+    from maxq_deploy.load.maxq_checkpoint import load_checkpoint
     from maxq_deploy.fold import load_folded
     from maxq_deploy.reference import make_checkpoint, save_checkpoint
 

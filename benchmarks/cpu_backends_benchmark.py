@@ -54,9 +54,9 @@ TARGET_BEST, TARGET_ORT_CKPT = 3.5, 2.5
 
 def make_graphs(work: Path, arch: str, size: int, calib_batches: int, calib_batch_size: int) -> dict[str, Path]:
     """The four graphs, made once per work folder (each step skipped when its file exists)."""
-    from maxq_deploy.export_onnx import export_onnx
-    from maxq_deploy.export_ort import export_ort_int8
-    from maxq_deploy.export_ort_checkpoint import export_ort_int8_from_quantized
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.export.ort_calibrated import export_ort_int8
+    from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import quantize_ptq
     from maxq_deploy.reference import make_checkpoint, save_checkpoint
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown pair(s) {', '.join(unknown)}; known: {', '.join(PAIRS)}")
 
     from maxq_deploy.bench import BenchModel, BenchSettings, collect_environment, environment_line, measure, parse_batch_sizes
-    from maxq_deploy.progress import RichProgress
+    from maxq_deploy.core.progress import RichProgress
     from maxq_deploy.runtimes.backends import backend_label, open_pair, parse_backend
 
     graphs = make_graphs(args.workdir, args.arch, args.input_size, args.calib_batches, args.calib_batch_size)

@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from maxq_deploy.data import open_dataset
     from maxq_deploy.evaluate import evaluate
-    from maxq_deploy.export_onnx import export_onnx
-    from maxq_deploy.export_ort import export_ort_int8
-    from maxq_deploy.export_ort_checkpoint import export_ort_int8_from_quantized
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.export.ort_calibrated import export_ort_int8
+    from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import quantize_ptq, quantize_qat
     from maxq_deploy.reference.train import prepare_digits_example

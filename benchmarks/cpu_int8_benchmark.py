@@ -1,7 +1,7 @@
 """CPU INT8: fp32 ONNX vs the ONNX Runtime INT8 target, measured side by side in ONE bench run.
 
 ResNet-50 (reference 2:4 checkpoint with random weights, 1000 classes, 224x224) is folded,
-exported to fp32 ONNX (``export_onnx``) and quantized by :func:`maxq_deploy.export_ort.export_ort_int8`
+exported to fp32 ONNX (``export_onnx``) and quantized by :func:`maxq_deploy.export.ort_calibrated.export_ort_int8`
 in each requested variant; then ``maxq_deploy.bench.benchmark`` measures all graphs interleaved
 at batch 1 and 8 with 2 threads. Target: the ONNX Runtime INT8 graph >= 2.5x fp32 at batch 8.
 
@@ -49,8 +49,8 @@ TARGET_SPEEDUP = 2.5
 
 def tensorrt_qdq_onnx(work: Path, folded: Path, calib: np.ndarray, arch: str, size: int) -> Path | None:
     """The quantize stage's symmetric INT8 Q/DQ graph (TensorRT's rules), or None where it cannot run."""
-    from maxq_deploy.errors import BackendUnavailableError
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.core.errors import BackendUnavailableError
+    from maxq_deploy.export.tensorrt_form import export_onnx
 
     try:
         from maxq_deploy.quantize import quantize_ptq
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
 
     from maxq_deploy.bench import benchmark, environment_line
-    from maxq_deploy.export_onnx import export_onnx
-    from maxq_deploy.export_ort import OrtQuantOptions, export_ort_int8
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.export.ort_calibrated import OrtQuantOptions, export_ort_int8
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.reference import make_checkpoint, save_checkpoint
 

@@ -34,12 +34,12 @@ def make_models(workdir: Path, arch: str, num_classes: int, size: int) -> tuple[
     if not folded.exists():
         save_checkpoint(make_checkpoint(arch, num_classes=num_classes, seed=0), ckpt)
         fold_checkpoint(ckpt, folded)
-    exporter = "maxq_deploy.export_onnx"
+    exporter = "maxq_deploy.export.tensorrt_form"
     if not onnx_path.exists():
         try:
-            from maxq_deploy.export_onnx import export_onnx
+            from maxq_deploy.export.tensorrt_form import export_onnx
         except ImportError:
-            from maxq_deploy.models import load_torch_model
+            from maxq_deploy.load.torch_model import load_torch_model
 
             exporter = "torch.onnx.export (TorchScript, opset 17)"
             torch.onnx.export(
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from maxq_deploy.artifacts import atomic_output, check_output_path
+    from maxq_deploy.core.files import atomic_output, check_output_path
     from maxq_deploy.data import open_dataset
     from maxq_deploy.evaluate import evaluate_runner
     from maxq_deploy.runtimes import open_runner

@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 class StepTimer:
-    """A :class:`maxq_deploy.progress.Progress` that records how long each step of a loop takes."""
+    """A :class:`maxq_deploy.core.progress.Progress` that records how long each step of a loop takes."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from maxq_deploy import __version__
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="maxq-export-bench-") as tmp:
         workdir = args.workdir or Path(tmp)

@@ -1,7 +1,7 @@
 """torch 2:4 semi-structured sparse vs dense on CUDA: ResNet-50 2:4, fp16 and bf16, per batch + per layer.
 
 Same module, same dtype, channels-last: the dense runner and the sparse one differ only by the
-swap of the eligible 2:4 layers for semi-structured sparse matmuls (maxq_deploy.semi_structured, maxq_deploy.runtimes.torch_sparse_runner),
+swap of the eligible 2:4 layers for semi-structured sparse matmuls (maxq_deploy.runtimes.semi_structured, maxq_deploy.runtimes.torch_sparse_runner),
 so their ratio is the sparse gain. Times with CUDA events on device-resident inputs (no host
 copies). INT8: the sparse torch runner offers fp16/bf16 only; recorded as not measured.
 Fails fast with one line when CUDA is missing.

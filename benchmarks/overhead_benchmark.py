@@ -31,7 +31,7 @@ from pathlib import Path
 
 def reference_onnx(workdir: Path, arch: str, input_size: int) -> Path:
     """A folded reference 2:4 checkpoint (random weights, 1000 classes) exported to fp32 ONNX."""
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.reference import make_checkpoint, save_checkpoint
 

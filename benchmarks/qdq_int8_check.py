@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def _export_before(before: Path, quantized: Path, out: Path, size: int) -> dict:
-    code = ("import json,sys; from maxq_deploy.export_onnx import export_onnx; "
+    code = ("import json,sys; from maxq_deploy.export.tensorrt_form import export_onnx; "
             f"r=export_onnx({str(quantized)!r}, {str(out)!r}, input_size={size}); "
             "print(json.dumps({'parity': r.parity.describe()}))")
     env = dict(os.environ, PYTHONPATH=str(before))
@@ -59,9 +59,9 @@ def agreement(fp32_onnx: Path, int8_onnx: Path, test_npz: Path, limit: int = 360
 def run_model(name: str, arch: str, work: Path, size: int, train_npz: Path, test_npz: Path, before: Path | None,
               trained_ckpt: Path | None) -> dict:
     from maxq_deploy.evaluate import evaluate
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.qdq_check import qdq_conv_checks
+    from maxq_deploy.onnx_graph.qdq_check import qdq_conv_checks
     from maxq_deploy.quantize import quantize_ptq
     from maxq_deploy.reference import make_checkpoint, save_checkpoint
     from maxq_deploy.verify import verify_artifact

@@ -40,7 +40,7 @@ def prepare_onnx(args: argparse.Namespace) -> tuple[Path, str]:
     """(ONNX path, how it was made)."""
     if args.onnx is not None:
         return args.onnx, "given"
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.reference import make_checkpoint, save_checkpoint
 
@@ -80,7 +80,7 @@ def time_engine(runner, batch: int, input_size: int, warmup: int, min_seconds: f
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from maxq_deploy.errors import MaxQDeployError
+    from maxq_deploy.core.errors import MaxQDeployError
     from maxq_deploy.runtimes import tensorrt_api as _trt
 
     try:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(f"{row['batch']:>6} {row['dense']['images_per_s']:>12.1f} {row['sparse']['images_per_s']:>13.1f} {row['speedup']:>7.2f}x")
     if args.out:
-        from maxq_deploy.artifacts import atomic_output
+        from maxq_deploy.core.files import atomic_output
 
         with atomic_output(args.out) as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from maxq_deploy.arch_catalog import ARCHS
+from maxq_deploy.archs.catalog import ARCHS
 from maxq_deploy.cli.render import console, handle_errors, print_json, table, verdict_style
 
 from maxq_deploy.cli.base import ArchOpt, JsonOpt, NMOpt, app, export_app  # noqa: F401  (app, export_app: the entry points)
@@ -49,15 +49,15 @@ def inspect(
     """Describe a MaxQ checkpoint: architecture, classes, epoch, N:M and every sparse layer."""
     if list_archs:
         if checkpoint is not None or arch is not None or nm is not None:
-            from maxq_deploy.errors import OptionError
+            from maxq_deploy.core.errors import OptionError
 
             raise OptionError("--list-archs lists the registry and reads no checkpoint: drop the CHECKPOINT (or --list-archs)")
         return _print_archs(json_out)
     if checkpoint is None:
-        from maxq_deploy.errors import OptionError
+        from maxq_deploy.core.errors import OptionError
 
         raise OptionError("give a CHECKPOINT to inspect, or --list-archs for the architecture registry")
-    from maxq_deploy.checkpoint import load_checkpoint
+    from maxq_deploy.load.maxq_checkpoint import load_checkpoint
 
     summary = load_checkpoint(checkpoint, arch=arch, nm=nm).summary()
     if json_out:
@@ -110,7 +110,7 @@ def fold(
 ) -> None:
     """Fold masks and BatchNorm into constant N:M conv weights; write a self-describing checkpoint."""
     from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.progress import RichProgress
+    from maxq_deploy.core.progress import RichProgress
 
     result = fold_checkpoint(checkpoint, output, arch=arch, nm=nm, project=project, data=data, labels=labels, limit=limit,
                              progress=RichProgress(enabled=not json_out))
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI: SIGTERM/SIGHUP clean up like Ctrl-C; a usage error is one ``error:`` line, exit 2."""
     import sys
 
-    from maxq_deploy.artifacts import install_signal_handlers
+    from maxq_deploy.core.files import install_signal_handlers
     from maxq_deploy.cli.render import ClickException, print_error
 
     install_signal_handlers()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from maxq_deploy.arch_catalog import arch_names_text
+from maxq_deploy.archs.catalog import arch_names_text
 
 app = typer.Typer(
     name="maxq-deploy",

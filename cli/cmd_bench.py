@@ -33,7 +33,7 @@ def bench_command(
     On CPU the torch backend measures each checkpoint in NCHW and channels-last.
     """
     from maxq_deploy.bench import benchmark, environment_line
-    from maxq_deploy.progress import RichProgress
+    from maxq_deploy.core.progress import RichProgress
 
     result = benchmark(
         models, backend=backend, device=device, batch_sizes=batch_sizes, warmup=warmup, iters=iters, seconds=seconds,

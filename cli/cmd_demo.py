@@ -25,7 +25,7 @@ def demo(
 ) -> None:
     """Run inspect, fold, verify, PTQ, ONNX export (fp32, int8), verify, eval and bench in one go."""
     from maxq_deploy.demo import run_demo
-    from maxq_deploy.progress import RichProgress
+    from maxq_deploy.core.progress import RichProgress
 
     result = run_demo(workdir, checkpoint=checkpoint, calib=calib, eval_data=eval_data, eval_labels=labels,
                       input_size=input_size, epochs=epochs, progress=RichProgress(enabled=not json_out))

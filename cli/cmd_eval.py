@@ -32,10 +32,10 @@ def eval_command(
 ) -> None:
     """Top-1 / top-5 accuracy on a labelled data set. With several MODELs, a side-by-side table (same images)."""
     from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, open_dataset
-    from maxq_deploy.distributed import is_main_process
+    from maxq_deploy.core.distributed import is_main_process
     from maxq_deploy.evaluate import evaluate_models
-    from maxq_deploy.input_size import artifact_input_size
-    from maxq_deploy.progress import RichProgress
+    from maxq_deploy.load.input_size import artifact_input_size
+    from maxq_deploy.core.progress import RichProgress
 
     found = artifact_input_size(models[0])
     image_size = found.resolve(image_size, "--image-size")

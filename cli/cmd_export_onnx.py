@@ -1,4 +1,4 @@
-"""``maxq-deploy export onnx``: parse options, call :func:`maxq_deploy.export_onnx.export_onnx`, render."""
+"""``maxq-deploy export onnx``: parse options, call :func:`maxq_deploy.export.tensorrt_form.export_onnx`, render."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def export_onnx_command(
     json_out: bool = JsonOpt,
 ) -> None:
     """Export to ONNX with checkpoint layer names and metadata; ends with an ONNX Runtime parity check."""
-    from maxq_deploy.export_onnx import ExportResult, export_model
-    from maxq_deploy.export_ort import OrtExportResult
-    from maxq_deploy.progress import RichProgress
+    from maxq_deploy.export.tensorrt_form import ExportResult, export_model
+    from maxq_deploy.export.ort_calibrated import OrtExportResult
+    from maxq_deploy.core.progress import RichProgress
 
     result = export_model(
         model, output, target, precision=precision, opset=opset, batch=batch, dynamic_batch=True if dynamic_batch else None,

@@ -39,9 +39,9 @@ def quantize_command(
 ) -> None:
     """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""
     from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-    from maxq_deploy.distributed import is_main_process
-    from maxq_deploy.input_size import artifact_input_size
-    from maxq_deploy.progress import RichProgress
+    from maxq_deploy.core.distributed import is_main_process
+    from maxq_deploy.load.input_size import artifact_input_size
+    from maxq_deploy.core.progress import RichProgress
     from maxq_deploy.quantize import QuantizeConfig, quantize
 
     main_rank = is_main_process()

@@ -44,7 +44,7 @@ def export_trt(
             err_console.print(f"note: {note}", markup=False, highlight=False)
         return None
 
-    from maxq_deploy.progress import RichProgress
+    from maxq_deploy.core.progress import RichProgress
     from maxq_deploy.tensorrt.build import build_engine
 
     result = build_engine(onnx_model, output, sparse=not dense, workspace_gib=workspace, timing_cache=timing_cache,

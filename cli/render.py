@@ -47,8 +47,8 @@ def handle_errors(fn: F) -> F:
         import os
         import signal
 
-        from maxq_deploy.artifacts import remove_live_temps
-        from maxq_deploy.errors import MaxQDeployError
+        from maxq_deploy.core.files import remove_live_temps
+        from maxq_deploy.core.errors import MaxQDeployError
 
         try:
             return fn(*args, **kwargs)
@@ -70,7 +70,7 @@ def handle_errors(fn: F) -> F:
             remove_live_temps()
             if os.environ.get("MAXQ_DEPLOY_DEBUG"):
                 raise
-            from maxq_deploy.errors import first_line
+            from maxq_deploy.core.errors import first_line
 
             first = first_line(exc, 300)
             print_error(f"internal error {type(exc).__name__}: {first} (a bug in maxq-deploy: please report it; "
@@ -84,7 +84,7 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
     """``"0.485,0.456,0.406"`` -> a tuple (the --mean/--std options); None stays None."""
     if text is None:
         return None
-    from maxq_deploy.errors import DataError
+    from maxq_deploy.core.errors import DataError
 
     try:
         return tuple(float(v) for v in text.replace(",", " ").split())

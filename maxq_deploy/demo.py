@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from maxq_deploy.data import Preprocess
-from maxq_deploy.errors import DataError
-from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.core.errors import DataError
+from maxq_deploy.core.progress import SILENT, Progress
 
 
 #: Largest --input-size the demo takes (an ImageNet network at 1024 px already needs GBs per batch).
@@ -109,17 +109,17 @@ def run_demo(
 ) -> DemoResult:
     """Run every CPU stage of the pipeline and collect one summary."""
     from maxq_deploy.bench import benchmark
-    from maxq_deploy.checkpoint import load_checkpoint
+    from maxq_deploy.load.maxq_checkpoint import load_checkpoint
     from maxq_deploy.evaluate import evaluate
-    from maxq_deploy.export_onnx import export_onnx
-    from maxq_deploy.export_ort import export_ort_int8
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.export.ort_calibrated import export_ort_int8
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import quantize_ptq
     from maxq_deploy.tensorrt.trtexec import trtexec_for_onnx
     from maxq_deploy.verify import verify_artifact
 
-    from maxq_deploy.artifacts import Output, guard_outputs
-    from maxq_deploy.errors import OptionError
+    from maxq_deploy.core.files import Output, guard_outputs
+    from maxq_deploy.core.errors import OptionError
 
     progress = progress or SILENT
     work = Path(workdir)
@@ -144,7 +144,7 @@ def run_demo(
         preprocess = preprocess or Preprocess(resize=size, image_size=size, mean=(DIGITS_MEAN,) * 3, std=(DIGITS_STD,) * 3)
     else:
         ckpt_path, started, train_note = Path(checkpoint), None, None
-        from maxq_deploy.input_size import artifact_input_size
+        from maxq_deploy.load.input_size import artifact_input_size
 
         found = artifact_input_size(ckpt_path)  # 32 for a CIFAR ResNet, 224 for the ImageNet nets
         size = found.resolve(input_size or (preprocess.image_size if preprocess else None), "--input-size")

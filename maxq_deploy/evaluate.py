@@ -26,9 +26,9 @@ import numpy as np
 from torch.utils.data import Subset
 
 from maxq_deploy.data import ImageDataset, Preprocess, check_input_shape, make_loader, open_dataset
-from maxq_deploy.distributed import all_reduce, join_process_group
-from maxq_deploy.errors import DataError
-from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.core.distributed import all_reduce, join_process_group
+from maxq_deploy.core.errors import DataError
+from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.runtimes.backends import backend_label
 from maxq_deploy.runtimes.base import Runner
 
@@ -128,7 +128,7 @@ def evaluate_runner(
         raise DataError(f"{dataset.root} has no labels ({dataset.kind} data); evaluation needs labelled data")
     shape = info.input_shape
     check_input_shape(dataset, shape[0], (shape[1], shape[2]), what=Path(name).name)
-    from maxq_deploy.arch_catalog import ARCHS, check_input_size
+    from maxq_deploy.archs.catalog import ARCHS, check_input_size
 
     if info.arch in ARCHS:  # e.g. a CIFAR ResNet on 224x224 images: one line, before any batch
         check_input_size(info.arch, dataset.sample_shape[-1], what=f"data for {Path(name).name}")

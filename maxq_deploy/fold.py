@@ -16,13 +16,13 @@ from torch import nn
 
 from maxq_deploy.archs import MaxQConvBN, build_model, state_dict_shapes
 from maxq_deploy.archs.layers import BN_EPS
-from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, check_output_path, guard_outputs, provenance
-from maxq_deploy.checkpoint import MaxQCheckpoint, torch_load_safe
-from maxq_deploy.compare import compare_outputs
-from maxq_deploy.errors import CheckpointFormatError, InputFileError, UnfinishedSparsityError
-from maxq_deploy.formats import FOLDED_FORMAT, FORMATS, check_format
-from maxq_deploy.models import LoadedModel
-from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern, groups_along, project_to_pattern
+from maxq_deploy.core.files import TORCH_SUFFIXES, Output, atomic_output, check_output_path, guard_outputs, provenance
+from maxq_deploy.load.maxq_checkpoint import MaxQCheckpoint, torch_load_safe
+from maxq_deploy.core.compare import compare_outputs
+from maxq_deploy.core.errors import CheckpointFormatError, InputFileError, UnfinishedSparsityError
+from maxq_deploy.load.formats import FOLDED_FORMAT, FORMATS, check_format
+from maxq_deploy.load.torch_model import LoadedModel
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern, groups_along, project_to_pattern
 
 FORMAT_VERSION = FORMATS[FOLDED_FORMAT].version
 
@@ -235,7 +235,7 @@ def fold_masks_and_bn(
     """
     if ckpt.unfinished_layers and not project:
         raise UnfinishedSparsityError(unfinished_message(ckpt))
-    from maxq_deploy.arch_catalog import default_input_size, spec
+    from maxq_deploy.archs.catalog import default_input_size, spec
 
     input_size = default_input_size(ckpt.arch)
     state = ckpt.state_dict
@@ -324,8 +324,8 @@ def fold_checkpoint(
     projected folded network on real images; ``preprocess`` defaults to the eval transform at
     the architecture's input size.
     """
-    from maxq_deploy.checkpoint import load_checkpoint
-    from maxq_deploy.errors import OptionError
+    from maxq_deploy.load.maxq_checkpoint import load_checkpoint
+    from maxq_deploy.core.errors import OptionError
 
     guard_outputs([Output(Path(output), TORCH_SUFFIXES, "folded checkpoint")], [ckpt_path, data, labels])  # before the work
     if data is not None and not project:
@@ -342,7 +342,7 @@ def fold_checkpoint(
 
 
 def _open_projection_data(arch: str, data, labels, preprocess):
-    from maxq_deploy.arch_catalog import check_input_size, default_input_size, default_resize
+    from maxq_deploy.archs.catalog import check_input_size, default_input_size, default_resize
     from maxq_deploy.data import Preprocess, open_dataset
 
     size = default_input_size(arch)
@@ -351,7 +351,7 @@ def _open_projection_data(arch: str, data, labels, preprocess):
     dataset = open_dataset(data, labels, preprocess, require_labels=True)
     c, h, w = dataset.sample_shape
     if h != w:
-        from maxq_deploy.errors import DataError
+        from maxq_deploy.core.errors import DataError
 
         raise DataError(f"{dataset.root} holds {h}x{w} images; the models take square inputs")
     check_input_size(arch, h, what="--data")
@@ -363,7 +363,7 @@ def projection_accuracy(ckpt: MaxQCheckpoint, result: FoldResult, dataset, *, li
                         batch_size: int = 64, progress=None) -> ProjectionAccuracy:
     """Top-1 of the original MaxQ network and of the projected folded one on the same images."""
     from maxq_deploy.data import make_loader
-    from maxq_deploy.progress import SILENT
+    from maxq_deploy.core.progress import SILENT
 
     indices = list(range(len(dataset)))
     if limit is not None and limit < len(indices):
@@ -403,7 +403,7 @@ class FoldedCheckpoint:
 
 def folded_from_dict(obj: dict, path: Path) -> FoldedCheckpoint:
     """Validate a loaded folded checkpoint (version, metadata, keys, shapes, finite weights)."""
-    from maxq_deploy.artifact_checks import check_finite_tensors, check_metadata
+    from maxq_deploy.load.checks import check_finite_tensors, check_metadata
 
     check_format(obj, FOLDED_FORMAT, path)
     check_metadata(obj, path, "folded checkpoint")

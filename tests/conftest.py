@@ -106,7 +106,7 @@ class CheckpointStore:
 
     def load(self, spec: CkptSpec | None = None, **kwargs: object):
         """The loaded checkpoint of ``spec``, cached per process: callers must not modify it."""
-        from maxq_deploy.checkpoint import load_checkpoint
+        from maxq_deploy.load.maxq_checkpoint import load_checkpoint
 
         spec = replace(spec, **kwargs) if spec is not None else CkptSpec(**kwargs)  # type: ignore[arg-type]
         if spec not in self._loaded:

@@ -1,7 +1,7 @@
 """ONNX graphs of reference MaxQ networks, for the TensorRT tests (a test helper, not a fixture file).
 
 A reference 2:4 checkpoint (:func:`maxq_deploy.reference.make_checkpoint`) is folded and
-exported by the project's exporter (:func:`maxq_deploy.export_onnx.export_onnx`).
+exported by the project's exporter (:func:`maxq_deploy.export.tensorrt_form.export_onnx`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def reference_onnx(
     onnx_path = work / f"{arch}_2of4_{precision}_{input_size}.onnx"
     if onnx_path.exists():
         return onnx_path, folded
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
 
     export_onnx(folded, onnx_path, precision=precision, input_size=input_size)
     return onnx_path, folded

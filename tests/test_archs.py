@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maxq_deploy.archs import MaxQConvBN, build_model, list_archs, normalize_arch, register_arch, state_dict_shapes
-from maxq_deploy.errors import UnsupportedArchitectureError
+from maxq_deploy.core.errors import UnsupportedArchitectureError
 from maxq_deploy.fold import fold_masks_and_bn
 from maxq_deploy.reference import build_reference_model
 

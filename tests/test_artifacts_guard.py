@@ -1,4 +1,4 @@
-"""The output guard, temp names and stale-temp cleanup of maxq_deploy.artifacts (in-process, fast)."""
+"""The output guard, temp names and stale-temp cleanup of maxq_deploy.core.files (in-process, fast)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from maxq_deploy.artifacts import (
+from maxq_deploy.core.files import (
     JSON_SUFFIXES,
     TORCH_SUFFIXES,
     Output,
@@ -17,7 +17,7 @@ from maxq_deploy.artifacts import (
     temp_folder,
     temp_path_for,
 )
-from maxq_deploy.errors import OutputPathError
+from maxq_deploy.core.errors import OutputPathError
 
 
 def test_guard_refuses_input_by_path_symlink_and_hardlink(tmp_path):
@@ -56,7 +56,7 @@ def test_guard_refuses_read_only_and_special_files(tmp_path):
 
 
 def test_guard_protects_the_data_inside_an_input_folder(tmp_path):
-    from maxq_deploy.artifacts import _DATA_SUFFIXES
+    from maxq_deploy.core.files import _DATA_SUFFIXES
     from maxq_deploy.data import ARRAY_SUFFIXES, IMAGE_SUFFIXES
 
     assert set(_DATA_SUFFIXES) == set(IMAGE_SUFFIXES + ARRAY_SUFFIXES)  # the two lists stay in step

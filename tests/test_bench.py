@@ -26,7 +26,7 @@ from maxq_deploy.bench import (
     percentile,
     throughput,
 )
-from maxq_deploy.errors import MaxQDeployError, OptionError
+from maxq_deploy.core.errors import MaxQDeployError, OptionError
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -349,8 +349,8 @@ def test_cli_errors_are_one_line(cli, tiny_onnx, tmp_path: Path, args: list[str]
 
 
 def test_sparse_plan_resnet18(store) -> None:
-    from maxq_deploy.models import load_torch_model
-    from maxq_deploy.semi_structured import plan_sparse_layers
+    from maxq_deploy.load.torch_model import load_torch_model
+    from maxq_deploy.runtimes.semi_structured import plan_sparse_layers
 
     model = load_torch_model(store.folded(arch="resnet18")).module
     plan = plan_sparse_layers(model, torch.float16, min_shape=(16, 16))
@@ -370,8 +370,8 @@ def test_sparse_plan_resnet18(store) -> None:
 
 
 def test_sparse_plan_skips_depthwise(store) -> None:
-    from maxq_deploy.models import load_torch_model
-    from maxq_deploy.semi_structured import plan_sparse_layers
+    from maxq_deploy.load.torch_model import load_torch_model
+    from maxq_deploy.runtimes.semi_structured import plan_sparse_layers
 
     model = load_torch_model(store.folded(arch="mobilenet_v1")).module
     plan = plan_sparse_layers(model, torch.bfloat16, min_shape=(16, 16))
@@ -381,8 +381,8 @@ def test_sparse_plan_skips_depthwise(store) -> None:
 
 def test_matmul_forms_reproduce_convs(store) -> None:
     """The layer swap is exact with dense weights, so only the sparse kernel itself needs a GPU."""
-    from maxq_deploy.models import load_torch_model
-    from maxq_deploy.semi_structured import plan_sparse_layers, replace_with_matmuls_
+    from maxq_deploy.load.torch_model import load_torch_model
+    from maxq_deploy.runtimes.semi_structured import plan_sparse_layers, replace_with_matmuls_
 
     model = load_torch_model(store.folded(arch="resnet18")).module
     plan = plan_sparse_layers(model, torch.float16, min_shape=(16, 16), conv_kxk="im2col")
@@ -396,7 +396,7 @@ def test_matmul_forms_reproduce_convs(store) -> None:
 
 
 def test_sparse_runner_needs_cuda() -> None:
-    from maxq_deploy.semi_structured import check_sparse_device
+    from maxq_deploy.runtimes.semi_structured import check_sparse_device
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
@@ -407,7 +407,7 @@ def test_sparse_runner_needs_cuda() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_sparse_runner_on_gpu(store) -> None:
-    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.load.torch_model import load_torch_model
     from maxq_deploy.runtimes.torch_sparse_runner import SparseTorchRunner
 
     if torch.cuda.get_device_capability() < (8, 0):

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from maxq_deploy.archs import list_archs
-from maxq_deploy.checkpoint import load_checkpoint, strip_prefixes, torch_load_safe
-from maxq_deploy.errors import (
+from maxq_deploy.load.maxq_checkpoint import load_checkpoint, strip_prefixes, torch_load_safe
+from maxq_deploy.core.errors import (
     CheckpointFormatError,
     InputFileError,
     SparsityPatternError,
     UnsupportedArchitectureError,
 )
 from maxq_deploy.reference import make_checkpoint, save_checkpoint
-from maxq_deploy.sparsity import NMPattern
+from maxq_deploy.core.sparsity import NMPattern
 
 LAYER_COUNTS = {"resnet18": 19, "mobilenet_v1": 13}
 

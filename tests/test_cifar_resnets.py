@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from maxq_deploy.arch_catalog import ARCHS as CATALOG
-from maxq_deploy.arch_catalog import check_input_size, default_input_size
+from maxq_deploy.archs.catalog import ARCHS as CATALOG
+from maxq_deploy.archs.catalog import check_input_size, default_input_size
 from maxq_deploy.archs import MaxQConvBN, build_model, list_archs, state_dict_shapes
 from maxq_deploy.archs.registry import _REGISTRY
-from maxq_deploy.checkpoint import load_checkpoint
-from maxq_deploy.errors import OptionError, UnsupportedArchitectureError
+from maxq_deploy.load.maxq_checkpoint import load_checkpoint
+from maxq_deploy.core.errors import OptionError, UnsupportedArchitectureError
 from maxq_deploy.fold import fold_masks_and_bn, load_folded
-from maxq_deploy.sparsity import NMPattern, check_pattern, project_to_pattern
+from maxq_deploy.core.sparsity import NMPattern, check_pattern, project_to_pattern
 
 CIFAR = ["c_resnet18", "c_resnet34", "c_resnet50", "c_resnet101", "c_resnet152"]
 #: Sparse conv-bn layers: 2 or 3 per block plus one shortcut conv per stage whose shape changes.
@@ -288,7 +288,7 @@ def _one_error_line(result) -> str:
 def test_folded_and_onnx_record_32(c18_folded, tmp_path):
     import onnx
 
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
 
     assert torch.load(c18_folded, weights_only=True)["input_size"] == 32
     result = export_onnx(c18_folded, tmp_path / "m.onnx")

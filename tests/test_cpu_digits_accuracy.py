@@ -12,8 +12,8 @@ pytest.importorskip("sklearn")
 
 from filelock import FileLock  # noqa: E402
 
-from maxq_deploy.export_onnx import export_onnx  # noqa: E402
-from maxq_deploy.export_ort_checkpoint import export_ort_int8_from_quantized  # noqa: E402
+from maxq_deploy.export.tensorrt_form import export_onnx  # noqa: E402
+from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized  # noqa: E402
 from maxq_deploy.fold import fold_checkpoint  # noqa: E402
 from maxq_deploy.quantize import quantize_ptq, quantize_qat  # noqa: E402
 from maxq_deploy.reference.train import prepare_digits_example  # noqa: E402

@@ -22,7 +22,7 @@ from maxq_deploy.data import (
     make_loader,
     open_dataset,
 )
-from maxq_deploy.errors import DataError
+from maxq_deploy.core.errors import DataError
 
 SIZE = 32
 PER_CLASS = 3

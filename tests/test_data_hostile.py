@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from maxq_deploy.data import Preprocess, check_batch_memory, make_loader, open_dataset, to_rgb8
-from maxq_deploy.errors import DataError, OutputPathError
+from maxq_deploy.core.errors import DataError, OutputPathError
 
 RAMP16 = (np.arange(40 * 48).reshape(40, 48) * 34).astype(np.uint16)  # 0 .. 65246
 
@@ -108,8 +108,7 @@ def test_memory_pre_check_refuses_what_cannot_fit():
 
 
 def test_rename_failure_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
-    from maxq_deploy import artifacts
-
+    from maxq_deploy.core import files as artifacts
     def refuse(src, dst):
         raise OSError(18, "Invalid cross-device link")
 

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from maxq_deploy.data import Preprocess, open_dataset
-from maxq_deploy.errors import DataError
+from maxq_deploy.core.errors import DataError
 from maxq_deploy.evaluate import EvalResult, evaluate, evaluate_runner, topk_correct
 from maxq_deploy.runtimes import TorchRunner
 
@@ -73,9 +73,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
 def export_folded_onnx(folded: Path, output: Path, size: int = SIZE) -> Path:
     """The project's exporter where it exists, else torch's TorchScript exporter (same I/O names)."""
     try:
-        from maxq_deploy.export_onnx import export_onnx
+        from maxq_deploy.export.tensorrt_form import export_onnx
     except ImportError:
-        from maxq_deploy.models import load_torch_model
+        from maxq_deploy.load.torch_model import load_torch_model
 
         torch.onnx.export(
             load_torch_model(folded).module, (torch.zeros(1, 3, size, size),), str(output), input_names=["input"],
@@ -194,7 +194,7 @@ def test_a_real_classifier_scores_as_scikit_learn_predicts(digits: Digits) -> No
 
 def test_every_stage_gives_the_same_accuracy_on_real_images(store, digits: Digits, tmp_path: Path) -> None:
     """MaxQ checkpoint (torch), folded checkpoint (torch) and ONNX (ONNX Runtime): same predictions."""
-    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.load.torch_model import load_torch_model
 
     folded = store.folded()
     onnx_path = export_folded_onnx(folded, tmp_path / "resnet18.onnx", SIZE)

@@ -17,15 +17,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 from typer.testing import CliRunner
 
-from maxq_deploy import export_onnx as export_module
-from maxq_deploy.checkpoint import MaxQCheckpoint, load_checkpoint
-from maxq_deploy.formats import QUANTIZED_FORMAT
+from maxq_deploy.export import tensorrt_form as export_module
+from maxq_deploy.load.maxq_checkpoint import MaxQCheckpoint, load_checkpoint
+from maxq_deploy.load.formats import QUANTIZED_FORMAT
 from maxq_deploy.cli.app import app
-from maxq_deploy.errors import BackendUnavailableError, InputFileError, MaxQDeployError, OutputPathError, ParityError
-from maxq_deploy.export_onnx import ExportResult, export_onnx
+from maxq_deploy.core.errors import BackendUnavailableError, InputFileError, MaxQDeployError, OutputPathError, ParityError
+from maxq_deploy.export.tensorrt_form import ExportResult, export_onnx
 from maxq_deploy.fold import fold_masks_and_bn, save_folded
-from maxq_deploy.models import LoadedModel, load_torch_model
-from maxq_deploy.onnx_sparsity import verify_onnx
+from maxq_deploy.load.torch_model import LoadedModel, load_torch_model
+from maxq_deploy.verify.onnx import verify_onnx
 from maxq_deploy.reference import make_checkpoint, save_checkpoint
 
 SIZE = 64  # every architecture downsamples by 32: 64 keeps a 2x2 final map and the tests fast
@@ -196,7 +196,7 @@ def test_unfolded_maxq_checkpoint_is_refused_with_fold_hint(made, tmp_path):
 
 def test_output_problems_fail_before_any_work(made, tmp_path, monkeypatch):
     folded = made("mobilenet_v1").folded_path
-    monkeypatch.setattr("maxq_deploy.models.load_torch_model", lambda *a, **k: pytest.fail("loaded before checking output"))
+    monkeypatch.setattr("maxq_deploy.load.torch_model.load_torch_model", lambda *a, **k: pytest.fail("loaded before checking output"))
     with pytest.raises(OutputPathError, match="does not exist"):
         export_onnx(folded, tmp_path / "missing" / "x.onnx")
     with pytest.raises(OutputPathError, match=r"\.onnx"):
@@ -387,7 +387,7 @@ def test_cli_parity_failure_exits_1(made, tmp_path, monkeypatch):
 
 
 def test_export_targets_are_registered_and_refuse_options_they_do_not_take(made, tmp_path):
-    from maxq_deploy.export_onnx import EXPORT_TARGETS, export_model
+    from maxq_deploy.export.tensorrt_form import EXPORT_TARGETS, export_model
 
     assert set(EXPORT_TARGETS) == {"tensorrt", "onnxruntime"}
     folded = made("resnet18").folded_path

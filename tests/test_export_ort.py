@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maxq_deploy.errors import DataError, InputFileError, MaxQDeployError, OutputPathError, ParityError
-from maxq_deploy.export_ort import OrtQuantOptions, calibration_batches, export_ort_int8
+from maxq_deploy.core.errors import DataError, InputFileError, MaxQDeployError, OutputPathError, ParityError
+from maxq_deploy.export.ort_calibrated import OrtQuantOptions, calibration_batches, export_ort_int8
 
 SIZE = 32  # the smallest input every architecture takes; keeps calibration fast
 
@@ -75,7 +75,7 @@ def test_qdq_export_runs_and_agrees_with_fp32(qdq_export, store) -> None:
 
 
 def test_2_4_zeros_survive_in_int8_weights(qdq_export) -> None:
-    from maxq_deploy.onnx_sparsity import verify_onnx
+    from maxq_deploy.verify.onnx import verify_onnx
 
     out, result = qdq_export
     report = verify_onnx(out)

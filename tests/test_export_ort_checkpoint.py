@@ -12,8 +12,8 @@ import torch
 
 pytest.importorskip("pytorch_quantization")
 
-from maxq_deploy.errors import InputFileError, OptionError  # noqa: E402
-from maxq_deploy.export_ort_checkpoint import RELU_RANGES, export_ort_int8_from_quantized  # noqa: E402
+from maxq_deploy.core.errors import InputFileError, OptionError  # noqa: E402
+from maxq_deploy.export.ort_from_quantized import RELU_RANGES, export_ort_int8_from_quantized  # noqa: E402
 from maxq_deploy.quantize import quantize_ptq, quantize_qat  # noqa: E402
 from maxq_deploy.quantize.artifact import int8_weight  # noqa: E402
 
@@ -110,7 +110,7 @@ def test_onnxruntime_fuses_it_into_integer_kernels(ptq_export, tmp_path: Path) -
 
 
 def test_agrees_with_the_fake_quantized_model(ptq, ptq_export) -> None:
-    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.load.torch_model import load_torch_model
     from maxq_deploy.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
     out, result = ptq_export

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from maxq_deploy.archs import list_archs, state_dict_shapes
-from maxq_deploy.checkpoint import load_checkpoint
-from maxq_deploy.formats import FOLDED_FORMAT
-from maxq_deploy.errors import InputFileError, OutputPathError, UnfinishedSparsityError
+from maxq_deploy.load.maxq_checkpoint import load_checkpoint
+from maxq_deploy.load.formats import FOLDED_FORMAT
+from maxq_deploy.core.errors import InputFileError, OutputPathError, UnfinishedSparsityError
 from maxq_deploy.fold import fold_checkpoint, fold_masks_and_bn, load_folded, save_folded
 from maxq_deploy.reference import LAYER_TYPES
-from maxq_deploy.sparsity import NMPattern, check_pattern, groups_along, nonzeros_per_group
+from maxq_deploy.core.sparsity import NMPattern, check_pattern, groups_along, nonzeros_per_group
 
 SLOW = {"resnet34", "resnet50"}
 # the CIFAR ResNets run only near 32x32 (this file's probe is 64x64): tests/test_cifar_resnets.py covers them
@@ -198,7 +198,7 @@ def test_failed_save_leaves_previous_file_and_no_temp(store, tmp_path, monkeypat
 
 
 def test_output_folder_checked_before_work(store, tmp_path, monkeypatch):
-    import maxq_deploy.checkpoint as checkpoint_module
+    import maxq_deploy.load.maxq_checkpoint as checkpoint_module
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("loaded the checkpoint before checking the output path")

@@ -82,7 +82,7 @@ def build_shared(root: Path) -> Path:
     """Every input the cases use, made by code (maxq_deploy.reference, the library itself)."""
     from PIL import Image
 
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import quantize_ptq
     from maxq_deploy.reference import make_checkpoint, save_checkpoint

@@ -31,8 +31,8 @@ def test_cli_import_pulls_in_neither_torch_nor_tensorrt():
 def test_library_import_does_not_touch_cuda_or_tensorrt():
     found = _probe(
         "import json, sys\n"
-        "import maxq_deploy, maxq_deploy.cli.app, maxq_deploy.checkpoint, maxq_deploy.fold, maxq_deploy.verify\n"
-        "import maxq_deploy.archs, maxq_deploy.reference, maxq_deploy.sparsity, maxq_deploy.models\n"
+        "import maxq_deploy, maxq_deploy.cli.app, maxq_deploy.load.maxq_checkpoint, maxq_deploy.fold, maxq_deploy.verify\n"
+        "import maxq_deploy.archs, maxq_deploy.reference, maxq_deploy.core.sparsity, maxq_deploy.load.torch_model\n"
         "import torch\n"
         "print(json.dumps({'tensorrt': 'tensorrt' in sys.modules, 'cuda_initialized': torch.cuda.is_initialized()}))\n"
     )

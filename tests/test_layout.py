@@ -15,28 +15,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 600
 
-#: The stage order, bottom to top; a module may import its own level or lower ones.
+#: The stage order, bottom to top: one package (or top-level module) per stage; a module may
+#: import its own level or lower ones. DEVELOPING.md points here instead of copying the table.
 LEVELS: list[tuple[str, ...]] = [
-    ("maxq_deploy", "maxq_deploy.errors", "maxq_deploy.progress", "maxq_deploy.artifacts", "maxq_deploy.formats",
-     "maxq_deploy.onnx_meta", "maxq_deploy.compare", "maxq_deploy.devices", "maxq_deploy.distributed", "maxq_deploy.memory"),
-    ("maxq_deploy.sparsity", "maxq_deploy.arch_catalog", "maxq_deploy.image_decode", "maxq_deploy.data"),
-    ("maxq_deploy.archs",),
-    ("maxq_deploy.reference", "maxq_deploy.artifact_checks"),
-    ("maxq_deploy.checkpoint",),
-    ("maxq_deploy.models", "maxq_deploy.input_size"),
+    ("maxq_deploy", "maxq_deploy.core"),  # errors, progress, files, sparsity arithmetic, compare, devices, torchrun
+    ("maxq_deploy.data", "maxq_deploy.archs", "maxq_deploy.onnx_graph"),  # data sets; architectures; reading ONNX
+    ("maxq_deploy.reference", "maxq_deploy.load"),  # MaxQ reference layers; every artifact loader, input size
     ("maxq_deploy.fold",),
     ("maxq_deploy.verify",),
-    ("maxq_deploy.semi_structured", "maxq_deploy.runtimes"),
+    ("maxq_deploy.runtimes",),
     ("maxq_deploy.evaluate",),
     ("maxq_deploy.quantize",),
-    ("maxq_deploy.onnx_graph", "maxq_deploy.onnx_edit", "maxq_deploy.qdq_check", "maxq_deploy.ort_qdq",
-     "maxq_deploy.export_ort_checkpoint", "maxq_deploy.onnx_sparsity", "maxq_deploy.export_onnx",
-     "maxq_deploy.export_ort"),
+    ("maxq_deploy.export",),
     ("maxq_deploy.tensorrt",),
     ("maxq_deploy.bench",),
     ("maxq_deploy.demo",),
     ("maxq_deploy.cli", "maxq_deploy.__main__"),
 ]
+#: The package graph (a package or top-level module is one node) stays small and shallow.
+MAX_NODES, MAX_DEPTH = 20, 10
 
 
 def module_files() -> dict[str, Path]:
@@ -134,3 +131,25 @@ def test_no_library_module_is_oversized() -> None:
 def test_bench_modules_are_small() -> None:
     sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "maxq_deploy" / "bench").glob("*.py")}
     assert sizes and max(sizes.values()) <= 300, sizes
+
+
+def _node(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_package_graph_is_small_shallow_and_acyclic(graph: dict[str, set[str]]) -> None:
+    """Counted in packages: at most MAX_NODES nodes, the longest import chain at most MAX_DEPTH edges."""
+    edges: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        edges.setdefault(_node(module), set()).update(_node(d) for d in deps if _node(d) != _node(module))
+    assert len(edges) <= MAX_NODES, sorted(edges)
+    longest: dict[str, int] = {}
+
+    def depth(node: str, path: tuple[str, ...]) -> int:
+        assert node not in path, f"package cycle: {' -> '.join((*path, node))}"
+        if node not in longest:
+            longest[node] = max((1 + depth(dep, (*path, node)) for dep in edges.get(node, ())), default=0)
+        return longest[node]
+
+    assert max(depth(node, ()) for node in edges) <= MAX_DEPTH

@@ -12,9 +12,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from maxq_deploy import verify
-from maxq_deploy.errors import InputFileError
-from maxq_deploy.onnx_sparsity import verify_onnx
-from maxq_deploy.sparsity import project_to_pattern
+from maxq_deploy.core.errors import InputFileError
+from maxq_deploy.verify.onnx import verify_onnx
+from maxq_deploy.core.sparsity import project_to_pattern
 
 
 def sparse_2_4(shape: tuple[int, ...], axis: int, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OptionError
+from maxq_deploy.core.errors import BackendUnavailableError, DataError, InputFileError, OptionError
 from maxq_deploy.runtimes.backends import BackendSpec, backend_label, backend_pairs, parse_backend, parse_backend_list
 
 SIZE = 32
@@ -90,7 +90,7 @@ needs_openvino = pytest.mark.skipif(ov is None, reason="OpenVINO is optional: pi
 
 @pytest.fixture(scope="module")
 def fp32_onnx(store, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
 
     folded = store.folded(arch="resnet18")
     out = tmp_path_factory.mktemp("ov") / "r18.onnx"

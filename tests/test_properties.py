@@ -13,8 +13,8 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from maxq_deploy.errors import MaxQDeployError, SparsityPatternError, first_line
-from maxq_deploy.sparsity import (
+from maxq_deploy.core.errors import MaxQDeployError, SparsityPatternError, first_line
+from maxq_deploy.core.sparsity import (
     CANDIDATE_M,
     NMPattern,
     check_pattern,

@@ -24,7 +24,7 @@ from maxq_deploy.fold import fold_checkpoint  # noqa: E402
 from maxq_deploy.quantize import quantize_qat  # noqa: E402
 from maxq_deploy.quantize.artifact import int8_weight, load_quantized_checkpoint  # noqa: E402
 from maxq_deploy.reference.train import prepare_digits_example  # noqa: E402
-from maxq_deploy.sparsity import check_pattern  # noqa: E402
+from maxq_deploy.core.sparsity import check_pattern  # noqa: E402
 
 RECIPE = ["--epochs", "1", "--lr", "1e-4", "--train-batches", "6", "--batch-size", "16", "--calib-batches", "4", "--workers", "0"]
 

@@ -24,7 +24,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import quantize_ptq
     from maxq_deploy.reference import make_checkpoint, save_checkpoint
@@ -82,8 +82,8 @@ def test_every_conv_is_int8_in_and_out_and_verify_says_so(exported: dict) -> Non
     from typer.testing import CliRunner
 
     from maxq_deploy.cli.app import app
-    from maxq_deploy.qdq_check import qdq_conv_checks
-    from maxq_deploy.onnx_graph import read_onnx_graph
+    from maxq_deploy.onnx_graph.qdq_check import qdq_conv_checks
+    from maxq_deploy.onnx_graph.layers import read_onnx_graph
 
     path = exported["work"] / "int8.onnx"
     checks = qdq_conv_checks(path)
@@ -101,8 +101,8 @@ def test_every_conv_is_int8_in_and_out_and_verify_says_so(exported: dict) -> Non
 
 def test_checkpoint_without_a_pool_range_still_exports(exported: dict, tmp_path: Path) -> None:
     """Quantized checkpoints made before pooling inputs were quantized load with that quantizer off."""
-    from maxq_deploy.export_onnx import export_onnx
-    from maxq_deploy.qdq_check import qdq_conv_checks
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.onnx_graph.qdq_check import qdq_conv_checks
 
     obj = torch.load(exported["work"] / "r18.q.pt", weights_only=True)
     assert "avgpool._input_quantizer" in obj["quantizers"]

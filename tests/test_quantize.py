@@ -22,13 +22,13 @@ from onnx import numpy_helper
 pytest.importorskip("pytorch_quantization")
 pytest.importorskip("sklearn")
 
-from maxq_deploy.formats import QUANTIZED_FORMAT  # noqa: E402
-from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OutputPathError, QuantizationError  # noqa: E402
+from maxq_deploy.load.formats import QUANTIZED_FORMAT  # noqa: E402
+from maxq_deploy.core.errors import BackendUnavailableError, DataError, InputFileError, OutputPathError, QuantizationError  # noqa: E402
 from maxq_deploy.fold import fold_checkpoint  # noqa: E402
 from maxq_deploy.quantize import histogram as histogram_maths, pq_adapter, quantize_ptq, quantize_qat  # noqa: E402
 from maxq_deploy.quantize.artifact import int8_weight, load_quantized_checkpoint  # noqa: E402
 from maxq_deploy.reference.train import DigitsExample, prepare_digits_example  # noqa: E402
-from maxq_deploy.sparsity import check_pattern  # noqa: E402
+from maxq_deploy.core.sparsity import check_pattern  # noqa: E402
 
 #: PTQ/QAT may lose at most this many top-1 points against the fp32 folded network.
 MAX_DROP = 1.0
@@ -73,7 +73,7 @@ def fp32_top1(folded, digits) -> float:
 
 
 def to_onnx(quantized: Path, out: Path) -> Path:
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
 
     result = export_onnx(quantized, out, input_size=INPUT)
     assert result.precision == "int8" and result.parity.passed and result.pattern_ok
@@ -185,7 +185,7 @@ def test_quantizers_fed_the_same_tensor_share_one_range(ptq_checkpoint):
 def test_loaded_quantized_model_is_the_fake_quant_network(ptq_checkpoint, folded, digits):
     from pytorch_quantization import nn as quant_nn
 
-    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.load.torch_model import load_torch_model
 
     loaded = load_torch_model(ptq_checkpoint)
     assert loaded.kind == "quantized-checkpoint" and loaded.arch == "resnet18" and not loaded.module.training
@@ -202,7 +202,7 @@ def test_qdq_graph_is_what_tensorrt_wants(ptq_checkpoint, tmp_path):
     import onnxruntime as ort
     from pytorch_quantization.nn import TensorQuantizer
 
-    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.load.torch_model import load_torch_model
     from maxq_deploy.quantize.export import export_qdq_onnx
 
     loaded = load_torch_model(ptq_checkpoint)
@@ -237,7 +237,7 @@ def test_qdq_graph_is_what_tensorrt_wants(ptq_checkpoint, tmp_path):
 def test_qdq_export_restores_global_state_on_failure(ptq_checkpoint, tmp_path, monkeypatch):
     from pytorch_quantization.nn import TensorQuantizer
 
-    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.load.torch_model import load_torch_model
     from maxq_deploy.quantize.export import export_qdq_onnx
 
     loaded = load_torch_model(ptq_checkpoint)

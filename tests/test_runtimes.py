@@ -13,7 +13,7 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, MaxQDeployError
+from maxq_deploy.core.errors import BackendUnavailableError, DataError, InputFileError, MaxQDeployError
 from maxq_deploy.runtimes import OnnxRuntimeRunner, Runner, TorchRunner, open_runner
 
 SIZE = 32
@@ -22,9 +22,9 @@ SIZE = 32
 def export_folded_onnx(folded: Path, output: Path, size: int = SIZE) -> Path:
     """The project's exporter where it exists, else torch's TorchScript exporter (same I/O names)."""
     try:
-        from maxq_deploy.export_onnx import export_onnx
+        from maxq_deploy.export.tensorrt_form import export_onnx
     except ImportError:
-        from maxq_deploy.models import load_torch_model
+        from maxq_deploy.load.torch_model import load_torch_model
 
         module = load_torch_model(folded).module
         torch.onnx.export(
@@ -90,7 +90,7 @@ def test_onnxruntime_matches_torch_on_the_folded_network(folded_onnx: tuple[Path
     ref, out = torch_runner.run(x), ort_runner.run(x)
     assert out.dtype == np.float32 and out.shape == (5, 10)
     assert float(np.abs(out - ref).max() / np.abs(ref).max()) < 1e-4
-    if ort_runner.metadata:  # written by maxq_deploy.export_onnx
+    if ort_runner.metadata:  # written by maxq_deploy.export.tensorrt_form
         assert ort_runner.input_shape == (3, SIZE, SIZE) and ort_runner.arch == "resnet18"
     ort_runner.close()
     torch_runner.close()

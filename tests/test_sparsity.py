@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from maxq_deploy.errors import SparsityPatternError
+from maxq_deploy.core.errors import SparsityPatternError
 from maxq_deploy.reference import LAYER_TYPES, compute_mask, preserve_rate
-from maxq_deploy.sparsity import (
+from maxq_deploy.core.sparsity import (
     NMPattern,
     check_pattern,
     dense_groups_for,
@@ -236,7 +236,7 @@ def test_preserve_rate_unknown_schedule():
 
 def _infer_by_definition(mask: torch.Tensor):
     """infer_mask_pattern's rule written plainly: one full count per candidate M."""
-    from maxq_deploy.sparsity import CANDIDATE_M, MaskPattern
+    from maxq_deploy.core.sparsity import CANDIDATE_M, MaskPattern
 
     best = None
     for m in (m for m in CANDIDATE_M if mask.shape[1] % m == 0):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from maxq_deploy.runtimes import tensorrt_api as _trt
-from maxq_deploy.onnx_graph import OnnxLayer
+from maxq_deploy.onnx_graph.layers import OnnxLayer
 from maxq_deploy.tensorrt.report import build_engine_report, load_engine_report, save_engine_report
 
 from test_tensorrt_unit import INT8_FMT, FP32_FMT, SPARSITY_LOG, make_onnx  # noqa: E402
@@ -195,7 +195,7 @@ def test_reformat_layers_do_not_map_to_convs(tmp_path: Path, version: str) -> No
     data.pop("_sparsity_log")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"ENGINE")
-    from maxq_deploy.artifacts import sha256_file
+    from maxq_deploy.core.files import sha256_file
 
     report = build_engine_report(data, engine=str(engine), onnx_layers=onnx_layers, graph_precision="int8", nm="2:4",
                                  sparse_layers=["layer1.0.convbn1", "layer1.0.convbn2"], engine_sha256=sha256_file(engine))

@@ -121,7 +121,7 @@ def test_verify_engines_through_cli(engines) -> None:
 
 
 def test_runner_rejects_batches_outside_the_profile(engines) -> None:
-    from maxq_deploy.errors import EngineRunError
+    from maxq_deploy.core.errors import EngineRunError
     from maxq_deploy.runtimes.tensorrt_runner import TensorRTRunner
 
     with TensorRTRunner(engines[("fp32", True)].output) as runner:

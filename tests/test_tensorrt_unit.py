@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maxq_deploy.errors import BackendUnavailableError, InputFileError, MaxQDeployError
+from maxq_deploy.core.errors import BackendUnavailableError, InputFileError, MaxQDeployError
 from maxq_deploy.runtimes import tensorrt_api as _trt
-from maxq_deploy.errors import EngineBuildError, ProfileShapeError
+from maxq_deploy.core.errors import EngineBuildError, ProfileShapeError
 from maxq_deploy.tensorrt.flags import choose_builder_flags, known_flag_names
-from maxq_deploy.onnx_graph import OnnxLayer, read_onnx_graph
+from maxq_deploy.onnx_graph.layers import OnnxLayer, read_onnx_graph
 from maxq_deploy.tensorrt.profiles import ProfileShapes, check_profile_fits, resolve_profile
 from maxq_deploy.tensorrt.report import (
     EngineReport,
@@ -131,7 +131,7 @@ SPARSITY_LOG = [
 
 
 def sample_report(engine: Path, inspector: dict | None = None, **kwargs) -> EngineReport:
-    from maxq_deploy.artifacts import sha256_file
+    from maxq_deploy.core.files import sha256_file
 
     args = dict(engine=str(engine), onnx_layers=onnx_layers(), sparse_layers=SPARSE_LAYERS, sparsity_log_lines=SPARSITY_LOG,
                 sparse_build=True, trt_version="10.9.0", graph_precision="int8", nm="2:4",
@@ -397,7 +397,7 @@ def test_read_onnx_graph_qdq(tmp_path: Path) -> None:
 def test_read_onnx_graph_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00garbage")
-    with pytest.raises(InputFileError, match="cannot be read as an ONNX model"):
+    with pytest.raises(InputFileError, match="is not an ONNX model"):  # the one loader's words, as `verify` says them
         read_onnx_graph(bad)
 
 

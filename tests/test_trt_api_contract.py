@@ -163,7 +163,7 @@ REAL_CHECK = r'''
 import sys
 import tensorrt_bindings
 sys.modules["tensorrt"] = tensorrt_bindings
-from maxq_deploy.errors import BackendUnavailableError
+from maxq_deploy.core.errors import BackendUnavailableError
 from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.tensorrt import api_usage
 from maxq_deploy.tensorrt.flags import choose_builder_flags

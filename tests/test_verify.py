@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from maxq_deploy.errors import InputFileError
+from maxq_deploy.core.errors import InputFileError
 from maxq_deploy.verify import verify_artifact
 
 NM_PATTERNS = ["2:4", "1:4", "2:8", "1:16"]

@@ -4,7 +4,7 @@ Differences from the ImageNet ResNets (same block maths, other key names and hea
 stride-1 dense stem without max-pool, the projection shortcut at ``layerX.Y.shortcut.0`` (an
 identity shortcut has no keys), and a head of ``F.avg_pool2d(out, 4)`` then ``fc``, a 1x1 conv
 with bias, flattened. The fixed 4x4 pool ties the network to 32x32 inputs (see
-:mod:`maxq_deploy.arch_catalog` for the sizes it runs at).
+:mod:`maxq_deploy.archs.catalog` for the sizes it runs at).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The architecture registry: ``@register_arch``, ``list_archs``, ``model_entrypoint``, ``build_model``.
 
-To add an architecture, declare it in :mod:`maxq_deploy.arch_catalog` (its default input size
+To add an architecture, declare it in :mod:`maxq_deploy.archs.catalog` (its default input size
 and the sizes it runs at; readable without torch, so CLI help lists it), write one module in
 this package whose builder takes a :class:`~maxq_deploy.archs.layers.LayerFactory` and a class
-count, decorate it with ``@register_arch("name")`` and import the module in
-``archs/__init__.py``. Loading, folding, verification and export then work from key names alone.
+count, decorate it with ``@register_arch("name")`` and list the module in
+``archs.BUILDER_MODULES``. Loading, folding, verification and export then work from key names alone.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from maxq_deploy.archs.layers import FoldedLayers, LayerFactory, MaxQLayers
-from maxq_deploy.arch_catalog import ARCHS, arch_names
-from maxq_deploy.arch_catalog import normalize_arch as normalize_arch
+from maxq_deploy.archs.catalog import ARCHS, arch_names
+from maxq_deploy.archs.catalog import normalize_arch as normalize_arch
 
 Builder = Callable[[LayerFactory, int], nn.Module]
 _REGISTRY: dict[str, Builder] = {}
@@ -28,11 +28,21 @@ def register_arch(name: str) -> Callable[[Builder], Builder]:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} registered twice")
         if name not in ARCHS:
-            raise ValueError(f"architecture {name!r} is not declared in maxq_deploy.arch_catalog")
+            raise ValueError(f"architecture {name!r} is not declared in maxq_deploy.archs.catalog")
         _REGISTRY[name] = builder
         return builder
 
     return wrap
+
+
+def register_builders() -> None:
+    """Import the builder modules (each registers its architectures once)."""
+    import importlib
+
+    from maxq_deploy.archs import BUILDER_MODULES
+
+    for module in BUILDER_MODULES:
+        importlib.import_module(f"maxq_deploy.archs.{module}")
 
 
 def list_archs() -> list[str]:
@@ -46,6 +56,7 @@ def model_entrypoint(arch: str) -> Builder:
     Stages that build the architecture from their own layers (quantized, reference MaxQ layers)
     call this with their :class:`LayerFactory`.
     """
+    register_builders()
     return _REGISTRY[normalize_arch(arch)]
 
 

@@ -6,13 +6,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from maxq_deploy.artifacts import check_input_file, guard_bench_outputs
+from maxq_deploy.core.files import check_input_file, guard_bench_outputs
 from maxq_deploy.bench.environment import collect_environment
 from maxq_deploy.bench.schema import BenchModel, BenchResult, BenchSettings
 from maxq_deploy.bench.stats import parse_batch_sizes
 from maxq_deploy.bench.timing import DEFAULT_BLOCK, measure
-from maxq_deploy.errors import InputFileError, OptionError
-from maxq_deploy.progress import Progress
+from maxq_deploy.core.errors import InputFileError, OptionError
+from maxq_deploy.core.progress import Progress
 from maxq_deploy.runtimes.base import Runner
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 8, 32)
@@ -29,8 +29,7 @@ def _static_size(runner: Runner, label: str) -> int | None:
 
 
 def _resolve_input_size(label: str, static: int | None, metadata, requested: int | None) -> int:
-    from maxq_deploy import onnx_meta
-
+    from maxq_deploy.onnx_graph import meta as onnx_meta
     if static is not None:
         if requested is not None and requested != static:
             raise InputFileError(f"{label} takes {static}x{static} inputs (fixed in the graph), not --input-size {requested}")
@@ -131,11 +130,11 @@ def _open_by_suffix(path: Path, device: str, threads: int | None) -> Runner:
 
 def _open_torch_variants(path: Path, device: str, threads: int | None, input_size: int | None, sparse: bool) -> list[BenchModel]:
     """A checkpoint on torch: NCHW + channels-last on CPU; fp32, or fp16 dense + fp16 2:4 sparse on CUDA."""
-    from maxq_deploy.devices import resolve_device
-    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.core.devices import resolve_device
+    from maxq_deploy.load.torch_model import load_torch_model
     from maxq_deploy.runtimes.torch_runner import TorchRunner
 
-    from maxq_deploy.input_size import resolve_input_size
+    from maxq_deploy.load.input_size import resolve_input_size
 
     resolve_device(device)  # before loading the weights
     loaded = load_torch_model(path)

@@ -10,9 +10,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from maxq_deploy.artifacts import atomic_output
+from maxq_deploy.core.files import atomic_output
 from maxq_deploy.bench.stats import LatencyStats
-from maxq_deploy.errors import OptionError
+from maxq_deploy.core.errors import OptionError
 from maxq_deploy.runtimes.base import Runner
 
 SCHEMA = "maxq-deploy/bench"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maxq_deploy.errors import OptionError
+from maxq_deploy.core.errors import OptionError
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -17,8 +17,8 @@ import numpy as np
 
 from maxq_deploy.bench.schema import BenchModel, BenchSettings, Measurement
 from maxq_deploy.bench.stats import LatencyStats, latency_stats, throughput
-from maxq_deploy.errors import OptionError
-from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.core.errors import OptionError
+from maxq_deploy.core.progress import SILENT, Progress
 
 #: Timed iterations a model runs per turn before the next model's turn (``iters`` mode).
 DEFAULT_BLOCK = 5

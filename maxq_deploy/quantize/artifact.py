@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 from maxq_deploy.archs import state_dict_shapes
-from maxq_deploy.checkpoint import torch_load_safe
-from maxq_deploy.formats import FOLDED_FORMAT, FORMATS, QUANTIZED_FORMAT, check_format, format_of
-from maxq_deploy.errors import InputFileError
+from maxq_deploy.load.maxq_checkpoint import torch_load_safe
+from maxq_deploy.load.formats import FOLDED_FORMAT, FORMATS, QUANTIZED_FORMAT, check_format, format_of
+from maxq_deploy.core.errors import InputFileError
 from maxq_deploy.fold import FoldedCheckpoint, FoldedLayer, folded_from_dict
-from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN, check_pattern
 
 FORMAT_VERSION = FORMATS[QUANTIZED_FORMAT].version
 #: Largest INT8 magnitude of a symmetric weight quantizer (amax maps to 127).
@@ -101,7 +101,7 @@ class QuantizedCheckpoint:
 
 def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
     """Validate a loaded quantized checkpoint: kind and version, metadata, keys, shapes, finite weights, every range."""
-    from maxq_deploy.artifact_checks import check_finite_tensors, check_metadata, check_quantizer_ranges
+    from maxq_deploy.load.checks import check_finite_tensors, check_metadata, check_quantizer_ranges
 
     check_format(obj, QUANTIZED_FORMAT, path)
     check_metadata(obj, path, "quantized checkpoint")
@@ -154,7 +154,7 @@ def load_quantized_checkpoint(path: str | os.PathLike[str]) -> QuantizedCheckpoi
 
 def load_quantized_model(path: Path, obj: dict):
     """``models.load_torch_model`` hook: the fake-quantized network (eval mode, CPU)."""
-    from maxq_deploy.models import LoadedModel
+    from maxq_deploy.load.torch_model import LoadedModel
     from maxq_deploy.quantize import pq_adapter
     from maxq_deploy.quantize.pool_quant import is_pool_quantizer
 

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from maxq_deploy.devices import resolve_device  # noqa: F401  (PTQ and QAT pick their device here)
-from maxq_deploy.errors import DataError, QuantizationError
-from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.core.devices import resolve_device  # noqa: F401  (PTQ and QAT pick their device here)
+from maxq_deploy.core.errors import DataError, QuantizationError
+from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.config import DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, check_calibration
 
@@ -129,7 +129,7 @@ def check_calibration_size(dataset, options: CalibrationOptions, seen: int | Non
 
 def check_data_size(dataset, arch: str, what: str) -> int:
     """The square input size of ``dataset``'s samples, refused (one line) where ``arch`` cannot run at it."""
-    from maxq_deploy.arch_catalog import check_input_size
+    from maxq_deploy.archs.catalog import check_input_size
 
     _, h, w = dataset.sample_shape
     if h != w:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from maxq_deploy.errors import DataError, QuantizationError
+from maxq_deploy.core.errors import DataError, QuantizationError
 
 #: Default activation calibrator: pytorch-quantization's ResNet-50 tutorial recipe.
 DEFAULT_CALIBRATOR = "percentile"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from maxq_deploy.errors import QuantizationError
+from maxq_deploy.core.errors import QuantizationError
 from maxq_deploy.quantize import pq_adapter
 
 MIN_OPSET = 13  # per-channel QuantizeLinear (axis attribute)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from maxq_deploy.archs.layers import FoldedLayers
-from maxq_deploy.errors import BackendUnavailableError
+from maxq_deploy.core.errors import BackendUnavailableError
 from maxq_deploy.quantize.config import CALIBRATORS, HISTOGRAM_METHODS  # noqa: F401  (weights: per-channel max)
 from maxq_deploy.quantize.histogram import NUM_BITS, histogram_amax, sample_stride
 
@@ -375,7 +375,7 @@ def load_activation_amax(model: nn.Module, method: str, percentile: float = 99.9
     """
     from pytorch_quantization import calib
 
-    from maxq_deploy.progress import SILENT
+    from maxq_deploy.core.progress import SILENT
 
     items = [(n, q) for n, q in quantizers(model).items() if quantizer_role(n) != "weight"]
     done: dict[int, torch.Tensor] = {}  # quantizers sharing a calibrator share its range

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
+from maxq_deploy.core.files import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
 from maxq_deploy.data import Preprocess
-from maxq_deploy.progress import Progress
+from maxq_deploy.core.progress import Progress
 from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
 from maxq_deploy.quantize.calibrate import (

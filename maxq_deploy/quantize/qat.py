@@ -26,11 +26,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maxq_deploy.artifacts import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
+from maxq_deploy.core.files import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
 from maxq_deploy.data import Preprocess
-from maxq_deploy.distributed import DistContext, all_reduce, join_process_group
-from maxq_deploy.errors import DataError, PatternViolationError, QuantizationError
-from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.core.distributed import DistContext, all_reduce, join_process_group
+from maxq_deploy.core.errors import DataError, PatternViolationError, QuantizationError
+from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.config import QuantizeConfig
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input

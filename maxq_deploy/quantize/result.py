@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from maxq_deploy.formats import QUANTIZED_FORMAT
-from maxq_deploy.errors import PatternViolationError
+from maxq_deploy.load.formats import QUANTIZED_FORMAT
+from maxq_deploy.core.errors import PatternViolationError
 from maxq_deploy.fold import FoldedCheckpoint
 from maxq_deploy.quantize.artifact import FORMAT_VERSION, Int8LayerCheck, layers_to_dicts
 from maxq_deploy.quantize.calibrate import CalibrationStats, QuantizerRange
-from maxq_deploy.sparsity import HARDWARE_PATTERN
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 
 @dataclass

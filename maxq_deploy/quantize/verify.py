@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maxq_deploy.formats import QUANTIZED_FORMAT
+from maxq_deploy.load.formats import QUANTIZED_FORMAT
 from maxq_deploy.quantize.artifact import int8_weight, quantized_from_dict, weight_quantizer_name
-from maxq_deploy.sparsity import NMPattern
+from maxq_deploy.core.sparsity import NMPattern
 from maxq_deploy.verify import TORCH_VERIFIERS, VerifyReport, weight_verdict
 
 

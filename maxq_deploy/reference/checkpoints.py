@@ -10,9 +10,9 @@ from torch import nn
 
 from maxq_deploy.archs.layers import MaxQLayers
 from maxq_deploy.archs import model_entrypoint, normalize_arch
-from maxq_deploy.artifacts import atomic_output
+from maxq_deploy.core.files import atomic_output
 from maxq_deploy.reference.layers import ReferenceMaxQConvBN
-from maxq_deploy.sparsity import NMPattern
+from maxq_deploy.core.sparsity import NMPattern
 
 
 class ReferenceLayers(MaxQLayers):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.reference.checkpoints import build_reference_model, make_checkpoint, save_checkpoint, set_preserve_rate
 from maxq_deploy.reference.layers import preserve_rate
 
@@ -153,7 +153,7 @@ def digits_arrays(image_size: int = 32, test_fraction: float = 0.2, seed: int = 
 def save_digits_npz(out_dir: str | os.PathLike[str], image_size: int = 32, test_fraction: float = 0.2, seed: int = 0,
                     prefix: str = "digits") -> tuple[Path, Path]:
     """Write ``<prefix>_train.npz`` and ``<prefix>_test.npz`` (``images`` NCHW float32, ``labels``)."""
-    from maxq_deploy.artifacts import atomic_output
+    from maxq_deploy.core.files import atomic_output
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +210,7 @@ def prepare_digits_example(
     """
     from filelock import FileLock
 
-    from maxq_deploy.artifacts import atomic_output
+    from maxq_deploy.core.files import atomic_output
 
     out = Path(workdir)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxq_deploy.errors import InputFileError, OptionError
+from maxq_deploy.core.errors import InputFileError, OptionError
 from maxq_deploy.runtimes.base import Runner
 
 #: Backends that take an option after a colon, and what it means.

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from maxq_deploy import onnx_meta
-from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OptionError, first_line
+from maxq_deploy.onnx_graph import meta as onnx_meta
+from maxq_deploy.core.files import check_input_file
+from maxq_deploy.core.errors import BackendUnavailableError, DataError, InputFileError, OptionError, first_line
 from maxq_deploy.runtimes.base import ModelInfo, Runner
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}

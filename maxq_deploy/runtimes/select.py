@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.errors import BackendUnavailableError, InputFileError, OptionError
+from maxq_deploy.core.files import check_input_file
+from maxq_deploy.core.errors import BackendUnavailableError, InputFileError, OptionError
 from maxq_deploy.runtimes.base import Runner
 
 #: Backend -> "module:function" that opens a file as a Runner: ``function(path, device, threads, **options)``.

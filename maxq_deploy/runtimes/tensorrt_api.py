@@ -12,7 +12,7 @@ import importlib.metadata
 import threading
 from typing import Any
 
-from maxq_deploy.errors import BackendUnavailableError, first_line
+from maxq_deploy.core.errors import BackendUnavailableError, first_line
 
 INSTALL_HINT = "pip install tensorrt (10.x or 11.x) on a machine with an NVIDIA GPU and driver"
 MISSING_MESSAGE = f"TensorRT is not installed: {INSTALL_HINT}"

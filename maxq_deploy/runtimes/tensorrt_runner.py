@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.errors import BackendUnavailableError, EngineRunError, InputFileError
+from maxq_deploy.core.files import check_input_file
+from maxq_deploy.core.errors import BackendUnavailableError, EngineRunError, InputFileError
 from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.runtimes.base import ModelInfo, Runner
 

@@ -1,6 +1,6 @@
 """PyTorch eager inference of any torch artifact (MaxQ, folded or fake-quantized network).
 
-The loader is :func:`maxq_deploy.models.load_torch_model` (file -> ``LoadedModel``); the runner
+The loader is :func:`maxq_deploy.load.torch_model.load_torch_model` (file -> ``LoadedModel``); the runner
 only runs the module it is given, so bench can run one loaded model in several layouts.
 """
 
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from maxq_deploy.devices import resolve_device
-from maxq_deploy.errors import OptionError
-from maxq_deploy.models import LoadedModel
+from maxq_deploy.core.devices import resolve_device
+from maxq_deploy.core.errors import OptionError
+from maxq_deploy.load.torch_model import LoadedModel
 from maxq_deploy.runtimes.base import ModelInfo, Runner
 
 
@@ -94,7 +94,7 @@ def open_torch_runner(
     path: str | os.PathLike[str], device: str | None = "cpu", threads: int | None = None, channels_last: bool = False
 ) -> TorchRunner:
     """Any torch artifact of the pipeline (MaxQ, folded, quantized checkpoint) as a TorchRunner."""
-    from maxq_deploy.models import load_torch_model
+    from maxq_deploy.load.torch_model import load_torch_model
 
     device = device or "cpu"
     resolve_device(device)  # fail before loading the weights

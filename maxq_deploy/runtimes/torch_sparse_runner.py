@@ -1,6 +1,6 @@
 """torch on CUDA in fp16/bf16 with the 2:4 layers as semi-structured sparse matmuls.
 
-Which layers can run sparse, and the swap itself, are planned in :mod:`maxq_deploy.semi_structured`;
+Which layers can run sparse, and the swap itself, are planned in :mod:`maxq_deploy.runtimes.semi_structured`;
 this runner only applies the plan to a loaded model and runs it. A dense runner of the same
 precision and layout is the baseline, so their ratio is the sparse gain.
 """
@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from maxq_deploy.devices import resolve_device
-from maxq_deploy.errors import MaxQDeployError
-from maxq_deploy.models import LoadedModel
+from maxq_deploy.core.devices import resolve_device
+from maxq_deploy.core.errors import MaxQDeployError
+from maxq_deploy.load.torch_model import LoadedModel
 from maxq_deploy.runtimes.base import ModelInfo, Runner
-from maxq_deploy.semi_structured import SPARSE_DTYPES, SparseConversionReport, check_sparse_device, sparsify_semi_structured_
+from maxq_deploy.runtimes.semi_structured import SPARSE_DTYPES, SparseConversionReport, check_sparse_device, sparsify_semi_structured_
 
 _PRECISION = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxq_deploy.artifacts import (
+from maxq_deploy.core.files import (
     ENGINE_SUFFIXES,
     JSON_SUFFIXES,
     Output,
@@ -34,12 +34,12 @@ from maxq_deploy.artifacts import (
     provenance,
     sha256_file,
 )
-from maxq_deploy.errors import InputFileError
-from maxq_deploy.progress import SILENT, Progress
+from maxq_deploy.core.errors import InputFileError
+from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.runtimes import tensorrt_api as _trt
-from maxq_deploy.errors import EngineBuildError
+from maxq_deploy.core.errors import EngineBuildError
 from maxq_deploy.tensorrt.flags import FlagPlan, choose_builder_flags
-from maxq_deploy.onnx_graph import read_onnx_graph
+from maxq_deploy.onnx_graph.layers import read_onnx_graph
 from maxq_deploy.tensorrt.profiles import ProfileShapes, profile_for_onnx
 from maxq_deploy.tensorrt.report import EngineReport, build_engine_report, report_path_for, save_engine_report
 
@@ -90,7 +90,7 @@ def _stages(progress: Progress) -> Iterator[str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    from maxq_deploy.errors import first_line
+    from maxq_deploy.core.errors import first_line
 
     return first_line(exc, 300)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from maxq_deploy.errors import MaxQDeployError
+from maxq_deploy.core.errors import MaxQDeployError
 from maxq_deploy.runtimes.tensorrt_api import parse_version
 
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")

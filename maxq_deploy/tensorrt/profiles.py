@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from maxq_deploy.errors import ProfileShapeError
+from maxq_deploy.core.errors import ProfileShapeError
 
 DEFAULT_MIN_BATCH = 1
 DEFAULT_OPT_BATCH = 8

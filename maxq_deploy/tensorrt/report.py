@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxq_deploy.artifacts import atomic_output, check_input_file
-from maxq_deploy.errors import InputFileError
-from maxq_deploy.onnx_graph import OnnxLayer
+from maxq_deploy.core.files import atomic_output, check_input_file
+from maxq_deploy.core.errors import InputFileError
+from maxq_deploy.onnx_graph.layers import OnnxLayer
 
 REPORT_FORMAT = "maxq-deploy/engine-report"
 REPORT_FORMAT_VERSION = 1

@@ -80,9 +80,9 @@ def trtexec_for_onnx(
     ``trt_version``: "10", "11" or a full version; default: the installed TensorRT, else 10.
     """
     from maxq_deploy.runtimes.tensorrt_api import SUPPORTED_MAJORS, installed_tensorrt_version, parse_version
-    from maxq_deploy.errors import EngineBuildError
+    from maxq_deploy.core.errors import EngineBuildError
     from maxq_deploy.tensorrt.flags import choose_builder_flags, known_flag_names
-    from maxq_deploy.onnx_graph import read_onnx_graph
+    from maxq_deploy.onnx_graph.layers import read_onnx_graph
     from maxq_deploy.tensorrt.profiles import profile_for_onnx
 
     if not workspace_gib or not workspace_gib > 0 or workspace_gib == float("inf"):  # NaN and inf too
@@ -95,7 +95,7 @@ def trtexec_for_onnx(
             notes.append("TensorRT is not installed here: command written for TensorRT 10.x (--trt-version 11 for 11.x)")
     if parse_version(trt_version)[0] not in SUPPORTED_MAJORS:
         raise EngineBuildError(f"--trt-version must be 10 or 11 (or a full 10.x / 11.x version), got {trt_version!r}")
-    from maxq_deploy.artifacts import ENGINE_SUFFIXES, Output, guard_outputs
+    from maxq_deploy.core.files import ENGINE_SUFFIXES, Output, guard_outputs
 
     guard_outputs([Output(Path(engine_path), ENGINE_SUFFIXES, "--saveEngine"), Output(layer_info_path_for(engine_path), (), "--exportLayerInfo"),
                    Output(Path(timing_cache), (), "--timingCacheFile") if timing_cache is not None else None],

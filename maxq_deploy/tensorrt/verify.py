@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from maxq_deploy import verify as _verify
-from maxq_deploy.artifacts import sha256_file
-from maxq_deploy.errors import BackendUnavailableError, InputFileError, SparsityPatternError
-from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern
+from maxq_deploy.core.files import sha256_file
+from maxq_deploy.core.errors import BackendUnavailableError, InputFileError, SparsityPatternError
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN, NMPattern
 from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.tensorrt.report import (
     EngineLayer, EngineReport, build_engine_report, load_engine_report, refresh_report, report_path_for,
@@ -78,7 +78,7 @@ def load_report_for_engine(path: Path) -> EngineReport:
         try:
             report = build_engine_report(text, engine=str(path), sparse_build=True, engine_sha256=sha256_file(path))
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:  # garbage inside the layer list
-            from maxq_deploy.errors import first_line
+            from maxq_deploy.core.errors import first_line
 
             raise InputFileError(f"{raw} is damaged TensorRT layer information ({type(exc).__name__}: {first_line(exc)})") from None
         report.notes.append(

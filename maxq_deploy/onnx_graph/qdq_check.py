@@ -39,7 +39,7 @@ class QdqConvCheck:
 
 def qdq_conv_checks(path: str | os.PathLike[str], model=None) -> list[QdqConvCheck] | None:
     """One check per Conv of a Q/DQ graph; None when the graph has no Q/DQ nodes (fp32/fp16)."""
-    from maxq_deploy.onnx_graph import read_onnx_graph
+    from maxq_deploy.onnx_graph.layers import read_onnx_graph
 
     info = read_onnx_graph(path, model=model)
     if info.precision != "int8":

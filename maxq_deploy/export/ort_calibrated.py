@@ -7,7 +7,7 @@ int8 per-channel weights, and Conv/Add/pool pairs it can fuse into integer kerne
 quantizer (``onnxruntime.quantization.quantize_static``) knows those rules, so this module
 reuses it instead of re-implementing quantization:
 
-1. export the folded checkpoint to a temporary fp32 ONNX (:func:`maxq_deploy.export_onnx.export_onnx`,
+1. export the folded checkpoint to a temporary fp32 ONNX (:func:`maxq_deploy.export.tensorrt_form.export_onnx`,
    which names layers after the checkpoint and checks parity);
 2. calibrate and quantize it (``quantize_static``; a ``CalibrationDataReader`` over
    ``maxq_deploy.data`` batches or given arrays) into a temporary file;
@@ -15,7 +15,7 @@ reuses it instead of re-implementing quantization:
    ``maxq_deploy.*`` metadata (precision int8, target onnxruntime);
 4. compare it with the float32 PyTorch model on the calibration batches (top-1 agreement, max
    abs and relative error) and check that every 2:4 layer keeps its zeros in the INT8 weights
-   (:func:`maxq_deploy.onnx_sparsity.verify_onnx`; symmetric weights map 0.0 to 0 exactly);
+   (:func:`maxq_deploy.verify.onnx.verify_onnx`; symmetric weights map 0.0 to 0 exactly);
 5. rename it into place.
 
 INT8 parity is reported, not enforced, except when it is grossly off (relative error above
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maxq_deploy.artifacts import (
+from maxq_deploy.core.files import (
     ONNX_SUFFIXES,
     Output,
     atomic_output,
@@ -47,11 +47,11 @@ from maxq_deploy.artifacts import (
     sha256_file,
     temp_folder,
 )
-from maxq_deploy.errors import BackendUnavailableError, DataError, OptionError, ParityError
-from maxq_deploy import onnx_meta
-from maxq_deploy.progress import SILENT, Progress
-from maxq_deploy.export_onnx import ExportSummary
-from maxq_deploy.sparsity import HARDWARE_PATTERN
+from maxq_deploy.core.errors import BackendUnavailableError, DataError, OptionError, ParityError
+from maxq_deploy.onnx_graph import meta as onnx_meta
+from maxq_deploy.core.progress import SILENT, Progress
+from maxq_deploy.export.tensorrt_form import ExportSummary
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 TARGET = "onnxruntime"
 QUANT_FORMATS = ("qdq", "qoperator")
@@ -250,7 +250,7 @@ def export_ort_int8(
     Calibrates on ``calib_batches`` batches of ``batch_size`` from ``calib_data`` (see
     :func:`calibration_batches`). The graph has a dynamic batch axis and a fixed
     ``input_size`` (default: the size the folded checkpoint records). Raises
-    :class:`~maxq_deploy.errors.ParityError`, writing nothing, only when
+    :class:`~maxq_deploy.core.errors.ParityError`, writing nothing, only when
     the INT8 output is grossly off; otherwise the parity numbers are in the result.
     """
     started = time.perf_counter()
@@ -263,9 +263,9 @@ def export_ort_int8(
         from onnxruntime.quantization import quantize_static  # noqa: F401
     except ImportError:
         raise BackendUnavailableError("the ONNX Runtime INT8 target needs onnxruntime: pip install onnxruntime") from None
-    from maxq_deploy.checkpoint import torch_load_safe
+    from maxq_deploy.load.maxq_checkpoint import torch_load_safe
     from maxq_deploy.fold import folded_from_dict, load_folded
-    from maxq_deploy.formats import FOLDED_FORMAT, QUANTIZED_FORMAT, check_format, format_of
+    from maxq_deploy.load.formats import FOLDED_FORMAT, QUANTIZED_FORMAT, check_format, format_of
 
     obj = torch_load_safe(source, "folded checkpoint")  # read once: the fp32 export below reuses it
     if format_of(obj) == QUANTIZED_FORMAT:
@@ -276,7 +276,7 @@ def export_ort_int8(
         folded = load_folded(source)  # a MaxQ checkpoint or another file: refused with the fold hint
     folded = folded_from_dict(check_format(obj, FOLDED_FORMAT, source), Path(source))
     del obj
-    from maxq_deploy.input_size import resolve_input_size
+    from maxq_deploy.load.input_size import resolve_input_size
 
     input_size = resolve_input_size(folded.arch, folded.meta, input_size)
     module = folded.build_model()
@@ -314,7 +314,7 @@ def export_ort_int8(
 
 
 def _export_fp32(source: Path, path: Path, opset: int, input_size: int):
-    from maxq_deploy.export_onnx import export_onnx
+    from maxq_deploy.export.tensorrt_form import export_onnx
 
     return export_onnx(source, path, precision="fp32", opset=opset, input_size=input_size)
 
@@ -403,7 +403,7 @@ def _parity(path: Path, module, batches: Sequence[np.ndarray], gross_tolerance: 
 
 
 def _verify_pattern(path: Path):
-    from maxq_deploy.onnx_sparsity import verify_onnx
+    from maxq_deploy.verify.onnx import verify_onnx
 
     return verify_onnx(path, HARDWARE_PATTERN)
 
@@ -424,12 +424,12 @@ def export_for_onnxruntime(
     """The ``onnxruntime`` export target: the graph ONNX Runtime's CPU kernels run fastest.
 
     fp32/fp16: the same graph as the TensorRT target. int8 from a quantized checkpoint: its own
-    ranges (:func:`maxq_deploy.export_ort_checkpoint.export_ort_int8_from_quantized`, no data);
+    ranges (:func:`maxq_deploy.export.ort_from_quantized.export_ort_int8_from_quantized`, no data);
     from a folded checkpoint with ``calib``: ONNX Runtime's static quantizer (:func:`export_ort_int8`).
     """
     from maxq_deploy.data import Preprocess
-    from maxq_deploy.export_onnx import export_onnx
-    from maxq_deploy.input_size import artifact_input_size
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.load.input_size import artifact_input_size
 
     calibration = {"--calib-batches": calib_batches, "--calib-batch-size": calib_batch_size, "--resize": resize,
                    "--calibrate-method": calibrate_method}
@@ -446,7 +446,7 @@ def export_for_onnxruntime(
         if given:
             raise OptionError(f"{', '.join(given)} apply to --calib DATA (a folded checkpoint calibrated by ONNX Runtime); "
                               "a quantized checkpoint brings its own ranges: drop them")
-        from maxq_deploy.export_ort_checkpoint import export_ort_int8_from_quantized
+        from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
 
         return export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress)
     preprocess = Preprocess(resize=found.resize(input_size, resize), image_size=input_size)

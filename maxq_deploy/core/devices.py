@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maxq_deploy.errors import BackendUnavailableError
+from maxq_deploy.core.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     import torch

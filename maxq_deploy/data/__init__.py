@@ -14,7 +14,7 @@ Sources (:func:`open_dataset` tells them apart):
 Images are decoded with Pillow and preprocessed as torchvision's eval transform does: RGB,
 shorter side resized to ``resize`` (bilinear), center crop ``image_size``, [0, 1], normalize.
 Every Pillow mode becomes 8-bit RGB first, deep images scaled, never clipped, and non-finite
-ones refused (:mod:`maxq_deploy.image_decode`).
+ones refused (:mod:`maxq_deploy.data.decode`).
 
 Folder walks follow symbolic links but never into a folder already walked (a link to an
 ancestor or a sibling), never count one file twice (links and hard links included), and skip
@@ -23,7 +23,7 @@ read (a dangling link, a folder without permission, a link loop) are counted and
 ``ImageDataset.unreadable``; the loader reports them with the images it could not decode.
 
 ``.npy``/``.npz`` images holding NaN or Inf are refused when opened, naming the file and the
-first bad index, and so are absurd batches (:mod:`maxq_deploy.memory`).
+first bad index, and so are absurd batches (:mod:`maxq_deploy.core.memory`).
 
 Unreadable images never crash a run. ``dataset[i]`` returns ``(Unreadable(path, reason), label)``
 for them; the loader from :func:`make_loader` (a :class:`Batches`) drops them in its
@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from maxq_deploy.errors import DataError, first_line
-from maxq_deploy.image_decode import (  # noqa: F401  (part of this module's API)
+from maxq_deploy.core.errors import DataError, first_line
+from maxq_deploy.data.decode import (  # noqa: F401  (part of this module's API)
     NonFinite,
     NonFiniteImageError,
     Unreadable,
@@ -57,7 +57,7 @@ from maxq_deploy.image_decode import (  # noqa: F401  (part of this module's API
     load_rgb,
     to_rgb8,
 )
-from maxq_deploy.memory import FORWARD_MEMORY_FACTOR, available_memory_bytes, check_batch_memory  # noqa: F401
+from maxq_deploy.core.memory import FORWARD_MEMORY_FACTOR, available_memory_bytes, check_batch_memory  # noqa: F401
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -4,7 +4,7 @@ One place decides what "damaged" means, and the one loader of each format
 (``fold.folded_from_dict``, ``quantize.artifact.quantized_from_dict``) calls it, so ``verify``,
 ``export``, ``eval`` and ``bench`` all refuse the same files with the same words:
 
-- kind and ``format_version`` (:func:`maxq_deploy.formats.check_format`): an integer from 1 to
+- kind and ``format_version`` (:func:`maxq_deploy.load.formats.check_format`): an integer from 1 to
   the version this maxq-deploy writes; anything else (newer, a string, a bool, missing) is
   refused naming the version the tool reads.
 - metadata: ``arch`` a registered architecture, ``num_classes`` a positive integer, ``nm``
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from maxq_deploy.errors import InputFileError, UnsupportedArchitectureError
+from maxq_deploy.core.errors import InputFileError, UnsupportedArchitectureError
 
 
 def check_metadata(obj: dict, path: Path, what: str) -> None:
     """``arch``, ``num_classes``, ``nm`` and ``layers`` hold values this tool can use."""
     from maxq_deploy.archs import normalize_arch
-    from maxq_deploy.errors import SparsityPatternError
-    from maxq_deploy.sparsity import NMPattern
+    from maxq_deploy.core.errors import SparsityPatternError
+    from maxq_deploy.core.sparsity import NMPattern
 
     arch = obj.get("arch")
     if not isinstance(arch, str):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from maxq_deploy.errors import OptionError, UnsupportedArchitectureError
+from maxq_deploy.core.errors import OptionError, UnsupportedArchitectureError
 
 #: Smallest input the ImageNet-style networks take (they downsample by 32).
 MIN_IMAGENET_INPUT = 32

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from torch import nn
 
-from maxq_deploy.checkpoint import load_checkpoint, torch_load_safe
-from maxq_deploy.formats import artifact_format
+from maxq_deploy.load.maxq_checkpoint import load_checkpoint, torch_load_safe
+from maxq_deploy.load.formats import artifact_format
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from maxq_deploy.errors import SparsityPatternError
+from maxq_deploy.core.errors import SparsityPatternError
 
 #: The pattern NVIDIA sparse tensor cores accelerate.
 HARDWARE_PATTERN = "2:4"

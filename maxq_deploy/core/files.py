@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxq_deploy.errors import InputFileError, OutputPathError
+from maxq_deploy.core.errors import InputFileError, OutputPathError
 
 #: Every temp file or folder this tool makes starts with this, then the owning process id.
 TEMP_PREFIX = ".maxq-deploy-"

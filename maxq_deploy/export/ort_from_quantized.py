@@ -1,11 +1,11 @@
 """ONNX Runtime's int8 form made from a quantized checkpoint's own ranges: no data, no second calibration.
 
 The TensorRT-form Q/DQ graph (``export onnx``) carries the checkpoint's ranges, PTQ or QAT; it is
-rewritten (:func:`maxq_deploy.ort_qdq.rewrite_for_onnxruntime`) into the form ONNX Runtime's
+rewritten (:func:`maxq_deploy.export.ort_rewrite.rewrite_for_onnxruntime`) into the form ONNX Runtime's
 CPU kernels fuse: uint8 activations with zero points (ReLU outputs on [0, amax]), int8
 per-channel weights, int32 biases. The result is checked against the fake-quantized PyTorch
 model, as the TensorRT graph is, and written only if it passes. The folded-checkpoint route with
-ONNX Runtime's own calibration stays in :mod:`maxq_deploy.export_ort`.
+ONNX Runtime's own calibration stays in :mod:`maxq_deploy.export.ort_calibrated`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from maxq_deploy import onnx_meta
-from maxq_deploy.artifacts import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
-from maxq_deploy.errors import InputFileError, OptionError, ParityError
-from maxq_deploy.export_onnx import ExportSummary
-from maxq_deploy.progress import SILENT, Progress
-from maxq_deploy.sparsity import HARDWARE_PATTERN
+from maxq_deploy.onnx_graph import meta as onnx_meta
+from maxq_deploy.core.files import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
+from maxq_deploy.core.errors import InputFileError, OptionError, ParityError
+from maxq_deploy.export.tensorrt_form import ExportSummary
+from maxq_deploy.core.progress import SILENT, Progress
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 TARGET = "onnxruntime"
 
 
 #: max |ort - fake-quant| / max |fake-quant| allowed for the graph made from the checkpoint's ranges:
-#: export_onnx's int8 tolerance (see :data:`maxq_deploy.export_onnx.PARITY_TOLERANCE`).
+#: export_onnx's int8 tolerance (see :data:`maxq_deploy.export.tensorrt_form.PARITY_TOLERANCE`).
 FROM_CHECKPOINT_TOLERANCE = 1e-1
 #: ReLU output ranges: "unsigned" (uint8 [0, amax] in 256 steps, the ReLU folds into the
 #: QuantizeLinear: fast) or "signed" (the checkpoint's int8 grid, exact, but the ReLU and the conv
@@ -97,8 +97,8 @@ def check_quantized_for_ort(path: str | os.PathLike[str]) -> dict:
     """
     import torch
 
-    from maxq_deploy.checkpoint import torch_load_safe
-    from maxq_deploy.formats import FOLDED_FORMAT, QUANTIZED_FORMAT, check_format, format_of
+    from maxq_deploy.load.maxq_checkpoint import torch_load_safe
+    from maxq_deploy.load.formats import FOLDED_FORMAT, QUANTIZED_FORMAT, check_format, format_of
 
     p = Path(path)
     obj = torch_load_safe(p, "quantized checkpoint")
@@ -144,16 +144,16 @@ def export_ort_int8_from_quantized(
     """ONNX Runtime's INT8 form (uint8 activations, int8 per-channel weights) from a quantized checkpoint's ranges.
 
     No data and no second calibration: the TensorRT-form Q/DQ graph of the checkpoint is made
-    (:func:`maxq_deploy.export_onnx.export_onnx`, parity-checked) and rewritten
-    (:func:`maxq_deploy.ort_qdq.rewrite_for_onnxruntime`); the result is checked against the
+    (:func:`maxq_deploy.export.tensorrt_form.export_onnx`, parity-checked) and rewritten
+    (:func:`maxq_deploy.export.ort_rewrite.rewrite_for_onnxruntime`); the result is checked against the
     fake-quantized PyTorch model on a seeded random batch and written only if it passes.
     """
     import onnx
 
     from maxq_deploy import __version__
-    from maxq_deploy.export_onnx import check_parity, export_onnx
-    from maxq_deploy.models import load_torch_model
-    from maxq_deploy.ort_qdq import rewrite_for_onnxruntime
+    from maxq_deploy.export.tensorrt_form import check_parity, export_onnx
+    from maxq_deploy.load.torch_model import load_torch_model
+    from maxq_deploy.export.ort_rewrite import rewrite_for_onnxruntime
 
     started = time.perf_counter()
     relu_range = str(relu_range).lower()
@@ -179,7 +179,7 @@ def export_ort_int8_from_quantized(
                 meta.update({
                     onnx_meta.PREFIX + "target": TARGET,
                     onnx_meta.PREFIX + "quant_format": "qdq",
-                    onnx_meta.PREFIX + "quantizer": "maxq_deploy.ort_qdq.rewrite_for_onnxruntime",
+                    onnx_meta.PREFIX + "quantizer": "maxq_deploy.export.ort_rewrite.rewrite_for_onnxruntime",
                     onnx_meta.PREFIX + "ranges_from": f"quantized checkpoint ({mode})",
                     onnx_meta.PREFIX + "activation_type": "uint8",
                     onnx_meta.PREFIX + "weight_type": "int8",
@@ -204,7 +204,7 @@ def export_ort_int8_from_quantized(
                     )
                 agreement = _top1_agreement(tmp_out, loaded.module, parity_batch, input_size)
                 ranges = _range_uses(model, obj)
-                from maxq_deploy.onnx_sparsity import verify_onnx
+                from maxq_deploy.verify.onnx import verify_onnx
 
                 pattern = verify_onnx(tmp_out, HARDWARE_PATTERN)
                 notes.extend(n for n in pattern.notes if n not in notes)  # the Q/DQ graph said some of them already
@@ -227,7 +227,7 @@ def _top1_agreement(path: Path, module, batch: int, input_size: int) -> float:
     """Top-1 agreement with the fake-quantized model on the parity check's seeded batch."""
     import torch
 
-    from maxq_deploy.export_onnx import PARITY_SEED
+    from maxq_deploy.export.tensorrt_form import PARITY_SEED
     from maxq_deploy.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
     x = torch.randn([batch, 3, input_size, input_size], generator=torch.Generator().manual_seed(PARITY_SEED))

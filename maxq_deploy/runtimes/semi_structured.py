@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maxq_deploy.errors import BackendUnavailableError, MaxQDeployError
-from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern
+from maxq_deploy.core.errors import BackendUnavailableError, MaxQDeployError
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN, check_pattern
 
 SPARSE_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
 MIN_CAPABILITY = (8, 0)

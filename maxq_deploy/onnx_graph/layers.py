@@ -14,9 +14,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from maxq_deploy import onnx_meta
-from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.errors import InputFileError
+from maxq_deploy.onnx_graph import meta as onnx_meta
+from maxq_deploy.onnx_graph.index import GraphIndex, load_onnx
+from maxq_deploy.core.errors import InputFileError
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _PASS_THROUGH = ("Identity", "Cast", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Pad")
@@ -81,19 +81,6 @@ class OnnxGraphInfo:
         }
 
 
-def load_onnx(path: str | os.PathLike[str]):  # -> onnx.ModelProto
-    import onnx
-
-    p = check_input_file(path, "ONNX model")
-    try:
-        return onnx.load(str(p))
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors, missing external data, ...
-        from maxq_deploy.errors import first_line
-
-        detail = first_line(exc)
-        raise InputFileError(f"{p} cannot be read as an ONNX model ({detail})") from None
-
-
 def _dim(d) -> int | None:
     return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
 
@@ -106,12 +93,8 @@ def read_onnx_graph(path: str | os.PathLike[str], model=None) -> OnnxGraphInfo:
     model = load_onnx(path) if model is None else model
     graph = model.graph
     metadata = {p.key: p.value for p in model.metadata_props}
-    inits = {t.name: t for t in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    index = GraphIndex(graph)
+    inits, producers, consumers = index.initializers, index.producers, index.consumers
     constants = {node.output[0]: next((a.t for a in node.attribute if a.name == "value"), None)
                  for node in graph.node if node.op_type == "Constant" and node.output}
 
@@ -243,7 +226,7 @@ def _check_2_4(array) -> tuple[bool, int, int]:
     import numpy as np
     import torch
 
-    from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern
+    from maxq_deploy.core.sparsity import HARDWARE_PATTERN, check_pattern
 
     tensor = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy
     check = check_pattern(tensor, HARDWARE_PATTERN, axis=1)

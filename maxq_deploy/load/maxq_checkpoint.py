@@ -18,16 +18,16 @@ import torch
 from torch import nn
 
 from maxq_deploy.archs import MaxQConvBN, build_model, list_archs, normalize_arch, state_dict_shapes
-from maxq_deploy.artifacts import check_input_file, sha256_file
-from maxq_deploy.errors import (
+from maxq_deploy.core.files import check_input_file, sha256_file
+from maxq_deploy.core.errors import (
     CheckpointFormatError,
     InputFileError,
     SparsityPatternError,
     UnsupportedArchitectureError,
     first_line,
 )
-from maxq_deploy.formats import format_of, is_tool_artifact
-from maxq_deploy.sparsity import NMPattern, dense_groups_for, groups_along, infer_mask_pattern, mask_agrees
+from maxq_deploy.load.formats import format_of, is_tool_artifact
+from maxq_deploy.core.sparsity import NMPattern, dense_groups_for, groups_along, infer_mask_pattern, mask_agrees
 
 PREFIXES = ("module.", "_orig_mod.")
 
@@ -195,7 +195,7 @@ class MaxQCheckpoint:
 
     def hardware_pattern_gap(self) -> tuple[int, int, int]:
         """(sparse layers breaking 2:4, groups of 4 along C breaking it, all such groups) of W * mask."""
-        from maxq_deploy.sparsity import HARDWARE_PATTERN, check_pattern
+        from maxq_deploy.core.sparsity import HARDWARE_PATTERN, check_pattern
 
         layers = groups = total = 0
         for layer in self.layers:
@@ -209,7 +209,7 @@ class MaxQCheckpoint:
 
     def project_advice(self) -> str | None:
         """What to do when a fully trained N:M (4:8, 4:16, 8:16, ...) does not give 2:4, else None."""
-        from maxq_deploy.sparsity import HARDWARE_PATTERN
+        from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
         if self.nm is None or self.nm.implies(NMPattern.parse(HARDWARE_PATTERN)):
             return None
@@ -225,7 +225,7 @@ class MaxQCheckpoint:
 
     def summary(self) -> dict:
         """JSON-ready description (what ``inspect --json`` prints)."""
-        from maxq_deploy.arch_catalog import default_input_size
+        from maxq_deploy.archs.catalog import default_input_size
 
         sparse = [layer for layer in self.layers if layer.has_mask]
         return {
@@ -334,7 +334,7 @@ def load_checkpoint(
             )
         arch_name, arch_source = found, "keys"
     _check_shapes(state, arch_name, num_classes, p)
-    from maxq_deploy.artifact_checks import check_finite_tensors
+    from maxq_deploy.load.checks import check_finite_tensors
 
     check_finite_tensors(state, p, "checkpoint")  # a NaN mask or weight is damage, not unfinished sparsity
 

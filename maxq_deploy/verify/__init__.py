@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from maxq_deploy.artifacts import check_input_file
-from maxq_deploy.errors import InputFileError
-from maxq_deploy.formats import FOLDED_FORMAT, check_format, format_of
-from maxq_deploy.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern
+from maxq_deploy.core.files import check_input_file
+from maxq_deploy.core.errors import InputFileError
+from maxq_deploy.load.formats import FOLDED_FORMAT, check_format, format_of
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern
 
 
 @dataclass
@@ -102,7 +102,7 @@ def weight_verdict(
 
 
 def _verify_maxq(path: Path, obj: object, pattern: NMPattern, arch: str | None, nm: str | None) -> VerifyReport:
-    from maxq_deploy.checkpoint import load_checkpoint
+    from maxq_deploy.load.maxq_checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, arch=arch, nm=nm, loaded=obj)
     report = VerifyReport(str(path), "maxq-checkpoint", str(pattern), str(ckpt.nm) if ckpt.nm else None)
@@ -157,7 +157,7 @@ FILE_VERIFIERS: dict[str, Callable[[Path, NMPattern], VerifyReport]] = {}
 
 
 #: Modules that register verifiers for the later stages; imported only when verify runs.
-_PLUGIN_MODULES = ("maxq_deploy.onnx_sparsity", "maxq_deploy.quantize.verify", "maxq_deploy.tensorrt.verify")
+_PLUGIN_MODULES = ("maxq_deploy.verify.onnx", "maxq_deploy.quantize.verify", "maxq_deploy.tensorrt.verify")
 
 
 def _load_plugins() -> None:
@@ -171,7 +171,7 @@ def verify_artifact(
     path: str | os.PathLike[str], pattern: str = HARDWARE_PATTERN, arch: str | None = None, nm: str | None = None
 ) -> VerifyReport:
     """Verify any artifact of the pipeline; the kind is taken from the file itself."""
-    from maxq_deploy.checkpoint import torch_load_safe
+    from maxq_deploy.load.maxq_checkpoint import torch_load_safe
 
     p = check_input_file(path)
     hw = NMPattern.parse(pattern)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from maxq_deploy.onnx_graph.index import GraphIndex
+
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 #: Ops of the exported CNNs that accept float16 for every float input (ONNX type constraint T).
 FP16_OPS = frozenset({
@@ -152,15 +154,13 @@ def _name_from_values(value: np.ndarray, known: dict[str, nn.Module]) -> str | N
 
 def _rename_layers(graph, module: nn.Module, sparse: set[str], notes: list[str]) -> list[ExportedLayer]:
     """Name every Conv/Gemm node after its checkpoint layer, its weight ``<layer>.weight``."""
-    from maxq_deploy.onnx_sparsity import GraphIndex
-
     known = _torch_layers(module)
     layers: list[ExportedLayer] = []
     used: set[str] = set()
     for node in list(graph.node):
         if node.op_type not in ("Conv", "Gemm"):
             continue
-        index = GraphIndex(graph)
+        index = GraphIndex(graph)  # renames below change names: one fresh index per node
         weight = index.trace_weight(node.input[1])
         if weight is None:
             raise RuntimeError(f"bug: {node.op_type} node {node.name!r} has a non-constant weight after export")
@@ -179,14 +179,14 @@ def _rename_layers(graph, module: nn.Module, sparse: set[str], notes: list[str])
             rename_value(graph, weight.source, f"{name}.weight")
         bias = None
         if len(node.input) > 2 and node.input[2]:
-            traced = GraphIndex(graph).trace_weight(node.input[2])
+            traced = index.trace_weight(node.input[2])
             if traced is not None and not traced.chain and mapped:
                 rename_value(graph, traced.source, f"{name}.bias")
                 bias = f"{name}.bias"
             else:
                 bias = node.input[2]
-        source = GraphIndex(graph).trace_weight(node.input[1])
-        layers.append(ExportedLayer(name, node.op_type, source.source if source else node.input[1], bias, weight.dtype, name in sparse))
+        source = f"{name}.weight" if mapped else weight.source
+        layers.append(ExportedLayer(name, node.op_type, source, bias, weight.dtype, name in sparse))
     return layers
 
 

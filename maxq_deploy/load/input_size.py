@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxq_deploy import onnx_meta
-from maxq_deploy.arch_catalog import ARCHS, check_input_size, default_input_size, default_resize
+from maxq_deploy.onnx_graph import meta as onnx_meta
+from maxq_deploy.archs.catalog import ARCHS, check_input_size, default_input_size, default_resize
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -71,8 +71,8 @@ def artifact_input_size(path: str | os.PathLike[str]) -> ArtifactSize:
         return ArtifactSize(None, None)
     if suffix in ONNX_SUFFIXES:
         return _onnx_input_size(p)
-    from maxq_deploy.checkpoint import extract_state_dict, infer_arch, torch_load_safe
-    from maxq_deploy.errors import MaxQDeployError
+    from maxq_deploy.load.maxq_checkpoint import extract_state_dict, infer_arch, torch_load_safe
+    from maxq_deploy.core.errors import MaxQDeployError
 
     obj = torch_load_safe(p, "model")
     if not isinstance(obj, dict):
@@ -82,7 +82,7 @@ def artifact_input_size(path: str | os.PathLike[str]) -> ArtifactSize:
         arch = obj.get("arch") if obj.get("arch") in ARCHS else None
         return ArtifactSize(arch, stored_input_size(obj) or (default_input_size(arch) if arch else None))
     try:
-        from maxq_deploy.arch_catalog import normalize_arch
+        from maxq_deploy.archs.catalog import normalize_arch
 
         state, meta = extract_state_dict(obj, p)
         if isinstance(meta.get("arch"), str):

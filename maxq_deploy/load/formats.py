@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from maxq_deploy.errors import InputFileError
+from maxq_deploy.core.errors import InputFileError
 
 FOLDED_FORMAT = "maxq-deploy/folded"
 QUANTIZED_FORMAT = "maxq-deploy/quantized"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from maxq_deploy.errors import DataError
+from maxq_deploy.core.errors import DataError
 
 
 #: A forward pass needs several times its input batch in activations; this many is the floor.

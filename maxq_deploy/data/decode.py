@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from maxq_deploy.errors import DataError
+from maxq_deploy.core.errors import DataError
 
 if TYPE_CHECKING:
     from PIL import Image

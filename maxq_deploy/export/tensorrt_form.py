@@ -2,7 +2,7 @@
 
 The pipeline of one export:
 
-1. load the model (:func:`maxq_deploy.models.load_torch_model`); a MaxQ training checkpoint is
+1. load the model (:func:`maxq_deploy.load.torch_model.load_torch_model`); a MaxQ training checkpoint is
    refused, because its soft masks and BatchNorm must be folded into constants first;
 2. produce the raw graph for the target: torch's TorchScript exporter for folded models,
    the quantize stage's ``export_qdq_onnx`` hook for quantized ones;
@@ -11,7 +11,7 @@ The pipeline of one export:
    ``maxq_deploy.*`` metadata, ``onnx.checker``;
 4. write it to a temporary file, run ONNX Runtime (CPU) against the PyTorch model on a seeded
    random batch, and rename it into place only if the check passes;
-5. measure the hardware N:M pattern on the written graph (:mod:`maxq_deploy.onnx_sparsity`).
+5. measure the hardware N:M pattern on the written graph (:mod:`maxq_deploy.verify.onnx`).
 
 Exporter: ``torch.onnx.export(..., dynamo=False)``. torch 2.13 defaults to the dynamo exporter,
 but that one cannot emit opset < 18 (it keeps 18 and logs a failed down-conversion, so
@@ -39,8 +39,8 @@ errors of order 1, far above it.
 
 Targets (:data:`EXPORT_TARGETS`, run by :func:`export_model`): ``tensorrt`` is this module
 (explicit symmetric Q/DQ, TensorRT's rules; INT8 weights stored as INT8 initializers); ``onnxruntime``
-(:mod:`maxq_deploy.export_ort`) builds on it. Graph post-processing lives in
-:mod:`maxq_deploy.onnx_edit`, the metadata keys in :mod:`maxq_deploy.onnx_meta`.
+(:mod:`maxq_deploy.export.ort_calibrated`) builds on it. Graph post-processing lives in
+:mod:`maxq_deploy.onnx_graph.edit`, the metadata keys in :mod:`maxq_deploy.onnx_graph.meta`.
 """
 
 from __future__ import annotations
@@ -59,11 +59,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from maxq_deploy import __version__, onnx_meta
-from maxq_deploy.artifacts import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
-from maxq_deploy.compare import compare_outputs
-from maxq_deploy.errors import BackendUnavailableError, InputFileError, OptionError, ParityError
-from maxq_deploy.onnx_edit import (  # noqa: F401  (graph post-processing, part of the export API)
+from maxq_deploy import __version__
+
+from maxq_deploy.onnx_graph import meta as onnx_meta
+from maxq_deploy.core.files import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
+from maxq_deploy.core.compare import compare_outputs
+from maxq_deploy.core.errors import BackendUnavailableError, InputFileError, OptionError, ParityError
+from maxq_deploy.onnx_graph.edit import (  # noqa: F401  (graph post-processing, part of the export API)
     INPUT_NAME,
     OUTPUT_NAME,
     ExportedLayer,
@@ -74,8 +76,8 @@ from maxq_deploy.onnx_edit import (  # noqa: F401  (graph post-processing, part 
     graph_to_fp16,
     rename_value,
 )
-from maxq_deploy.progress import SILENT, Progress
-from maxq_deploy.sparsity import HARDWARE_PATTERN
+from maxq_deploy.core.progress import SILENT, Progress
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 DEFAULT_OPSET = 17  # parsed by TensorRT 10 and 11; per-channel Q/DQ needs >= 13
 OPSET_RANGE = (13, 20)
@@ -229,8 +231,8 @@ class ExportResult(ExportSummary):
 #: returns an :class:`ExportSummary`. ``tensorrt``: the graph TensorRT wants (fp32/fp16, or
 #: symmetric INT8 Q/DQ); ``onnxruntime``: the form ONNX Runtime's CPU kernels run fastest.
 EXPORT_TARGETS: dict[str, str] = {
-    "tensorrt": "maxq_deploy.export_onnx:export_onnx",
-    "onnxruntime": "maxq_deploy.export_ort:export_for_onnxruntime",
+    "tensorrt": "maxq_deploy.export.tensorrt_form:export_onnx",
+    "onnxruntime": "maxq_deploy.export.ort_calibrated:export_for_onnxruntime",
 }
 
 
@@ -274,7 +276,7 @@ def export_onnx(
     False gives a fixed batch of 1). Spatial size is fixed at ``input_size`` (default: the size
     the checkpoint records, else its architecture's; one the architecture cannot run at is
     refused before the export). Raises
-    :class:`~maxq_deploy.errors.ParityError`, writing nothing, when ONNX Runtime disagrees with
+    :class:`~maxq_deploy.core.errors.ParityError`, writing nothing, when ONNX Runtime disagrees with
     PyTorch beyond :data:`PARITY_TOLERANCE`.
     """
     options = ExportOptions(precision, opset, batch, dynamic_batch, input_size, target, parity_batch)
@@ -299,9 +301,9 @@ class _ExportJob:
         self.notes: list[str] = []
 
     def load(self) -> None:
-        from maxq_deploy.checkpoint import torch_load_safe
-        from maxq_deploy.input_size import resolve_input_size
-        from maxq_deploy.models import load_torch_model
+        from maxq_deploy.load.maxq_checkpoint import torch_load_safe
+        from maxq_deploy.load.input_size import resolve_input_size
+        from maxq_deploy.load.torch_model import load_torch_model
 
         obj = torch_load_safe(self.source, "model")
         fmt = obj.get("format") if isinstance(obj, dict) else None
@@ -389,7 +391,7 @@ class _ExportJob:
         return "the float32 PyTorch folded model"
 
     def verify_pattern(self) -> None:
-        from maxq_deploy.onnx_sparsity import verify_onnx
+        from maxq_deploy.verify.onnx import verify_onnx
 
         report = verify_onnx(self.output, HARDWARE_PATTERN)
         self.pattern_sparse = len(report.expected)
