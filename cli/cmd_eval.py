@@ -31,7 +31,7 @@ def eval_command(
     json_out: bool = JsonOpt,
 ) -> None:
     """Top-1 / top-5 accuracy on a labelled data set. With several MODELs, a side-by-side table (same images)."""
-    from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, open_dataset
+    from maxq_deploy.data import open_dataset
     from maxq_deploy.core.distributed import is_main_process
     from maxq_deploy.evaluate import evaluate_models
     from maxq_deploy.load.input_size import artifact_input_size
@@ -39,11 +39,7 @@ def eval_command(
 
     found = artifact_input_size(models[0])
     image_size = found.resolve(image_size, "--image-size")
-    resize = found.resize(image_size, resize)
-    preprocess = Preprocess(
-        resize=resize, image_size=image_size,
-        mean=parse_floats(mean, "--mean") or IMAGENET_MEAN, std=parse_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
-    )
+    preprocess = found.preprocess(image_size, resize, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
     dataset = open_dataset(data, labels, preprocess, require_labels=True)
     progress = RichProgress(enabled=not json_out)
     results = evaluate_models(models, dataset, backends=backend, batch_size=batch_size, workers=workers, device=device,

@@ -39,7 +39,8 @@ def export_onnx_command(
     json_out: bool = JsonOpt,
 ) -> None:
     """Export to ONNX with checkpoint layer names and metadata; ends with an ONNX Runtime parity check."""
-    from maxq_deploy.export.tensorrt_form import ExportResult, export_model
+    from maxq_deploy.export import export_model
+    from maxq_deploy.export.tensorrt_form import ExportResult
     from maxq_deploy.export.ort_calibrated import OrtExportResult
     from maxq_deploy.core.progress import RichProgress
 

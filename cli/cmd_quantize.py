@@ -38,7 +38,6 @@ def quantize_command(
     json_out: bool = JsonOpt,
 ) -> None:
     """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""
-    from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess
     from maxq_deploy.core.distributed import is_main_process
     from maxq_deploy.load.input_size import artifact_input_size
     from maxq_deploy.core.progress import RichProgress
@@ -47,11 +46,7 @@ def quantize_command(
     main_rank = is_main_process()
     found = artifact_input_size(folded)
     image_size = found.resolve(image_size, "--image-size")
-    resize = found.resize(image_size, resize)
-    preprocess = Preprocess(
-        resize=resize, image_size=image_size,
-        mean=parse_floats(mean, "--mean") or IMAGENET_MEAN, std=parse_floats(std, "--std") or IMAGENET_STD,  # type: ignore[arg-type]
-    )
+    preprocess = found.preprocess(image_size, resize, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
     config = QuantizeConfig(
         qat=qat, calib_data=calib, calibrator=calibrator, percentile=percentile, calib_batches=calib_batches,
         batch_size=batch_size, preprocess=preprocess, workers=workers, device=device, train_data=train_data,

@@ -148,7 +148,7 @@ def run_demo(
 
         found = artifact_input_size(ckpt_path)  # 32 for a CIFAR ResNet, 224 for the ImageNet nets
         size = found.resolve(input_size or (preprocess.image_size if preprocess else None), "--input-size")
-        preprocess = preprocess or Preprocess(resize=found.resize(size), image_size=size)
+        preprocess = preprocess or found.preprocess(size)
     work.mkdir(parents=True, exist_ok=True)  # after the input size was checked: a bad one leaves nothing behind
     result = DemoResult(work, ckpt_path)
     rec = _Recorder(result)

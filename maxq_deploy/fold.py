@@ -342,12 +342,13 @@ def fold_checkpoint(
 
 
 def _open_projection_data(arch: str, data, labels, preprocess):
-    from maxq_deploy.archs.catalog import check_input_size, default_input_size, default_resize
-    from maxq_deploy.data import Preprocess, open_dataset
+    from maxq_deploy.archs.catalog import check_input_size, default_input_size
+    from maxq_deploy.data import open_dataset
+    from maxq_deploy.load.input_size import preprocess_for
 
     size = default_input_size(arch)
     if preprocess is None:
-        preprocess = Preprocess(resize=default_resize(arch, size), image_size=size)
+        preprocess = preprocess_for(arch, size)
     dataset = open_dataset(data, labels, preprocess, require_labels=True)
     c, h, w = dataset.sample_shape
     if h != w:

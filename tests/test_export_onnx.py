@@ -225,8 +225,8 @@ def corrupt_fc_bias(monkeypatch) -> None:
     """Make the exporter produce a wrong graph: fc bias + 1 (what a broken export would look like)."""
     original = export_module.raw_graph_from_torch
 
-    def broken(loaded, options, precision):
-        model = original(loaded, options, precision)
+    def broken(loaded, options, precision, scratch):
+        model = original(loaded, options, precision, scratch)
         init = next(i for i in model.graph.initializer if i.name == "fc.bias")
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 1.0, init.name))
         return model
@@ -387,7 +387,7 @@ def test_cli_parity_failure_exits_1(made, tmp_path, monkeypatch):
 
 
 def test_export_targets_are_registered_and_refuse_options_they_do_not_take(made, tmp_path):
-    from maxq_deploy.export.tensorrt_form import EXPORT_TARGETS, export_model
+    from maxq_deploy.export import EXPORT_TARGETS, export_model
 
     assert set(EXPORT_TARGETS) == {"tensorrt", "onnxruntime"}
     folded = made("resnet18").folded_path

@@ -177,16 +177,18 @@ def damage(src: Path, dst: Path, edit) -> Path:
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._input_quantizer", torch.tensor(float("nan"))), "non-finite"),
-        (lambda o: o["quantizers"].__setitem__("conv1._input_quantizer", torch.tensor(float("inf"))), "non-finite"),
-        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn2._input_quantizer", torch.tensor(-1.5)), "zero or negative"),
-        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._weight_quantizer", torch.ones(7, 1, 1, 1)), r"shape \(7, 1, 1, 1\) does not fit a weight of 64"),
-        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._input_quantizer", torch.ones(3)), "expected one value"),
-        (lambda o: o["quantizers"].__setitem__("fc._input_quantizer", "big"), "not a float tensor"),
+        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._input_quantizer", torch.tensor(float("nan"))), "NaN or Inf"),
+        (lambda o: o["quantizers"].__setitem__("conv1._input_quantizer", torch.tensor(float("inf"))), "NaN or Inf"),
+        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn2._input_quantizer", torch.tensor(-1.5)), "is negative"),
+        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._weight_quantizer", torch.ones(7, 1, 1, 1)), r"shape \[7, 1, 1, 1\]; expected one value or one per output channel \(64\)"),
+        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._input_quantizer", torch.ones(3)), "an activation range is one value"),
+        (lambda o: o["quantizers"].__setitem__("fc._input_quantizer", "big"), "no range for fc._input_quantizer"),
+        (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._weight_quantizer",
+                                                torch.zeros_like(o["quantizers"]["layer1.0.convbn1._weight_quantizer"])), "is zero"),
         (lambda o: o.__setitem__("format_version", 2), "format version 2 is newer than this maxq-deploy reads"),
         (lambda o: o.__setitem__("format_version", 0), "format_version 0 is not a version number"),
     ],
-    ids=["nan", "inf", "negative", "weight-shape", "activation-shape", "not-tensor", "version-2", "version-0"],
+    ids=["nan", "inf", "negative", "weight-shape", "activation-shape", "not-tensor", "zero-weight-range", "version-2", "version-0"],
 )
 def test_damaged_checkpoint_is_one_line_error_and_nothing_written(ptq, cli, tmp_path: Path, edit, message) -> None:
     bad = damage(ptq, tmp_path / "bad.pt", edit)

@@ -29,7 +29,6 @@ Modules: ``stats`` (pure statistics), ``schema`` (results, JSON/CSV), ``environm
 from maxq_deploy.bench.chart import PALETTE, nice_ticks, throughput_chart
 from maxq_deploy.bench.command import (
     DEFAULT_BATCH_SIZES,
-    DEFAULT_INPUT_SIZE,
     DEFAULT_WARMUP,
     benchmark,
     open_models,
@@ -49,7 +48,7 @@ from maxq_deploy.bench.timing import (
 )
 
 __all__ = [
-    "CSV_COLUMNS", "DEFAULT_BATCH_SIZES", "DEFAULT_BLOCK", "DEFAULT_INPUT_SIZE", "DEFAULT_WARMUP", "PALETTE", "SCHEMA",
+    "CSV_COLUMNS", "DEFAULT_BATCH_SIZES", "DEFAULT_BLOCK", "DEFAULT_WARMUP", "PALETTE", "SCHEMA",
     "SCHEMA_VERSION", "BenchModel", "BenchResult", "BenchSettings", "LatencyStats", "Measurement", "benchmark",
     "collect_environment", "collect_samples", "environment_line", "latency_stats", "make_input", "measure", "nice_ticks",
     "open_models", "parse_batch_sizes", "percentile", "schedule", "summarize", "throughput", "throughput_chart", "time_for",

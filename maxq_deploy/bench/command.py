@@ -17,7 +17,6 @@ from maxq_deploy.runtimes.base import Runner
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 8, 32)
 DEFAULT_WARMUP = 5
-DEFAULT_INPUT_SIZE = 224
 
 
 def _static_size(runner: Runner, label: str) -> int | None:
@@ -29,17 +28,16 @@ def _static_size(runner: Runner, label: str) -> int | None:
 
 
 def _resolve_input_size(label: str, static: int | None, metadata, requested: int | None) -> int:
+    """The size fixed in the graph, else the one input-size rule (requested, recorded, the architecture's)."""
+    from maxq_deploy.load.input_size import resolve_input_size
     from maxq_deploy.onnx_graph import meta as onnx_meta
+
     if static is not None:
         if requested is not None and requested != static:
             raise InputFileError(f"{label} takes {static}x{static} inputs (fixed in the graph), not --input-size {requested}")
         return static
-    if requested is not None:
-        return requested
-    try:
-        return int(metadata[onnx_meta.INPUT_SIZE])
-    except (KeyError, ValueError):
-        return DEFAULT_INPUT_SIZE
+    metadata = metadata or {}
+    return resolve_input_size(metadata.get(onnx_meta.ARCH), metadata, requested)
 
 
 def _unique_labels(models: list[BenchModel]) -> None:

@@ -50,7 +50,7 @@ from maxq_deploy.core.files import (
 from maxq_deploy.core.errors import BackendUnavailableError, DataError, OptionError, ParityError
 from maxq_deploy.onnx_graph import meta as onnx_meta
 from maxq_deploy.core.progress import SILENT, Progress
-from maxq_deploy.export.tensorrt_form import ExportSummary
+from maxq_deploy.export.common import ExportSummary, op_counts
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 TARGET = "onnxruntime"
@@ -191,10 +191,11 @@ def _check_batch(batch: np.ndarray, input_size: int, source: str) -> np.ndarray:
 
 
 def _batches_from_dataset(path: Path, count: int, batch_size: int, input_size: int, preprocess, progress: Progress | None) -> list[np.ndarray]:
-    from maxq_deploy.data import Preprocess, check_input_shape, make_loader, open_dataset
+    from maxq_deploy.data import check_input_shape, make_loader, open_dataset
+    from maxq_deploy.load.input_size import preprocess_for
 
     if preprocess is None:
-        preprocess = Preprocess(resize=round(input_size * 256 / 224), image_size=input_size)
+        preprocess = preprocess_for(None, input_size)  # no architecture known: ImageNet's crop ratio
     dataset = open_dataset(path, preprocess=preprocess)
     check_input_shape(dataset, 3, input_size, "the model")
     loader = make_loader(dataset, batch_size=batch_size, workers=0, shuffle=len(dataset) > count * batch_size)
@@ -275,12 +276,15 @@ def export_ort_int8(
     if format_of(obj) != FOLDED_FORMAT:
         folded = load_folded(source)  # a MaxQ checkpoint or another file: refused with the fold hint
     folded = folded_from_dict(check_format(obj, FOLDED_FORMAT, source), Path(source))
-    del obj
     from maxq_deploy.load.input_size import resolve_input_size
 
     input_size = resolve_input_size(folded.arch, folded.meta, input_size)
     module = folded.build_model()
     track = progress or SILENT
+    if preprocess is None:
+        from maxq_deploy.load.input_size import preprocess_for
+
+        preprocess = preprocess_for(folded.arch, input_size)  # the transform `quantize` uses for this architecture
     batches, calib_source = calibration_batches(calib_data, calib_batches, batch_size, input_size, preprocess, progress)
     notes: list[str] = []
     with temp_folder(out) as tmp_dir, atomic_output(out) as tmp_out:  # model-sized scratch beside the output
@@ -288,11 +292,12 @@ def export_ort_int8(
         steps = ["fp32 export", "quantize", "check"]
         for step in track.track(steps, total=len(steps), description="export onnxruntime int8"):
             if step == "fp32 export":
-                fp32 = _export_fp32(source, fp32_path, options.opset, input_size)
+                fp32 = _export_fp32(source, fp32_path, options.opset, input_size, obj)
+                del obj  # the file was read once, above
                 notes.extend(fp32.notes)
             elif step == "quantize":
                 _quantize(fp32_path, int8_path, batches, options)
-                op_counts = _finalize(int8_path, tmp_out, fp32_path, options)
+                counts = _finalize(int8_path, tmp_out, fp32_path, options)
             else:
                 parity = _parity(tmp_out, module, batches, gross_tolerance)
                 if not parity.passed:
@@ -306,17 +311,17 @@ def export_ort_int8(
         output=out, source=source, source_sha256=fp32.source_sha256, arch=folded.arch, num_classes=folded.num_classes,
         nm=folded.nm, input_size=input_size, options=options,
         calibration={"source": calib_source, "batches": len(batches), "images": int(sum(len(b) for b in batches)), "batch_size": batch_size},
-        parity=parity, op_counts=op_counts, sparse_layers=list(fp32.sparse_layers),
+        parity=parity, op_counts=counts, sparse_layers=list(fp32.sparse_layers),
         pattern_sparse_layers=len(pattern.expected), pattern_holding_layers=len(pattern.expected) - len(pattern.failing),
         pattern_verdict=pattern.verdict, onnx_sha256=sha256_file(out), size_bytes=out.stat().st_size,
         seconds=round(time.perf_counter() - started, 3), notes=notes,
     )
 
 
-def _export_fp32(source: Path, path: Path, opset: int, input_size: int):
+def _export_fp32(source: Path, path: Path, opset: int, input_size: int, source_obj: dict):
     from maxq_deploy.export.tensorrt_form import export_onnx
 
-    return export_onnx(source, path, precision="fp32", opset=opset, input_size=input_size)
+    return export_onnx(source, path, precision="fp32", opset=opset, input_size=input_size, source_obj=source_obj)
 
 
 def _quantize(fp32_path: Path, int8_path: Path, batches: Sequence[np.ndarray], options: OrtQuantOptions) -> None:
@@ -371,35 +376,15 @@ def _finalize(int8_path: Path, out_path: Path, fp32_path: Path, options: OrtQuan
     onnx_meta.write_metadata(model, meta)
     model.producer_name, model.producer_version = "maxq-deploy", __version__
     onnx.save(model, str(out_path))
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
+    return op_counts(model)
 
 
 def _parity(path: Path, module, batches: Sequence[np.ndarray], gross_tolerance: float) -> OrtParity:
-    import torch
+    from maxq_deploy.export.common import onnx_vs_reference
 
-    from maxq_deploy.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-
-    runner = OnnxRuntimeRunner(path)
-    agree = images = 0
-    max_abs = ref_max = 0.0
-    finite = True
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                ref = module(torch.from_numpy(batch)).numpy()
-                got = runner.run(batch)
-                finite = finite and bool(np.isfinite(got).all())
-                agree += int((got.argmax(1) == ref.argmax(1)).sum())
-                images += len(batch)
-                max_abs = max(max_abs, float(np.abs(got - ref).max()))
-                ref_max = max(ref_max, float(np.abs(ref).max()))
-    finally:
-        runner.close()
-    relative = max_abs / max(ref_max, 1e-12)
-    return OrtParity(images, agree / images, max_abs, ref_max, relative, gross_tolerance, finite and relative <= gross_tolerance)
+    diff = onnx_vs_reference(path, module, batches)
+    return OrtParity(diff.images, diff.top1_agreement, diff.max_abs_error, diff.max_abs_reference, diff.relative_error,
+                     gross_tolerance, diff.finite and diff.relative_error <= gross_tolerance)
 
 
 def _verify_pattern(path: Path):
@@ -427,7 +412,6 @@ def export_for_onnxruntime(
     ranges (:func:`maxq_deploy.export.ort_from_quantized.export_ort_int8_from_quantized`, no data);
     from a folded checkpoint with ``calib``: ONNX Runtime's static quantizer (:func:`export_ort_int8`).
     """
-    from maxq_deploy.data import Preprocess
     from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.load.input_size import artifact_input_size
 
@@ -449,7 +433,7 @@ def export_for_onnxruntime(
         from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
 
         return export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress)
-    preprocess = Preprocess(resize=found.resize(input_size, resize), image_size=input_size)
+    preprocess = found.preprocess(input_size, resize)
     return export_ort_int8(model, output, calib, calib_batches=calib_batches or 8, batch_size=calib_batch_size or 8,
                            preprocess=preprocess, input_size=input_size, progress=progress,
                            options=OrtQuantOptions(calibrate_method=calibrate_method or "minmax", opset=opset))

@@ -19,8 +19,8 @@ import numpy as np
 
 from maxq_deploy.onnx_graph import meta as onnx_meta
 from maxq_deploy.core.files import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
-from maxq_deploy.core.errors import InputFileError, OptionError, ParityError
-from maxq_deploy.export.tensorrt_form import ExportSummary
+from maxq_deploy.core.errors import OptionError, ParityError
+from maxq_deploy.export.common import ExportSummary, op_counts
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
@@ -28,7 +28,7 @@ TARGET = "onnxruntime"
 
 
 #: max |ort - fake-quant| / max |fake-quant| allowed for the graph made from the checkpoint's ranges:
-#: export_onnx's int8 tolerance (see :data:`maxq_deploy.export.tensorrt_form.PARITY_TOLERANCE`).
+#: the int8 tolerance of every export (see :data:`maxq_deploy.export.common.PARITY_TOLERANCE`).
 FROM_CHECKPOINT_TOLERANCE = 1e-1
 #: ReLU output ranges: "unsigned" (uint8 [0, amax] in 256 steps, the ReLU folds into the
 #: QuantizeLinear: fast) or "signed" (the checkpoint's int8 grid, exact, but the ReLU and the conv
@@ -67,7 +67,7 @@ class OrtFromCheckpointResult(ExportSummary):
     nm: str | None
     input_size: int
     relu_range: str
-    parity: object  # export_onnx.ParityCheck against the fake-quantized PyTorch model
+    parity: object  # export.common.ParityCheck against the fake-quantized PyTorch model
     top1_agreement: float  # on the parity batch
     int8_layers: list[str]
     float_layers: list[str]
@@ -90,43 +90,23 @@ class OrtFromCheckpointResult(ExportSummary):
 
 
 def check_quantized_for_ort(path: str | os.PathLike[str]) -> dict:
-    """The quantized checkpoint's dict, refused with one line if it is another kind, version or its ranges are damaged.
+    """The quantized checkpoint's dict, refused with one line if it is another kind or damaged.
 
-    Damaged ranges: not a tensor, non-finite, zero or negative, or a shape that does not fit
-    (activations: one value; weights: one or one per output channel).
+    The quantized format's one reader (:func:`maxq_deploy.quantize.artifact.quantized_from_dict`)
+    judges it, with zero weight ranges refused too: ONNX Runtime divides by them.
     """
-    import torch
-
+    from maxq_deploy.load.formats import FOLDED_FORMAT, format_of
     from maxq_deploy.load.maxq_checkpoint import torch_load_safe
-    from maxq_deploy.load.formats import FOLDED_FORMAT, QUANTIZED_FORMAT, check_format, format_of
+    from maxq_deploy.quantize.artifact import quantized_from_dict
 
     p = Path(path)
     obj = torch_load_safe(p, "quantized checkpoint")
-    fmt = format_of(obj)
-    if fmt == FOLDED_FORMAT:
+    if format_of(obj) == FOLDED_FORMAT:
         raise OptionError(
             f"{p} is a folded checkpoint: quantize it first (maxq-deploy quantize), or pass --calib DATA to let "
             "ONNX Runtime's quantizer calibrate it"
         )
-    check_format(obj, QUANTIZED_FORMAT, p)  # kind and format_version, as every other reader checks them
-    quantizers, state = obj.get("quantizers"), obj.get("state_dict")
-    if not isinstance(quantizers, dict) or not isinstance(state, dict) or not quantizers:
-        raise InputFileError(f"{p}: damaged quantized checkpoint (no quantizer ranges or weights)")
-    for name, amax in quantizers.items():
-        what = f"{p}: damaged range for {name}"
-        if not isinstance(amax, torch.Tensor) or not amax.is_floating_point():
-            raise InputFileError(f"{what}: not a float tensor")
-        if not bool(torch.isfinite(amax).all()):
-            raise InputFileError(f"{what}: non-finite values (NaN or Inf)")
-        if bool((amax <= 0).any()):
-            raise InputFileError(f"{what}: zero or negative values (a range is a positive magnitude)")
-        if name.endswith("._weight_quantizer"):
-            weight = state.get(name.rpartition(".")[0] + ".weight")
-            channels = int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() > 0 else None
-            if channels is None or amax.numel() not in (1, channels) or (amax.numel() > 1 and max(amax.shape) != channels):
-                raise InputFileError(f"{what}: shape {tuple(amax.shape)} does not fit a weight of {channels} output channels")
-        elif amax.numel() != 1:
-            raise InputFileError(f"{what}: shape {tuple(amax.shape)}, expected one value (per-tensor activation range)")
+    quantized_from_dict(obj, p, positive_weight_ranges=True)
     return obj
 
 
@@ -151,7 +131,8 @@ def export_ort_int8_from_quantized(
     import onnx
 
     from maxq_deploy import __version__
-    from maxq_deploy.export.tensorrt_form import check_parity, export_onnx
+    from maxq_deploy.export.common import PARITY_SEED, onnx_vs_reference, parity_from_diff, seeded_batch
+    from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.load.torch_model import load_torch_model
     from maxq_deploy.export.ort_rewrite import rewrite_for_onnxruntime
 
@@ -193,52 +174,30 @@ def export_ort_int8_from_quantized(
                 onnx.save(model, str(tmp_out))
             else:
                 loaded = load_torch_model(source)
-                parity = check_parity(tmp_out, loaded.module, "int8", [parity_batch, 3, input_size, input_size],
-                                      "the fake-quantized PyTorch model")
-                parity.tolerance = tolerance
-                parity.passed = bool(np.isfinite(parity.relative_error) and parity.relative_error <= tolerance)
+                shape = [parity_batch, 3, input_size, input_size]
+                diff = onnx_vs_reference(tmp_out, loaded.module, [seeded_batch(shape)])
+                parity = parity_from_diff(diff, "the fake-quantized PyTorch model", shape, PARITY_SEED, tolerance)
                 if not parity.passed:
                     raise ParityError(
                         f"the ONNX Runtime INT8 graph made from {source.name}'s ranges does not match the fake-quantized "
                         f"model ({parity.describe()}); nothing was written to {out}"
                     )
-                agreement = _top1_agreement(tmp_out, loaded.module, parity_batch, input_size)
+                agreement = diff.top1_agreement
                 ranges = _range_uses(model, obj)
                 from maxq_deploy.verify.onnx import verify_onnx
 
                 pattern = verify_onnx(tmp_out, HARDWARE_PATTERN)
                 notes.extend(n for n in pattern.notes if n not in notes)  # the Q/DQ graph said some of them already
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return OrtFromCheckpointResult(
         output=out, source=source, source_sha256=qdq.source_sha256, mode=mode, arch=qdq.arch, num_classes=qdq.num_classes,
         nm=qdq.nm, input_size=input_size, relu_range=relu_range, parity=parity, top1_agreement=agreement,
         int8_layers=report.int8_convs + report.float_output, float_layers=report.float_convs,
-        derived_ranges=report.derived_ranges, ranges=ranges, op_counts=dict(sorted(counts.items())),
+        derived_ranges=report.derived_ranges, ranges=ranges, op_counts=op_counts(model),
         sparse_layers=list(qdq.sparse_layers), pattern_sparse_layers=len(pattern.expected),
         pattern_holding_layers=len(pattern.expected) - len(pattern.failing), pattern_verdict=pattern.verdict,
         onnx_sha256=sha256_file(out), size_bytes=out.stat().st_size, seconds=round(time.perf_counter() - started, 3),
         notes=notes,
     )
-
-
-def _top1_agreement(path: Path, module, batch: int, input_size: int) -> float:
-    """Top-1 agreement with the fake-quantized model on the parity check's seeded batch."""
-    import torch
-
-    from maxq_deploy.export.tensorrt_form import PARITY_SEED
-    from maxq_deploy.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-
-    x = torch.randn([batch, 3, input_size, input_size], generator=torch.Generator().manual_seed(PARITY_SEED))
-    runner = OnnxRuntimeRunner(path)
-    try:
-        got = runner.run(x.numpy())
-    finally:
-        runner.close()
-    with torch.no_grad():
-        ref = module(x).numpy()
-    return float((got.argmax(1) == ref.argmax(1)).mean())
 
 
 def _range_uses(model, obj: dict) -> list[RangeUse]:

@@ -29,15 +29,9 @@ loading, eval and bench feed the same float32 NCHW batch to every precision, as
 :class:`maxq_deploy.runtimes.base.Runner` promises; the two Casts cost a negligible elementwise
 pass over the input image and the logits.
 
-Parity tolerances (relative error = max |onnx - torch| / max |torch|): fp32 1e-4 (observed
-~1e-6: only summation order differs); fp16 1e-2 against the float32 PyTorch model (observed
-~5e-4: 10-bit mantissa through ~50 layers); int8 1e-1 against the fake-quantized PyTorch model
-(observed 5e-3 to 5.3e-2 on random batches): ONNX Runtime and torch may round an activation
-that sits on a step boundary differently, and one flipped INT8 step (1/127 of that tensor's
-range) propagates through the layers after it; a wrong scale, axis or missing Q/DQ gives
-errors of order 1, far above it.
+Parity: :func:`maxq_deploy.export.common.check_parity` (tolerances per precision there).
 
-Targets (:data:`EXPORT_TARGETS`, run by :func:`export_model`): ``tensorrt`` is this module
+Targets (:data:`maxq_deploy.export.EXPORT_TARGETS`, run by :func:`maxq_deploy.export.export_model`): ``tensorrt`` is this module
 (explicit symmetric Q/DQ, TensorRT's rules; INT8 weights stored as INT8 initializers); ``onnxruntime``
 (:mod:`maxq_deploy.export.ort_calibrated`) builds on it. Graph post-processing lives in
 :mod:`maxq_deploy.onnx_graph.edit`, the metadata keys in :mod:`maxq_deploy.onnx_graph.meta`.
@@ -52,10 +46,9 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -63,7 +56,6 @@ from maxq_deploy import __version__
 
 from maxq_deploy.onnx_graph import meta as onnx_meta
 from maxq_deploy.core.files import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
-from maxq_deploy.core.compare import compare_outputs
 from maxq_deploy.core.errors import BackendUnavailableError, InputFileError, OptionError, ParityError
 from maxq_deploy.onnx_graph.edit import (  # noqa: F401  (graph post-processing, part of the export API)
     INPUT_NAME,
@@ -77,6 +69,7 @@ from maxq_deploy.onnx_graph.edit import (  # noqa: F401  (graph post-processing,
     rename_value,
 )
 from maxq_deploy.core.progress import SILENT, Progress
+from maxq_deploy.export.common import PARITY_TOLERANCE, ExportSummary, ParityCheck, check_parity  # noqa: F401  (part of this module's API)
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 DEFAULT_OPSET = 17  # parsed by TensorRT 10 and 11; per-channel Q/DQ needs >= 13
@@ -85,9 +78,6 @@ FOLDED_PRECISIONS = ("fp32", "fp16")
 QUANTIZED_PRECISION = "int8"
 TARGETS = ("tensorrt",)
 BATCH_DIM = "batch"
-#: max |onnx - torch| / max |torch| allowed per precision (see the module docstring).
-PARITY_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
-PARITY_SEED = 0
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 
 
@@ -161,52 +151,6 @@ class ExportOptions:
 
 
 @dataclass
-class ParityCheck:
-    """ONNX Runtime (CPU) against the PyTorch model on one seeded random batch."""
-
-    reference: str  # what the ONNX output was compared with
-    batch_shape: list[int]
-    seed: int
-    max_abs_error: float
-    max_abs_reference: float
-    relative_error: float  # max_abs_error / max_abs_reference
-    tolerance: float  # on relative_error
-    passed: bool
-
-    def describe(self) -> str:
-        return (
-            f"max abs error {self.max_abs_error:.3g}, relative error {self.relative_error:.3g} "
-            f"({'<=' if self.passed else '>'} tolerance {self.tolerance:g}) on a random batch {tuple(self.batch_shape)}"
-        )
-
-
-@dataclass(kw_only=True)
-class ExportSummary:
-    """What every ONNX export result shares: the written file, the 2:4 verdict in the graph, notes,
-    and the JSON form. The fields are keyword-only, so each result lists its own fields first."""
-
-    pattern: str = HARDWARE_PATTERN
-    pattern_sparse_layers: int = 0  # layers the ONNX verifier expects to be sparse
-    pattern_holding_layers: int = 0
-    pattern_verdict: str = ""
-    onnx_sha256: str = ""
-    size_bytes: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def pattern_ok(self) -> bool:
-        return self.pattern_sparse_layers > 0 and self.pattern_holding_layers == self.pattern_sparse_layers
-
-    def summary(self) -> dict:
-        """JSON-ready description (what ``export onnx --json`` prints)."""
-        data = asdict(self)
-        data["output"], data["source"] = str(self.output), str(self.source)
-        data["pattern_ok"] = self.pattern_ok
-        return data
-
-
-@dataclass
 class ExportResult(ExportSummary):
     """What ``export onnx`` wrote, and the numbers that say it is right."""
 
@@ -227,35 +171,6 @@ class ExportResult(ExportSummary):
     layers: list[ExportedLayer]
     parity: ParityCheck
 
-#: Export targets: name -> "module:function" called as ``function(model, output, **options)``; each
-#: returns an :class:`ExportSummary`. ``tensorrt``: the graph TensorRT wants (fp32/fp16, or
-#: symmetric INT8 Q/DQ); ``onnxruntime``: the form ONNX Runtime's CPU kernels run fastest.
-EXPORT_TARGETS: dict[str, str] = {
-    "tensorrt": "maxq_deploy.export.tensorrt_form:export_onnx",
-    "onnxruntime": "maxq_deploy.export.ort_calibrated:export_for_onnxruntime",
-}
-
-
-def export_model(model_path: str | os.PathLike[str], output: str | os.PathLike[str], target: str = "tensorrt",
-                 **options) -> ExportSummary:
-    """Export ``model_path`` for ``target`` (see :data:`EXPORT_TARGETS`); what ``export onnx`` runs."""
-    import importlib
-    import inspect
-
-    key = str(target).strip().lower()
-    if key not in EXPORT_TARGETS:
-        raise OptionError(f"--target {target!r} is not supported; choose one of {', '.join(EXPORT_TARGETS)}")
-    module, _, function = EXPORT_TARGETS[key].partition(":")
-    export = getattr(importlib.import_module(module), function)
-    accepted = inspect.signature(export).parameters
-    for name, value in list(options.items()):
-        if name not in accepted:
-            if value is not None:
-                raise OptionError(f"--{name.replace('_', '-')} does not apply to --target {key}")
-            del options[name]  # an option left unset
-    return export(model_path, output, **options)
-
-
 def export_onnx(
     model_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -268,6 +183,7 @@ def export_onnx(
     *,
     target: str = "tensorrt",
     parity_batch: int = 2,
+    source_obj: dict | None = None,
 ) -> ExportResult:
     """Export a folded (fp32/fp16) or quantized (int8) checkpoint to ONNX, parity-checked.
 
@@ -277,12 +193,13 @@ def export_onnx(
     the checkpoint records, else its architecture's; one the architecture cannot run at is
     refused before the export). Raises
     :class:`~maxq_deploy.core.errors.ParityError`, writing nothing, when ONNX Runtime disagrees with
-    PyTorch beyond :data:`PARITY_TOLERANCE`.
+    PyTorch beyond :data:`PARITY_TOLERANCE`. ``source_obj``: the artifact dict of ``model_path``
+    where the caller has read it already (the file is then not read again).
     """
     options = ExportOptions(precision, opset, batch, dynamic_batch, input_size, target, parity_batch)
     (out,) = guard_outputs([Output(Path(output), ONNX_SUFFIXES, "ONNX output")], [model_path])
     check_input_file(model_path, "model")
-    job = _ExportJob(Path(model_path), out, options)
+    job = _ExportJob(Path(model_path), out, options, source_obj)
     steps: list[Callable[[], None]] = [job.load, job.export_raw_graph, job.finalize_graph, job.write_checked, job.verify_pattern]
     for step in (progress or SILENT).track(steps, total=len(steps), description="export onnx"):
         step()
@@ -295,26 +212,27 @@ def export_onnx(
 class _ExportJob:
     """State passed between the steps of one export."""
 
-    def __init__(self, source: Path, output: Path, options: ExportOptions):
-        self.source, self.output, self.options = source, output, options
+    def __init__(self, source: Path, output: Path, options: ExportOptions, source_obj: dict | None = None):
+        self.source, self.output, self.options, self.source_obj = source, output, options, source_obj
         self.started = time.perf_counter()
         self.notes: list[str] = []
 
     def load(self) -> None:
+        from maxq_deploy.load.formats import is_tool_artifact
         from maxq_deploy.load.maxq_checkpoint import torch_load_safe
         from maxq_deploy.load.input_size import resolve_input_size
         from maxq_deploy.load.torch_model import load_torch_model
 
-        obj = torch_load_safe(self.source, "model")
-        fmt = obj.get("format") if isinstance(obj, dict) else None
-        if not (isinstance(fmt, str) and fmt.startswith("maxq-deploy/")):
+        obj = torch_load_safe(self.source, "model") if self.source_obj is None else self.source_obj
+        if not is_tool_artifact(obj):
             raise InputFileError(
                 f"{self.source} is a MaxQ training checkpoint (or not a maxq-deploy model): its masks and BatchNorm "
                 f"must be folded into constant weights first: maxq-deploy fold {self.source.name} -o folded.pth, "
                 "then export folded.pth"
             )
+        self.loaded = load_torch_model(self.source, loaded=obj)  # the file is read once
         del obj
-        self.loaded = load_torch_model(self.source)
+        self.source_obj = None
         self.options.input_size = resolve_input_size(self.loaded.arch, self.loaded.meta, self.options.input_size)
         self.precision = self.options.resolve_precision(self.loaded.kind, self.source)
         self.source_sha256 = sha256_file(self.source)
@@ -325,11 +243,7 @@ class _ExportJob:
     def export_raw_graph(self) -> None:
         producer = RAW_GRAPH_PRODUCERS[(self.options.target, self.precision == QUANTIZED_PRECISION)]
         with temp_folder(self.output) as scratch:  # model-sized scratch stays beside the output
-            _SCRATCH.append(scratch)
-            try:
-                self.model = producer(self.loaded, self.options, self.precision)
-            finally:
-                _SCRATCH.pop()
+            self.model = producer(self.loaded, self.options, self.precision, scratch)
 
     def finalize_graph(self) -> None:
         import onnx
@@ -442,7 +356,7 @@ def _dummy_input(options: ExportOptions) -> torch.Tensor:
     return torch.zeros(options.export_batch, 3, size, size)
 
 
-def raw_graph_from_torch(loaded, options: ExportOptions, precision: str):
+def raw_graph_from_torch(loaded, options: ExportOptions, precision: str, scratch: Path):
     """A folded model through the TorchScript exporter (fp32; fp16 is converted afterwards)."""
     import onnx
 
@@ -459,7 +373,7 @@ def raw_graph_from_torch(loaded, options: ExportOptions, precision: str):
     return onnx.load_from_string(buffer.getvalue())
 
 
-def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str):
+def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str, scratch: Path):
     """The quantize stage writes the raw Q/DQ graph; post-processing and parity are shared."""
     import onnx
 
@@ -470,7 +384,7 @@ def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str):
             "exporting a quantized checkpoint needs the quantize stage (maxq_deploy.quantize.export_qdq_onnx) "
             "and pytorch-quantization: pip install 'maxq-deploy[quant]'"
         ) from None
-    with tempfile.TemporaryDirectory(prefix=".maxq-deploy-qdq-", dir=_SCRATCH[-1] if _SCRATCH else None) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".maxq-deploy-qdq-", dir=scratch) as tmp:
         raw = Path(tmp) / "raw.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -478,40 +392,9 @@ def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str):
         return onnx.load(str(raw))
 
 
-#: Scratch folder of the export in progress (beside its output): producers put model-sized temp files there.
-_SCRATCH: list[Path] = []
-#: (target, quantized) -> producer of the raw graph. A new target registers here.
+#: (target, quantized) -> producer of the raw graph, called with the export's scratch folder
+#: (beside its output) for model-sized temp files.
 RAW_GRAPH_PRODUCERS: dict[tuple[str, bool], Callable] = {
     ("tensorrt", False): raw_graph_from_torch,
     ("tensorrt", True): raw_graph_from_quantized,
 }
-
-
-
-
-# --- parity ------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def check_parity(
-    onnx_path: str | os.PathLike[str], module: nn.Module, precision: str, batch_shape: list[int], reference: str = "PyTorch",
-    seed: int = PARITY_SEED,
-) -> ParityCheck:
-    """Run ONNX Runtime (CPU) and ``module`` on one seeded normal batch; compare the outputs."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise BackendUnavailableError("the parity check needs ONNX Runtime: pip install onnxruntime") from None
-    x = torch.randn(batch_shape, generator=torch.Generator().manual_seed(seed))
-    ref = module(x).float().cpu().numpy()
-    session_options = ort.SessionOptions()
-    session_options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), session_options, providers=["CPUExecutionProvider"])
-    got = np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0], dtype=np.float32)
-    tolerance = PARITY_TOLERANCE[precision]
-    if got.shape != ref.shape:
-        return ParityCheck(reference, list(batch_shape), seed, float("inf"), float(np.abs(ref).max()), float("inf"), tolerance, False)
-    diff = compare_outputs(ref, got)
-    max_abs, ref_max, relative = diff.max_abs_error, diff.max_abs_reference, diff.relative_error
-    passed = diff.finite and relative <= tolerance
-    return ParityCheck(reference, list(batch_shape), seed, max_abs, ref_max, relative, tolerance, passed)

@@ -64,8 +64,13 @@ def check_finite_tensors(state: dict, path: Path, what: str) -> None:
                 )
 
 
-def check_quantizer_ranges(quantizers: dict, state: dict, path: Path) -> None:
-    """Every range a tensor, finite, non-negative (input/residual: positive), of a usable shape."""
+def check_quantizer_ranges(quantizers: dict, state: dict, path: Path, *, positive_weight_ranges: bool = False) -> None:
+    """Every range a tensor, finite, non-negative (input/residual: positive), of a usable shape.
+
+    A zero weight range (a channel whose weights are all zero) quantizes to zeros in torch; a
+    target that divides by it (ONNX Runtime's int8 graph has scale = amax / 127 and refuses a
+    zero scale) asks for ``positive_weight_ranges``.
+    """
     for name, amax in quantizers.items():
         where = f"{path}: damaged quantized checkpoint (range of {name}"
         if not isinstance(amax, torch.Tensor) or not (amax.is_floating_point() or amax.dtype in (torch.int32, torch.int64)):
@@ -76,7 +81,8 @@ def check_quantizer_ranges(quantizers: dict, state: dict, path: Path) -> None:
         if not bool(torch.isfinite(values).all()):
             raise InputFileError(f"{where} holds NaN or Inf)")
         weight_quantizer = name.endswith("._weight_quantizer")
-        if bool((values < 0).any()) or (not weight_quantizer and bool((values <= 0).any())):
+        zero_allowed = weight_quantizer and not positive_weight_ranges
+        if bool((values < 0).any()) or (not zero_allowed and bool((values <= 0).any())):
             raise InputFileError(f"{where} is {'negative' if bool((values < 0).any()) else 'zero'}: {float(values.min()):g})")
         if weight_quantizer:
             weight = state.get(name.removesuffix("._weight_quantizer") + ".weight")

@@ -57,6 +57,24 @@ class ArtifactSize:
         """Shorter side for image files: ``requested``, else the architecture's crop ratio (CIFAR: none)."""
         return requested if requested is not None else default_resize(self.arch if self.arch in ARCHS else None, size)
 
+    def preprocess(self, size: int, resize: int | None = None, mean=None, std=None):
+        """The transform for this model's image files at ``size`` (see :func:`preprocess_for`)."""
+        return preprocess_for(self.arch, size, resize, mean, std)
+
+
+def preprocess_for(arch: str | None, size: int, resize: int | None = None, mean=None, std=None):
+    """The one preprocessing rule every stage uses for image files (eval, quantize, fold --data, export --calib, demo).
+
+    Resize the shorter side to ``resize`` (default: the architecture's crop ratio; the CIFAR
+    ResNets take their images as they are), center-crop ``size``, normalize with ``mean``/``std``
+    (default: ImageNet's).
+    """
+    from maxq_deploy.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+
+    known = arch if arch in ARCHS else None
+    return Preprocess(resize=resize if resize is not None else default_resize(known, size), image_size=size,
+                      mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD)
+
 
 def artifact_input_size(path: str | os.PathLike[str]) -> ArtifactSize:
     """Architecture and default input size of any model file, read without building the model.

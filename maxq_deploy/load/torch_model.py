@@ -30,10 +30,14 @@ class LoadedModel:
     meta: dict = field(default_factory=dict, repr=False)  # the artifact's own metadata
 
 
-def load_torch_model(path: str | os.PathLike[str], arch: str | None = None, nm: str | None = None) -> LoadedModel:
-    """Load a MaxQ, folded or quantized checkpoint as an eval-mode module."""
+def load_torch_model(path: str | os.PathLike[str], arch: str | None = None, nm: str | None = None, *,
+                     loaded: object | None = None) -> LoadedModel:
+    """Load a MaxQ, folded or quantized checkpoint as an eval-mode module.
+
+    ``loaded``: what ``torch_load_safe(path)`` returned, where the caller read the file already.
+    """
     p = Path(path)
-    obj = torch_load_safe(p)
+    obj = torch_load_safe(p) if loaded is None else loaded
     spec = artifact_format(obj, p)  # checks the format and its version once, for every caller
     if spec is not None:
         return spec.load_model(p, obj)  # type: ignore[arg-type]

@@ -99,8 +99,12 @@ class QuantizedCheckpoint:
         return check_int8_layers(self.layers, self.state_dict, self.quantizers, pattern)
 
 
-def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
-    """Validate a loaded quantized checkpoint: kind and version, metadata, keys, shapes, finite weights, every range."""
+def quantized_from_dict(obj: dict, path: Path, *, positive_weight_ranges: bool = False) -> QuantizedCheckpoint:
+    """Validate a loaded quantized checkpoint: kind and version, metadata, keys, shapes, finite weights, every range.
+
+    ``positive_weight_ranges``: also refuse a zero weight range (see
+    :func:`maxq_deploy.load.checks.check_quantizer_ranges`), for targets that divide by it.
+    """
     from maxq_deploy.load.checks import check_finite_tensors, check_metadata, check_quantizer_ranges
 
     check_format(obj, QUANTIZED_FORMAT, path)
@@ -123,7 +127,7 @@ def quantized_from_dict(obj: dict, path: Path) -> QuantizedCheckpoint:
     if bad or missing:
         raise InputFileError(f"{path}: damaged quantized checkpoint (no range for {(bad + missing)[0]})")
     check_finite_tensors(ckpt.state_dict, path, "quantized checkpoint")
-    check_quantizer_ranges(ckpt.quantizers, ckpt.state_dict, path)
+    check_quantizer_ranges(ckpt.quantizers, ckpt.state_dict, path, positive_weight_ranges=positive_weight_ranges)
     return ckpt
 
 

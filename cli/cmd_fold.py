@@ -1,0 +1,77 @@
+"""``maxq-deploy fold``: masks and BatchNorm into constant N:M weights (``--project``: to 2:4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from maxq_deploy.cli.base import ArchOpt, JsonOpt, NMOpt, app
+from maxq_deploy.cli.render import console, handle_errors, print_json, table, verdict_style
+
+
+@app.command()
+@handle_errors
+def fold(
+    checkpoint: Path = typer.Argument(..., help="MaxQ checkpoint to fold."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folded deploy checkpoint to write."),
+    arch: Optional[str] = ArchOpt,
+    nm: Optional[str] = NMOpt,
+    project: bool = typer.Option(
+        False, "--project",
+        help="Project to 2:4 by magnitude: finish unfinished incremental N:M, then keep the 2 largest of every aligned "
+             "group of 4 along the input channels where a layer breaks 2:4 (4:8, 4:16, 8:16, ...); reports the output drift.",
+    ),
+    data: Optional[Path] = typer.Option(None, "--data", help="With --project: labelled images (folder or .npy/.npz) to measure top-1 before and after."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for --data given as a flat folder or .npy."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --data: use only N images, spread evenly."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Fold masks and BatchNorm into constant N:M conv weights; write a self-describing checkpoint."""
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.core.progress import RichProgress
+
+    result = fold_checkpoint(checkpoint, output, arch=arch, nm=nm, project=project, data=data, labels=labels, limit=limit,
+                             progress=RichProgress(enabled=not json_out))
+    summary = result.summary()
+    if json_out:
+        return print_json(summary)
+    console.print(
+        f"folded {summary['arch']} ({summary['nm']}, input {summary['input_size']}x{summary['input_size']}): "
+        f"{summary['sparse_layers']} sparse layers, "
+        f"{summary['dense_layers']} dense conv+BN pairs -> [bold]{escape(summary['output'])}[/]",
+        highlight=False,
+    )
+    projected = [layer for layer in result.sparse_layers if layer.projected]
+    if projected:
+        rows = [(l.name, "x".join(map(str, l.shape)), l.projected_to, f"{l.groups_changed}/{l.hardware_groups}",
+                 f"{l.groups_changed / max(l.hardware_groups, 1):.1%}") for l in projected]
+        console.print(table("--project: groups of 4 (along C) changed per layer", ["layer", "shape", "projected to", "groups changed", "share"],
+                            rows, ["groups changed", "share"]))
+    if result.drift:
+        d = result.drift
+        console.print(
+            f"projected {summary['projected_layers']} layers to {', '.join(sorted({l.projected_to for l in projected}))}: output drift "
+            f"on a probe batch {tuple(d.probe_batch)}: max abs {d.max_abs_error:.4g}, relative L2 {d.relative_l2_error:.4g}, "
+            f"top-1 agreement {d.top1_agreement:.1%}; {summary['groups_changed']:,} groups of 4 changed",
+            highlight=False,
+        )
+    if result.accuracy:
+        a = result.accuracy
+        console.print(
+            f"top-1 on {a.images} images of {escape(a.data)}: {a.top1_before:.2f}% before --project (MaxQ network), "
+            f"{a.top1_after:.2f}% after (folded, projected); predictions agree on {a.agreement:.2f}%",
+            highlight=False,
+        )
+    console.print(verdict_style(
+        summary["sparse_layers_holding_2_4"] == summary["sparse_layers"],
+        f"{summary['sparse_layers_holding_2_4']} of {summary['sparse_layers']} sparse layers hold 2:4",
+    ))
+    if summary["groups_breaking_2_4"] and not project:
+        console.print(
+            f"{summary['groups_breaking_2_4']:,} groups of 4 break 2:4 (trained {summary['nm']}): sparse tensor cores need "
+            f"2:4; run maxq-deploy fold {escape(checkpoint.name)} -o OUT --project to keep the 2 largest of each group of 4",
+            highlight=False,
+        )
