@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from maxq_deploy.data import Preprocess
+from maxq_deploy.load.input_size import preprocess_for
 from maxq_deploy.core.errors import DataError
 from maxq_deploy.core.progress import SILENT, Progress
 
@@ -141,7 +142,7 @@ def run_demo(
         example = prepare_digits_example(work, epochs=epochs, progress=progress)
         ckpt_path, calib, eval_data, size = example.checkpoint, example.train_npz, example.test_npz, example.image_size
         train_note = f"MaxQ 2:4 resnet18 trained {epochs} epochs on digits: held-out top-1 {example.test_top1:.1f}%"
-        preprocess = preprocess or Preprocess(resize=size, image_size=size, mean=(DIGITS_MEAN,) * 3, std=(DIGITS_STD,) * 3)
+        preprocess = preprocess or preprocess_for(None, size, resize=size, mean=(DIGITS_MEAN,) * 3, std=(DIGITS_STD,) * 3)
     else:
         ckpt_path, started, train_note = Path(checkpoint), None, None
         from maxq_deploy.load.input_size import artifact_input_size

@@ -204,7 +204,7 @@ def evaluate(
     data: str | os.PathLike[str] | ImageDataset,
     labels: str | os.PathLike[str] | None = None,
     backend: str | None = None,
-    preprocess: Preprocess = Preprocess(),
+    preprocess: Preprocess | None = None,
     batch_size: int = 32,
     workers: int = 2,
     device: str | None = None,
@@ -215,9 +215,9 @@ def evaluate(
 ) -> EvalResult:
     """Top-1/top-5 of the model at ``model_path`` on ``data``.
 
-    ``data`` is a path (opened with ``labels`` and ``preprocess``) or an already opened
-    :class:`ImageDataset` (its own labels and preprocessing are used), so several models can be
-    compared on one data set.
+    ``data`` is a path (opened with ``labels`` and ``preprocess``, default: the model's own
+    input size and preprocessing rule) or an already opened :class:`ImageDataset` (its own labels
+    and preprocessing are used), so several models can be compared on one data set.
 
     The runtime comes from the file (``.onnx`` -> ONNX Runtime, ``.engine``/``.plan`` ->
     TensorRT, else torch) unless ``backend`` says; ``device`` None means cpu, or cuda for
@@ -225,7 +225,7 @@ def evaluate(
     """
     from maxq_deploy.runtimes.select import open_runner
 
-    dataset = data if isinstance(data, ImageDataset) else open_dataset(data, labels, preprocess, require_labels=True)
+    dataset = _open_eval_data(model_path, data, labels, preprocess)
     if not dataset.has_labels:
         raise DataError(f"{dataset.root} has no labels ({dataset.kind} data); evaluation needs labelled data")
     dist = join_process_group("gloo")
@@ -238,12 +238,24 @@ def evaluate(
         runner.close()
 
 
+def _open_eval_data(model_path, data, labels, preprocess: Preprocess | None) -> ImageDataset:
+    """``data`` opened with ``preprocess``, else with the model's own input size and preprocessing rule."""
+    if isinstance(data, ImageDataset):
+        return data
+    if preprocess is None:
+        from maxq_deploy.load.input_size import artifact_input_size
+
+        found = artifact_input_size(model_path)
+        preprocess = found.preprocess(found.resolve(None, "the model's input size"))
+    return open_dataset(data, labels, preprocess, require_labels=True)
+
+
 def evaluate_models(
     model_paths: list[str | os.PathLike[str]],
     data: str | os.PathLike[str] | ImageDataset,
     labels: str | os.PathLike[str] | None = None,
     backends: str | None = None,
-    preprocess: Preprocess = Preprocess(),
+    preprocess: Preprocess | None = None,
     batch_size: int = 32,
     workers: int = 2,
     device: str | None = None,
@@ -263,7 +275,7 @@ def evaluate_models(
         raise DataError("no models given; pass one or more checkpoints, ONNX models or engines")
     specs = parse_backend_list(backends)
     pairs = backend_pairs(model_paths, specs) if specs else [(model, None) for model in model_paths]
-    dataset = data if isinstance(data, ImageDataset) else open_dataset(data, labels, preprocess, require_labels=True)
+    dataset = _open_eval_data(model_paths[0], data, labels, preprocess)
     return [
         evaluate(model, dataset, backend=spec.label if spec else None, batch_size=batch_size, workers=workers,
                  device=device, limit=limit, progress=progress, threads=threads)

@@ -49,6 +49,7 @@ from maxq_deploy.core.files import (
 )
 from maxq_deploy.core.errors import BackendUnavailableError, DataError, OptionError, ParityError
 from maxq_deploy.onnx_graph import meta as onnx_meta
+from maxq_deploy.onnx_graph.index import load_onnx
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.export.common import ExportSummary, op_counts
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
@@ -327,10 +328,9 @@ def _export_fp32(source: Path, path: Path, opset: int, input_size: int, source_o
 def _quantize(fp32_path: Path, int8_path: Path, batches: Sequence[np.ndarray], options: OrtQuantOptions) -> None:
     import logging
 
-    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    input_name = load_onnx(fp32_path, load_external_data=False).graph.input[0].name
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
     root = logging.getLogger()
@@ -355,9 +355,9 @@ def _finalize(int8_path: Path, out_path: Path, fp32_path: Path, options: OrtQuan
 
     from maxq_deploy import __version__
 
-    fp32 = onnx.load(str(fp32_path), load_external_data=False)
+    fp32 = load_onnx(fp32_path, load_external_data=False)
     layer_names = {node.name for node in fp32.graph.node if node.op_type in ("Conv", "Gemm")}
-    model = onnx.load(str(int8_path))
+    model = load_onnx(int8_path)
     for node in model.graph.node:
         if node.name.endswith(_QUANT_SUFFIX) and node.name[: -len(_QUANT_SUFFIX)] in layer_names:
             node.name = node.name[: -len(_QUANT_SUFFIX)]

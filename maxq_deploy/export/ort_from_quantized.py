@@ -133,6 +133,7 @@ def export_ort_int8_from_quantized(
     from maxq_deploy import __version__
     from maxq_deploy.export.common import PARITY_SEED, onnx_vs_reference, parity_from_diff, seeded_batch
     from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.onnx_graph.index import load_onnx
     from maxq_deploy.load.torch_model import load_torch_model
     from maxq_deploy.export.ort_rewrite import rewrite_for_onnxruntime
 
@@ -154,7 +155,7 @@ def export_ort_int8_from_quantized(
                 qdq = export_onnx(source, qdq_path, precision="int8", opset=opset, input_size=input_size, parity_batch=parity_batch)
                 notes.extend(qdq.notes)
             elif step == "rewrite":
-                model = onnx.load(str(qdq_path))
+                model = load_onnx(qdq_path)
                 report = rewrite_for_onnxruntime(model, unsigned_relu=relu_range == "unsigned")
                 meta = {p.key: p.value for p in model.metadata_props}
                 meta.update({
@@ -204,8 +205,11 @@ def _range_uses(model, obj: dict) -> list[RangeUse]:
     """For every Conv/Gemm: the checkpoint's amax next to the range its input and weight are quantized with."""
     from onnx import numpy_helper
 
-    consts = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
+    from maxq_deploy.onnx_graph.index import GraphIndex
+
+    index = GraphIndex(model.graph)
+    consts = {name: numpy_helper.to_array(init) for name, init in index.initializers.items()}
+    producers = index.producers
     quantizers = obj["quantizers"]
     uses = []
     for node in model.graph.node:

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from maxq_deploy.onnx_graph.index import GraphIndex
+
 #: Ops through which a non-negative tensor stays non-negative (values are a subset or averages).
 _KEEPS_SIGN = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Identity"})
 #: Ops that commute with a per-tensor clamp to [lo, hi] and keep the quantization grid (uint8 in, uint8 out).
@@ -86,14 +88,11 @@ class _Graph:
         self._counter = 0
 
     def producers(self) -> dict[str, object]:
-        return {out: node for node in self.graph.node for out in node.output}
+        """Fresh after every edit: the one graph index, rebuilt (the graphs are small)."""
+        return GraphIndex(self.graph).producers
 
     def consumers(self) -> dict[str, list]:
-        result: dict[str, list] = defaultdict(list)
-        for node in self.graph.node:
-            for name in node.input:
-                result[name].append(node)
-        return result
+        return defaultdict(list, GraphIndex(self.graph).consumers)
 
     def graph_outputs(self) -> set[str]:
         return {o.name for o in self.graph.output}

@@ -55,6 +55,7 @@ from torch import nn
 from maxq_deploy import __version__
 
 from maxq_deploy.onnx_graph import meta as onnx_meta
+from maxq_deploy.onnx_graph.index import load_onnx
 from maxq_deploy.core.files import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
 from maxq_deploy.core.errors import BackendUnavailableError, InputFileError, OptionError, ParityError
 from maxq_deploy.onnx_graph.edit import (  # noqa: F401  (graph post-processing, part of the export API)
@@ -375,8 +376,6 @@ def raw_graph_from_torch(loaded, options: ExportOptions, precision: str, scratch
 
 def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str, scratch: Path):
     """The quantize stage writes the raw Q/DQ graph; post-processing and parity are shared."""
-    import onnx
-
     try:
         from maxq_deploy.quantize import export_qdq_onnx
     except ImportError:
@@ -389,7 +388,7 @@ def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str, scr
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             export_qdq_onnx(loaded, _dummy_input(options), raw, options.opset, options.is_dynamic)
-        return onnx.load(str(raw))
+        return load_onnx(raw)
 
 
 #: (target, quantized) -> producer of the raw graph, called with the export's scratch folder

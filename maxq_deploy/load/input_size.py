@@ -114,11 +114,12 @@ def artifact_input_size(path: str | os.PathLike[str]) -> ArtifactSize:
 
 
 def _onnx_input_size(path: Path) -> ArtifactSize:
-    import onnx
+    from maxq_deploy.core.errors import MaxQDeployError
+    from maxq_deploy.onnx_graph.index import load_onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - the stage that opens it reports a damaged file
+        model = load_onnx(path, load_external_data=False)
+    except MaxQDeployError:  # the stage that opens it reports a damaged file
         return ArtifactSize(None, None)
     meta = {p.key: p.value for p in model.metadata_props}
     arch = meta.get(onnx_meta.ARCH)

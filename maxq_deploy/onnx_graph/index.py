@@ -194,14 +194,14 @@ def reshape_target(current: tuple[int, ...], shape: list[int], allowzero: bool) 
     return [current[i] if dim == 0 and i < len(current) else dim for i, dim in enumerate(shape)]
 
 
-def load_onnx(path: str | os.PathLike[str], what: str = "ONNX model"):
+def load_onnx(path: str | os.PathLike[str], what: str = "ONNX model", *, load_external_data: bool = True):
     """``onnx.load`` that turns every way a file can be wrong into one InputFileError line."""
     import onnx
     from google.protobuf.message import DecodeError
 
     p = check_input_file(path, what)
     try:
-        model = onnx.load(str(p))
+        model = onnx.load(str(p), load_external_data=load_external_data)
     except DecodeError:
         raise InputFileError(f"{p} is not an ONNX model (the protobuf does not parse)") from None
     except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as exc:

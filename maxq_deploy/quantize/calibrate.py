@@ -85,9 +85,18 @@ class QuantizerRange:
     notes: list[str] = field(default_factory=list)
 
 
+def model_preprocess(folded, preprocess=None):
+    """``preprocess``, else the one rule for the folded model's architecture at its recorded input size."""
+    if preprocess is not None:
+        return preprocess
+    from maxq_deploy.load.input_size import preprocess_for, resolve_input_size
+
+    return preprocess_for(folded.arch, resolve_input_size(folded.arch, folded.meta))
+
+
 def open_data(data, preprocess, what: str, labels=None, require_labels: bool = False):
     """An ImageDataset from a path (or the data set itself), with errors that say which data."""
-    from maxq_deploy.data import ImageDataset, Preprocess, open_dataset
+    from maxq_deploy.data import ImageDataset, open_dataset
 
     if data is None:
         hint = "--calib DATA (a few hundred representative images)" if what == "calibration" else f"--{what}-data DATA"
@@ -95,7 +104,7 @@ def open_data(data, preprocess, what: str, labels=None, require_labels: bool = F
     if isinstance(data, ImageDataset):
         dataset = data
     else:
-        dataset = open_dataset(data, labels, preprocess if preprocess is not None else Preprocess(), require_labels=require_labels,
+        dataset = open_dataset(data, labels, preprocess, require_labels=require_labels,
                                labels_option=False)  # quantize has no --labels: hints name the data layouts only
     if require_labels and not dataset.has_labels:
         raise DataError(f"{what} data {dataset.root} has no labels ({dataset.kind}); {what} needs labelled images")

@@ -61,9 +61,10 @@ def _weights_to_int8(path: str | os.PathLike[str]) -> None:
     """INT8 initializers + DequantizeLinear for every weight (TensorRT's pre-quantized form, ~4x smaller)."""
     import onnx
 
+    from maxq_deploy.onnx_graph.index import load_onnx
     from maxq_deploy.quantize.int8_weights import store_weights_as_int8
 
-    model = onnx.load(str(path))
+    model = load_onnx(path)
     if store_weights_as_int8(model):
         onnx.save(model, str(path))
 
@@ -71,10 +72,11 @@ def _weights_to_int8(path: str | os.PathLike[str]) -> None:
 def check_qdq_graph(path: str | os.PathLike[str]) -> QdqSummary:
     """Every Q/DQ node must have an int8 zero point equal to 0; there must be some."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, numpy_helper
 
-    model = onnx.load(str(path))
+    from maxq_deploy.onnx_graph.index import load_onnx
+
+    model = load_onnx(path)
     graph = model.graph
     consts = {init.name: init for init in graph.initializer}
     for node in graph.node:

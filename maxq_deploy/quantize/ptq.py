@@ -14,7 +14,7 @@ from maxq_deploy.core.progress import Progress
 from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
 from maxq_deploy.quantize.calibrate import (
-    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, open_data, resolve_device,
+    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, model_preprocess, open_data, resolve_device,
     validated_ranges,
 )
 from maxq_deploy.quantize.result import QuantizeResult, assert_pattern_kept, checkpoint_dict
@@ -47,7 +47,7 @@ def quantize_ptq(
     (out,) = guard_outputs([Output(Path(output), TORCH_SUFFIXES, "quantized checkpoint")], [folded_path, calib_data, labels])
     folded, _ = read_folded_input(folded_path)
     pq_adapter.require_pytorch_quantization()
-    dataset = open_data(calib_data, preprocess, "calibration", labels=labels)
+    dataset = open_data(calib_data, model_preprocess(folded, preprocess), "calibration", labels=labels)
     check_classes(dataset, folded.num_classes, "calibration")
     check_data_size(dataset, folded.arch, "calibration")
     target = resolve_device(device)

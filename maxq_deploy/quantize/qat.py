@@ -35,7 +35,7 @@ from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.config import QuantizeConfig
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
 from maxq_deploy.quantize.calibrate import (
-    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, open_data, resolve_device,
+    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, model_preprocess, open_data, resolve_device,
     validated_ranges,
 )
 from maxq_deploy.quantize.result import EpochReport, QuantizeResult, TrainingReport, assert_pattern_kept, checkpoint_dict
@@ -158,6 +158,7 @@ def quantize_qat(
                            [folded_path, train_data, val_data, calib_data])
     folded, _ = read_folded_input(folded_path)
     pq_adapter.require_pytorch_quantization()
+    preprocess = model_preprocess(folded, preprocess)
     train_set = open_data(train_data, preprocess, "train", require_labels=True)
     check_classes(train_set, folded.num_classes, "train")
     val_set = open_data(val_data, preprocess, "val", require_labels=True) if val_data is not None else None

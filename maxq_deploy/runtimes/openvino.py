@@ -184,11 +184,12 @@ def _precision_name(element_type: Any) -> str:
 
 def _onnx_metadata(path: Path) -> dict[str, str]:
     """The ONNX file's ``metadata_props`` (the export's ``maxq_deploy.*`` keys)."""
-    import onnx
+    from maxq_deploy.core.errors import MaxQDeployError
+    from maxq_deploy.onnx_graph.index import load_onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # OpenVINO read it already; metadata is optional
+        model = load_onnx(path, load_external_data=False)
+    except MaxQDeployError:  # OpenVINO read it already; metadata is optional
         return {}
     return {p.key: p.value for p in model.metadata_props}
 
