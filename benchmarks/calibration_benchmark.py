@@ -31,16 +31,11 @@ from unittest import mock
 import numpy as np
 import torch
 
+from _fixtures import reference_folded
+
 
 def _folded_checkpoint(arch: str, folder: Path) -> Path:
-    from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
-
-    ckpt = folder / f"{arch}.pth.tar"
-    save_checkpoint(make_checkpoint(arch, "2:4", num_classes=1000, seed=0), ckpt)
-    folded = folder / f"{arch}.folded.pth"
-    fold_checkpoint(ckpt, folded)
-    return folded
+    return reference_folded(arch, folder)
 
 
 class _Clock:

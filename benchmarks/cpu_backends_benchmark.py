@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _fixtures import reference_folded
+
 PAIRS: dict[str, tuple[str, str]] = {  # name -> (graph, backend spec)
     "ort-fp32": ("fp32", "onnxruntime"),
     "ort-int8-ckpt": ("int8-ckpt", "onnxruntime"),
@@ -57,17 +59,13 @@ def make_graphs(work: Path, arch: str, size: int, calib_batches: int, calib_batc
     from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.export.ort_calibrated import export_ort_int8
     from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
-    from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import quantize_ptq
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
 
     work.mkdir(parents=True, exist_ok=True)
-    ckpt, folded, quantized, calib = (work / f"{arch}.pth.tar", work / f"{arch}.folded.pt", work / f"{arch}.ptq.pt",
+    folded, quantized, calib = (work / f"{arch}.folded.pt", work / f"{arch}.ptq.pt",
                                       work / "calib.npy")
     graphs = {name: work / f"{arch}_{name}.onnx" for name in ("fp32", "int8-ckpt", "int8-ckpt-qop", "int8-calib", "int8-trt-qdq")}
-    if not folded.exists():
-        save_checkpoint(make_checkpoint(arch, "2:4", num_classes=1000), ckpt)
-        fold_checkpoint(ckpt, folded)
+    reference_folded(arch, work)
     if not calib.exists():
         np.save(calib, np.random.default_rng(1).standard_normal((calib_batches * calib_batch_size, 3, size, size), dtype=np.float32))
     if not quantized.exists():

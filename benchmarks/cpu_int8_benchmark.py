@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _fixtures import reference_folded
+
 VARIANTS: dict[str, dict] = {
     "qdq": {},
     "qoperator": {"quant_format": "qoperator"},
@@ -96,16 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     from maxq_deploy.bench import benchmark, environment_line
     from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.export.ort_calibrated import OrtQuantOptions, export_ort_int8
-    from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
-
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     size = args.input_size
-    ckpt, folded, fp32 = work / f"{args.arch}.pth.tar", work / f"{args.arch}.folded.pt", work / f"{args.arch}_fp32.onnx"
-    if not folded.exists():
-        save_checkpoint(make_checkpoint(args.arch, "2:4", num_classes=1000), ckpt)
-        fold_checkpoint(ckpt, folded)
+    folded, fp32 = work / f"{args.arch}.folded.pt", work / f"{args.arch}_fp32.onnx"
+    reference_folded(args.arch, work)
     if not fp32.exists():
         export_onnx(folded, fp32, input_size=size)
     calib = np.random.default_rng(1).standard_normal((args.calib_batches * args.calib_batch_size, 3, size, size), dtype=np.float32)

@@ -22,18 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from _fixtures import reference_folded
+
 
 def make_models(workdir: Path, arch: str, num_classes: int, size: int) -> tuple[Path, Path, str]:
     """(folded checkpoint, ONNX model, exporter used), made once per work folder."""
     import torch
 
-    from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
-
-    ckpt, folded, onnx_path = workdir / f"{arch}.pth.tar", workdir / f"{arch}.folded.pt", workdir / f"{arch}.onnx"
-    if not folded.exists():
-        save_checkpoint(make_checkpoint(arch, num_classes=num_classes, seed=0), ckpt)
-        fold_checkpoint(ckpt, folded)
+    folded, onnx_path = workdir / f"{arch}.folded.pt", workdir / f"{arch}.onnx"
+    reference_folded(arch, workdir, num_classes)
     exporter = "maxq_deploy.export.tensorrt_form"
     if not onnx_path.exists():
         try:

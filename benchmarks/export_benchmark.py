@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from _fixtures import reference_folded
+
 T = TypeVar("T")
 
 
@@ -38,13 +40,8 @@ class StepTimer:
 
 
 def make_folded(arch: str, classes: int, workdir: Path) -> tuple[Path, float]:
-    from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
-
     start = time.perf_counter()
-    ckpt, folded = workdir / f"{arch}.pth.tar", workdir / f"{arch}.folded.pth"
-    save_checkpoint(make_checkpoint(arch, num_classes=classes), ckpt)
-    fold_checkpoint(ckpt, folded)
+    folded = reference_folded(arch, workdir, classes)
     return folded, time.perf_counter() - start
 
 

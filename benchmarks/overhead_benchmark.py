@@ -27,21 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import _fixtures as fixtures
+
 
 
 def reference_onnx(workdir: Path, arch: str, input_size: int) -> Path:
     """A folded reference 2:4 checkpoint (random weights, 1000 classes) exported to fp32 ONNX."""
-    from maxq_deploy.export.tensorrt_form import export_onnx
-    from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
-
-    onnx_path = workdir / f"{arch}_fp32_{input_size}.onnx"
-    if not onnx_path.exists():
-        ckpt, folded = workdir / f"{arch}.pth.tar", workdir / f"{arch}.folded.pt"
-        save_checkpoint(make_checkpoint(arch, "2:4", num_classes=1000), ckpt)
-        fold_checkpoint(ckpt, folded)
-        export_onnx(folded, onnx_path, input_size=input_size)
-    return onnx_path
+    return fixtures.reference_onnx(arch, workdir, input_size)
 
 
 def bare_block(session, output: str, feed: dict, count: int) -> list[int]:

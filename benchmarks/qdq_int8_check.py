@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from _fixtures import reference_folded
+
 
 def _export_before(before: Path, quantized: Path, out: Path, size: int) -> dict:
     code = ("import json,sys; from maxq_deploy.export.tensorrt_form import export_onnx; "
@@ -60,20 +62,14 @@ def run_model(name: str, arch: str, work: Path, size: int, train_npz: Path, test
               trained_ckpt: Path | None) -> dict:
     from maxq_deploy.evaluate import evaluate
     from maxq_deploy.export.tensorrt_form import export_onnx
-    from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.onnx_graph.qdq_check import qdq_conv_checks
     from maxq_deploy.quantize import quantize_ptq
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
     from maxq_deploy.verify import verify_artifact
 
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
-    ckpt = trained_ckpt or d / f"{arch}.pth.tar"
-    if trained_ckpt is None and not ckpt.exists():
-        save_checkpoint(make_checkpoint(arch, "2:4", num_classes=10, seed=0), ckpt)
-    folded, quantized = d / "folded.pt", d / "quantized.pt"
-    if not folded.exists():
-        fold_checkpoint(ckpt, folded)
+    folded = reference_folded(arch, d, num_classes=10, checkpoint=trained_ckpt)
+    quantized = d / "quantized.pt"
     t = time.perf_counter()
     if not quantized.exists():
         quantize_ptq(folded, quantized, train_npz, calibrator="max", calib_batches=8, batch_size=32, workers=0)
