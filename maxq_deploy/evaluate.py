@@ -199,21 +199,9 @@ def evaluate_runner(
     )
 
 
-def evaluate(
-    model_path: str | os.PathLike[str],
-    data: str | os.PathLike[str] | ImageDataset,
-    labels: str | os.PathLike[str] | None = None,
-    backend: str | None = None,
-    preprocess: Preprocess | None = None,
-    batch_size: int = 32,
-    workers: int = 2,
-    device: str | None = None,
-    limit: int | None = None,
-    progress: Progress | None = None,
-    *,
-    threads: int | None = None,
-) -> EvalResult:
-    """Top-1/top-5 of the model at ``model_path`` on ``data``.
+def evaluate(model_path: str | os.PathLike[str], data: str | os.PathLike[str] | ImageDataset,
+             labels: str | os.PathLike[str] | None = None, backend: str | None = None, **options) -> EvalResult:
+    """Top-1/top-5 of the model at ``model_path`` on ``data`` (options: those of :func:`evaluate_models`).
 
     ``data`` is a path (opened with ``labels`` and ``preprocess``, default: the model's own
     input size and preprocessing rule) or an already opened :class:`ImageDataset` (its own labels
@@ -223,9 +211,13 @@ def evaluate(
     TensorRT, else torch) unless ``backend`` says; ``device`` None means cpu, or cuda for
     TensorRT. Labels are required.
     """
+    return evaluate_models([model_path], data, labels, backend, **options)[0]
+
+
+def _evaluate_opened(model_path, dataset: ImageDataset, backend: str | None, batch_size: int, workers: int,
+                     device: str | None, limit: int | None, progress: Progress | None, threads: int | None) -> EvalResult:
     from maxq_deploy.runtimes.select import open_runner
 
-    dataset = _open_eval_data(model_path, data, labels, preprocess)
     if not dataset.has_labels:
         raise DataError(f"{dataset.root} has no labels ({dataset.kind} data); evaluation needs labelled data")
     dist = join_process_group("gloo")
@@ -277,7 +269,6 @@ def evaluate_models(
     pairs = backend_pairs(model_paths, specs) if specs else [(model, None) for model in model_paths]
     dataset = _open_eval_data(model_paths[0], data, labels, preprocess)
     return [
-        evaluate(model, dataset, backend=spec.label if spec else None, batch_size=batch_size, workers=workers,
-                 device=device, limit=limit, progress=progress, threads=threads)
+        _evaluate_opened(model, dataset, spec.label if spec else None, batch_size, workers, device, limit, progress, threads)
         for model, spec in pairs
     ]

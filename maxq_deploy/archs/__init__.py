@@ -21,9 +21,6 @@ _EXPORTS = {
     "register_arch": "registry",
     "state_dict_shapes": "registry",
 }
-#: The modules whose ``@register_arch`` builders fill the registry.
-BUILDER_MODULES = ("cifar_resnet", "mobilenet", "resnet")
-
 __all__ = sorted(_EXPORTS)
 
 

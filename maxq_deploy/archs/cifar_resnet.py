@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from maxq_deploy.archs.layers import LayerFactory
-from maxq_deploy.archs.registry import register_arch
+from maxq_deploy.archs.registry import register_variants
 from maxq_deploy.archs.resnet import add_stages
 
 
@@ -74,26 +74,12 @@ class CifarResNet(nn.Module):
         return self.fc(out).flatten(1)
 
 
-@register_arch("c_resnet18")
-def c_resnet18(f: LayerFactory, num_classes: int) -> nn.Module:
-    return CifarResNet(f, CifarBasicBlock, [2, 2, 2, 2], num_classes)
-
-
-@register_arch("c_resnet34")
-def c_resnet34(f: LayerFactory, num_classes: int) -> nn.Module:
-    return CifarResNet(f, CifarBasicBlock, [3, 4, 6, 3], num_classes)
-
-
-@register_arch("c_resnet50")
-def c_resnet50(f: LayerFactory, num_classes: int) -> nn.Module:
-    return CifarResNet(f, CifarBottleneck, [3, 4, 6, 3], num_classes)
-
-
-@register_arch("c_resnet101")
-def c_resnet101(f: LayerFactory, num_classes: int) -> nn.Module:
-    return CifarResNet(f, CifarBottleneck, [3, 4, 23, 3], num_classes)
-
-
-@register_arch("c_resnet152")
-def c_resnet152(f: LayerFactory, num_classes: int) -> nn.Module:
-    return CifarResNet(f, CifarBottleneck, [3, 8, 36, 3], num_classes)
+#: name -> (block, blocks per stage), as upstream MaxQ's CIFAR-100 scripts build them.
+VARIANTS: dict[str, tuple[type, list[int]]] = {
+    "c_resnet18": (CifarBasicBlock, [2, 2, 2, 2]),
+    "c_resnet34": (CifarBasicBlock, [3, 4, 6, 3]),
+    "c_resnet50": (CifarBottleneck, [3, 4, 6, 3]),
+    "c_resnet101": (CifarBottleneck, [3, 4, 23, 3]),
+    "c_resnet152": (CifarBottleneck, [3, 8, 36, 3]),
+}
+register_variants(CifarResNet, VARIANTS)

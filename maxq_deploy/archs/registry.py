@@ -3,8 +3,8 @@
 To add an architecture, declare it in :mod:`maxq_deploy.archs.catalog` (its default input size
 and the sizes it runs at; readable without torch, so CLI help lists it), write one module in
 this package whose builder takes a :class:`~maxq_deploy.archs.layers.LayerFactory` and a class
-count, decorate it with ``@register_arch("name")`` and list the module in
-``archs.BUILDER_MODULES``. Loading, folding, verification and export then work from key names alone.
+count, decorate it with ``@register_arch("name")`` and name the module in its catalog entry
+(``ArchSpec.module``). Loading, folding, verification and export then work from key names alone.
 """
 
 from __future__ import annotations
@@ -35,14 +35,25 @@ def register_arch(name: str) -> Callable[[Builder], Builder]:
     return wrap
 
 
+def register_variants(net: Callable[..., nn.Module], variants: dict[str, tuple]) -> None:
+    """Register ``name -> net(layers, *args, num_classes)`` for every ``name: args`` of ``variants``."""
+    for name, args in variants.items():
+        register_arch(name)(_variant_builder(net, args))
+
+
+def _variant_builder(net: Callable[..., nn.Module], args: tuple) -> Builder:
+    def build(f: LayerFactory, num_classes: int) -> nn.Module:
+        return net(f, *args, num_classes)
+
+    return build
+
+
 def register_builders() -> None:
-    """Import the builder modules (each registers its architectures once)."""
+    """Import the builder modules the catalog names (each registers its architectures once)."""
     import importlib
 
-    from maxq_deploy.archs import BUILDER_MODULES
-
-    for module in BUILDER_MODULES:
-        importlib.import_module(f"maxq_deploy.archs.{module}")
+    for module in sorted({spec.module for spec in ARCHS.values()}):
+        importlib.import_module(module)
 
 
 def list_archs() -> list[str]:

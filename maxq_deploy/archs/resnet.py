@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from maxq_deploy.archs.layers import LayerFactory
-from maxq_deploy.archs.registry import register_arch
+from maxq_deploy.archs.registry import register_variants
 
 
 class BasicBlock(nn.Module):
@@ -79,16 +79,10 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-@register_arch("resnet18")
-def resnet18(f: LayerFactory, num_classes: int) -> nn.Module:
-    return ResNet(f, BasicBlock, [2, 2, 2, 2], num_classes)
-
-
-@register_arch("resnet34")
-def resnet34(f: LayerFactory, num_classes: int) -> nn.Module:
-    return ResNet(f, BasicBlock, [3, 4, 6, 3], num_classes)
-
-
-@register_arch("resnet50")
-def resnet50(f: LayerFactory, num_classes: int) -> nn.Module:
-    return ResNet(f, Bottleneck, [3, 4, 6, 3], num_classes)
+#: name -> (block, blocks per stage), torchvision's layouts.
+VARIANTS: dict[str, tuple[type, list[int]]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+register_variants(ResNet, VARIANTS)
