@@ -103,8 +103,8 @@ def fold(
         help="Project to 2:4 by magnitude: finish unfinished incremental N:M, then keep the 2 largest of every aligned "
              "group of 4 along the input channels where a layer breaks 2:4 (4:8, 4:16, 8:16, ...); reports the output drift.",
     ),
-    data: Optional[Path] = typer.Option(None, "--data", help="With --project: labelled images (folder or .npy/.npz) to measure top-1 before and after."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for --data given as a flat folder or .npy."),
+    data: Optional[Path] = typer.Option(None, "--data", help="With --project: labelled images (folder, .npy/.npz or IDX *-idx3-ubyte[.gz]) to measure top-1 before and after."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for --data given as a flat folder, .npy or IDX (*-idx1-ubyte[.gz])."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --data: use only N images, spread evenly."),
     json_out: bool = JsonOpt,
 ) -> None:
