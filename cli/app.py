@@ -33,7 +33,7 @@ def _root(
 from maxq_deploy.cli import cmd_inspect, cmd_fold, cmd_verify  # noqa: E402,F401
 from maxq_deploy.cli import cmd_quantize  # noqa: E402,F401
 from maxq_deploy.cli import cmd_export_onnx, cmd_trt  # noqa: E402,F401
-from maxq_deploy.cli import cmd_eval, cmd_bench, cmd_demo  # noqa: E402,F401
+from maxq_deploy.cli import cmd_eval, cmd_bench, cmd_demo, cmd_sensitivity  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from maxq_deploy.cli.render import console, handle_errors, parse_floats, print_j
 @handle_errors
 def eval_command(
     models: List[Path] = typer.Argument(..., metavar="MODEL", help="Model(s): MaxQ/folded/quantized checkpoint, ONNX model or TensorRT engine. Several are evaluated on the same data and shown side by side."),
-    data: Path = typer.Option(..., "--data", help="ImageFolder tree (class sub-folders), flat image folder with --labels, or .npy/.npz preprocessed NCHW float32 arrays."),
+    data: Path = typer.Option(..., "--data", help="ImageFolder tree (class sub-folders), flat image folder with --labels, .npy/.npz preprocessed NCHW float32 arrays, or IDX images (*-idx3-ubyte[.gz], grey as RGB; labels: --labels *-idx1-ubyte[.gz] or the file beside it)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for a flat folder or .npy images: .npy array or one integer per line."),
     backend: Optional[str] = typer.Option(None, "--backend", help="torch, onnxruntime, openvino[:f32|bf16|default] (OpenVINO inference precision) or tensorrt, or a comma-separated list to compare runtimes on the same images (default: from the file suffix)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cpu; cuda for TensorRT)."),

@@ -24,9 +24,10 @@ def fold(
         help="Project to 2:4 by magnitude: finish unfinished incremental N:M, then keep the 2 largest of every aligned "
              "group of 4 along the input channels where a layer breaks 2:4 (4:8, 4:16, 8:16, ...); reports the output drift.",
     ),
-    data: Optional[Path] = typer.Option(None, "--data", help="With --project: labelled images (folder or .npy/.npz) to measure top-1 before and after."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for --data given as a flat folder or .npy."),
+    data: Optional[Path] = typer.Option(None, "--data", help="With --project: labelled images (folder, .npy/.npz or IDX *-idx3-ubyte[.gz]) to measure top-1 before and after."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for --data given as a flat folder, .npy or IDX (*-idx1-ubyte[.gz])."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --data: use only N images, spread evenly."),
+    keep_dense: Optional[str] = typer.Option(None, "--keep-dense", help="With --project: comma-separated sparse layers left out of the 2:4 projection (they keep their N:M and run dense; see maxq-deploy sensitivity). Recorded in the checkpoint; verify reports them as kept dense."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Fold masks and BatchNorm into constant N:M conv weights; write a self-describing checkpoint."""
@@ -34,7 +35,7 @@ def fold(
     from maxq_deploy.core.progress import RichProgress
 
     result = fold_checkpoint(checkpoint, output, arch=arch, nm=nm, project=project, data=data, labels=labels, limit=limit,
-                             progress=RichProgress(enabled=not json_out))
+                             keep_dense=[keep_dense] if keep_dense else [], progress=RichProgress(enabled=not json_out))
     summary = result.summary()
     if json_out:
         return print_json(summary)
@@ -50,6 +51,8 @@ def fold(
                  f"{l.groups_changed / max(l.hardware_groups, 1):.1%}") for l in projected]
         console.print(table("--project: groups of 4 (along C) changed per layer", ["layer", "shape", "projected to", "groups changed", "share"],
                             rows, ["groups changed", "share"]))
+    if summary["kept_dense"]:
+        console.print(f"kept dense on purpose (--keep-dense, not projected to 2:4): {escape(', '.join(summary['kept_dense']))}", highlight=False)
     if result.drift:
         d = result.drift
         console.print(

@@ -17,7 +17,7 @@ from maxq_deploy.cli.render import console, handle_errors, parse_floats, print_j
 def quantize_command(
     folded: Path = typer.Argument(..., help="Folded checkpoint (from maxq-deploy fold)."),
     output: Path = typer.Option(..., "-o", "--output", help="Quantized checkpoint to write."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images: ImageFolder tree, flat image folder, or .npy/.npz NCHW float32 arrays (labels not needed). QAT: defaults to --train-data."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images: ImageFolder tree, flat image folder, .npy/.npz NCHW float32 arrays or IDX *-idx3-ubyte[.gz] (labels not needed; IDX labels are read from the *-labels-idx1-ubyte file beside). QAT: defaults to --train-data."),
     calibrator: str = typer.Option("percentile", "--calibrator", help="Activation ranges: max, entropy, mse or percentile (weights: per-channel max)."),
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile of |x| kept by --calibrator percentile."),
     calib_batches: int = typer.Option(16, "--calib-batches", min=1, help="Calibration batches (a seeded shuffle of the data)."),

@@ -19,7 +19,7 @@ from maxq_deploy.archs.layers import BN_EPS
 from maxq_deploy.core.files import TORCH_SUFFIXES, Output, atomic_output, check_output_path, guard_outputs, provenance
 from maxq_deploy.load.maxq_checkpoint import MaxQCheckpoint, torch_load_safe
 from maxq_deploy.core.compare import compare_outputs
-from maxq_deploy.core.errors import CheckpointFormatError, InputFileError, UnfinishedSparsityError
+from maxq_deploy.core.errors import CheckpointFormatError, InputFileError, OptionError, UnfinishedSparsityError
 from maxq_deploy.load.formats import FOLDED_FORMAT, FORMATS, check_format
 from maxq_deploy.load.torch_model import LoadedModel
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern, groups_along, project_to_pattern
@@ -43,6 +43,7 @@ class FoldedLayer:
     projected_to: str | None = None  # the pattern(s) --project imposed, e.g. "2:4" or "2:8+2:4"
     groups_changed: int = 0  # groups of 4 along C in which --project zeroed a weight
     hardware_groups: int = 0  # groups of 4 along C (0 when C % 4 != 0)
+    kept_dense: bool = False  # left out of the 2:4 projection on purpose (--keep-dense): runs dense
 
 
 @dataclass
@@ -98,6 +99,7 @@ class FoldResult:
             "projection_drift": asdict(self.drift) if self.drift else None,
             "projection_accuracy": asdict(self.accuracy) if self.accuracy else None,
             "input_size": self.input_size,
+            "kept_dense": [layer.name for layer in self.layers if layer.kept_dense],
             "provenance": self.source,
             "state_dict": self.state_dict,
         }
@@ -113,6 +115,7 @@ class FoldResult:
             "dense_layers": len(self.layers) - len(sparse),
             "input_size": self.input_size,
             "projected_layers": sum(layer.projected for layer in sparse),
+            "kept_dense": [layer.name for layer in sparse if layer.kept_dense],
             "groups_changed": sum(layer.groups_changed for layer in sparse),
             "sparse_layers_holding_2_4": sum(bool(layer.holds_hardware_pattern) for layer in sparse),
             "groups_breaking_2_4": self.groups_breaking_hardware_pattern,
@@ -198,6 +201,18 @@ def unfinished_message(ckpt: MaxQCheckpoint) -> str:
     )
 
 
+def check_layer_names(names, known: list[str], option: str) -> set[str]:
+    """``names`` (a list, or one comma-separated string) as a set, each one of ``known``, else one OptionError line."""
+    if isinstance(names, str):
+        names = [names]
+    wanted = [n.strip() for item in names for n in str(item).split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        shown = ", ".join(known[:6]) + (", ..." if len(known) > 6 else "")
+        raise OptionError(f"{option}: no sparse layer named {unknown[0]!r} ({len(known)} sparse layers: {shown})")
+    return set(wanted)
+
+
 def _groups_changed(before: torch.Tensor, after: torch.Tensor) -> tuple[int, int]:
     """(groups of 4 along C where ``after`` differs from ``before``, all groups of 4); (0, 0) if C % 4."""
     if before.dim() < 2 or before.shape[1] % 4:
@@ -206,7 +221,7 @@ def _groups_changed(before: torch.Tensor, after: torch.Tensor) -> tuple[int, int
     return int(changed.sum()), int(changed.numel())
 
 
-def _project_layer(w: torch.Tensor, layer, nm: NMPattern | None) -> tuple[torch.Tensor, list[str]]:
+def _project_layer(w: torch.Tensor, layer, nm: NMPattern | None, to_hardware: bool = True) -> tuple[torch.Tensor, list[str]]:
     """``--project`` on one folded sparse weight: finish unfinished N:M, then reach 2:4 if needed.
 
     Per aligned group of 4 along the input channels the 2 largest magnitudes are kept, which is
@@ -218,26 +233,32 @@ def _project_layer(w: torch.Tensor, layer, nm: NMPattern | None) -> tuple[torch.
         applied.append(str(nm))
     hardware = NMPattern.parse(HARDWARE_PATTERN)
     check = check_pattern(w, hardware)
-    if check.applicable and not check.holds:
+    if to_hardware and check.applicable and not check.holds:
         w = project_to_pattern(w, hardware)
         applied.append(HARDWARE_PATTERN)
     return w, applied
 
 
 def fold_masks_and_bn(
-    ckpt: MaxQCheckpoint, project: bool = False, probe_shape: tuple[int, int, int, int] | None = None
+    ckpt: MaxQCheckpoint, project: bool = False, probe_shape: tuple[int, int, int, int] | None = None,
+    keep_dense: tuple[str, ...] | list[str] = (),
 ) -> FoldResult:
     """Fold ``ckpt`` into deploy weights; refuse unfinished sparsity unless ``project``.
 
     ``project`` re-imposes the trained N:M on unfinished layers and then projects every sparse
     layer that breaks the hardware 2:4 pattern (4:8, 4:16, 8:16, ...) to 2:4 by magnitude; the
     drift on a probe batch (default: 8 random images, 64x64, or 32x32 for the CIFAR ResNets) is reported.
+    ``keep_dense`` names sparse layers left out of the 2:4 projection (they keep their trained N:M
+    and run dense); the choice is recorded per layer and in the checkpoint's ``kept_dense``.
     """
     if ckpt.unfinished_layers and not project:
         raise UnfinishedSparsityError(unfinished_message(ckpt))
     from maxq_deploy.archs.catalog import default_input_size, spec
 
     input_size = default_input_size(ckpt.arch)
+    keep = check_layer_names(keep_dense, [layer.name for layer in ckpt.layers if layer.has_mask], "--keep-dense")
+    if keep and not project:
+        raise OptionError("--keep-dense names layers to leave out of --project: add --project")
     state = ckpt.state_dict
     meta_model = build_model(ckpt.arch, ckpt.num_classes, "maxq", device="meta")
     folded: dict[str, torch.Tensor] = {}
@@ -254,7 +275,7 @@ def fold_masks_and_bn(
         changed = 0
         if project and layer.has_mask:
             before = w
-            w, applied = _project_layer(w, layer, ckpt.nm)
+            w, applied = _project_layer(w, layer, ckpt.nm, to_hardware=name not in keep)
             changed, _ = _groups_changed(before, w) if applied else (0, 0)
         folded[f"{name}.weight"], folded[f"{name}.bias"] = w, b
         finished_nm = str(ckpt.nm) if ckpt.nm is not None and str(ckpt.nm) in applied else layer.trained_nm
@@ -265,7 +286,7 @@ def fold_masks_and_bn(
                 nm_groups=layer.groups, dense_groups=layer.dense_groups, projected=bool(applied),
                 holds_hardware_pattern=check_pattern(w, HARDWARE_PATTERN).holds,
                 projected_to="+".join(applied) or None, groups_changed=changed,
-                hardware_groups=_groups_changed(w, w)[1],
+                hardware_groups=_groups_changed(w, w)[1], kept_dense=name in keep,
             )
         )
     for conv_name, conv, bn_name in _dense_conv_bn_pairs(meta_model):
@@ -316,7 +337,7 @@ def fold_checkpoint(
     ckpt_path: str | os.PathLike[str], output: str | os.PathLike[str], arch: str | None = None,
     nm: str | None = None, project: bool = False, *, data: str | os.PathLike[str] | None = None,
     labels: str | os.PathLike[str] | None = None, preprocess=None, limit: int | None = None,
-    batch_size: int = 64, progress=None,
+    batch_size: int = 64, progress=None, keep_dense: tuple[str, ...] | list[str] = (),
 ) -> FoldResult:
     """Load, fold and write: what ``maxq-deploy fold`` does.
 
@@ -325,7 +346,6 @@ def fold_checkpoint(
     the architecture's input size.
     """
     from maxq_deploy.load.maxq_checkpoint import load_checkpoint
-    from maxq_deploy.core.errors import OptionError
 
     guard_outputs([Output(Path(output), TORCH_SUFFIXES, "folded checkpoint")], [ckpt_path, data, labels])  # before the work
     if data is not None and not project:
@@ -334,7 +354,7 @@ def fold_checkpoint(
         raise OptionError("--labels and --limit apply to --data (the images --project is measured on); add --data DATA")
     ckpt = load_checkpoint(ckpt_path, arch=arch, nm=nm)
     dataset = _open_projection_data(ckpt.arch, data, labels, preprocess) if data is not None else None
-    result = fold_masks_and_bn(ckpt, project=project)
+    result = fold_masks_and_bn(ckpt, project=project, keep_dense=keep_dense)
     if dataset is not None and any(layer.projected for layer in result.layers):
         result.accuracy = projection_accuracy(ckpt, result, dataset, limit=limit, batch_size=batch_size, progress=progress)
     save_folded(result, output)

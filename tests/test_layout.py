@@ -24,7 +24,7 @@ LEVELS: list[tuple[str, ...]] = [
     ("maxq_deploy.fold",),
     ("maxq_deploy.verify",),
     ("maxq_deploy.runtimes",),
-    ("maxq_deploy.evaluate",),
+    ("maxq_deploy.evaluate", "maxq_deploy.sensitivity"),  # accuracy; per-layer 2:4 / INT8 cost
     ("maxq_deploy.quantize",),
     ("maxq_deploy.export",),
     ("maxq_deploy.tensorrt",),

@@ -8,6 +8,8 @@ Sources (:func:`open_dataset` tells them apart):
 - ``flat``: a folder of images without class sub-folders (calibration). Unlabelled unless
   ``labels`` names a ``.npy`` array or a text file with one integer per line, in sorted file
   name order.
+- ``idx``: IDX files (``*-idx3-ubyte[.gz]`` images, ``--labels *-idx1-ubyte[.gz]``), grey to RGB
+  (:mod:`maxq_deploy.data.idx`).
 - ``arrays``: ``.npy`` (NCHW float images, already preprocessed; labels from ``labels``) or
   ``.npz`` (``images`` or ``x``, optional ``labels`` or ``y``; an explicit ``labels`` wins).
 
@@ -49,14 +51,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maxq_deploy.core.errors import DataError, first_line
 from maxq_deploy.data.decode import (  # noqa: F401  (part of this module's API)
-    NonFinite,
-    NonFiniteImageError,
-    Unreadable,
-    check_finite,
-    first_non_finite,
-    load_rgb,
-    to_rgb8,
-)
+    NonFinite, NonFiniteImageError, Unreadable, check_finite, first_non_finite, load_rgb, to_rgb8)
 from maxq_deploy.core.memory import FORWARD_MEMORY_FACTOR, available_memory_bytes, check_batch_memory  # noqa: F401
 
 if TYPE_CHECKING:
@@ -362,13 +357,17 @@ def open_dataset(
 
     ``labels_option``: whether the command has a ``--labels`` option the error hints may name.
     """
+    from maxq_deploy.data import idx
+
     root = Path(path)
     if not root.exists():
-        raise DataError(f"data not found: {root}")
-    if root.is_file():
+        raise DataError(f"data not found: {root}" + (f". {idx.FASHION_MNIST_HINT}" if idx.looks_like_fashion(root) else ""))
+    if root.is_file() and idx.is_idx_path(root):
+        dataset: ImageDataset = idx.open_idx(root, labels, preprocess)
+    elif root.is_file():
         if root.suffix.lower() not in ARRAY_SUFFIXES:
             raise DataError(
-                f"{root}: data must be a folder of images (class sub-folders or flat) or a .npy/.npz array, "
+                f"{root}: data must be a folder of images (class sub-folders or flat), a .npy/.npz array or IDX (*-idx3-ubyte[.gz]), "
                 f"not a {root.suffix or 'suffix-less'} file"
             )
         images, label_array = _open_arrays(root, labels)
@@ -379,6 +378,7 @@ def open_dataset(
         hint = {
             "flat": "use class sub-folders (ImageFolder layout)" + (" or pass --labels (.npy or one integer per line)" if labels_option else ""),
             "arrays": "store 'labels' (or 'y') in the .npz" + (" or pass --labels labels.npy" if labels_option else ""),
+            "idx": "pass --labels with its IDX1 labels file (e.g. train-labels-idx1-ubyte.gz)" if labels_option else "use labelled data",
         }[dataset.kind]
         raise DataError(f"{root} has no labels ({dataset.kind} data) and labels are needed here: {hint}")
     return dataset

@@ -133,13 +133,18 @@ def _verify_folded(path: Path, obj: dict, pattern: NMPattern, arch: str | None, 
     for layer in folded.layers:
         report.layers.append(
             weight_verdict(
-                layer.name, folded.state_dict[f"{layer.name}.weight"], pattern, expected_sparse=layer.role == "sparse",
+                layer.name, folded.state_dict[f"{layer.name}.weight"], pattern,
+                expected_sparse=layer.role == "sparse" and not layer.kept_dense,
                 trained_nm=layer.trained_nm, conv_groups=layer.groups,
-                note="projected by magnitude" if layer.projected else "",
+                note="kept dense on purpose (fold --keep-dense): runs dense" if layer.kept_dense else
+                "projected by magnitude" if layer.projected else "",
             )
         )
     fc = folded.state_dict["fc.weight"]  # Linear, or the CIFAR ResNets' 1x1 conv
     report.layers.append(weight_verdict("fc", fc, pattern, op="conv" if fc.dim() == 4 else "linear", expected_sparse=False, trained_nm=None))
+    kept = [layer.name for layer in folded.layers if layer.kept_dense]
+    if kept:
+        report.notes.append(f"{len(kept)} sparse layer(s) kept dense on purpose (fold --keep-dense), not checked for {pattern}: {', '.join(kept)}")
     breaking = sum(layer.violating_groups for layer in report.expected)
     if breaking and not any(layer.projected for layer in folded.layers):
         report.notes.append(
