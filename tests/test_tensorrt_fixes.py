@@ -19,6 +19,7 @@ from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.onnx_graph.layers import OnnxLayer
 from maxq_deploy.tensorrt.report import build_engine_report, load_engine_report, save_engine_report
 
+import inspector_fixtures  # noqa: E402
 from test_tensorrt_unit import INT8_FMT, FP32_FMT, SPARSITY_LOG, make_onnx  # noqa: E402
 from trt_fake import DYNAMIC_FORMAT, FOREIGN_CACHE, LOGGER_DIFFERS, fake_tensorrt  # noqa: E402
 
@@ -64,12 +65,12 @@ def qdq_engine_layers() -> list[dict]:
 
 
 def inspector(version: str, layers: list[dict] | None = None) -> dict:
-    layers = qdq_engine_layers() if layers is None else layers
+    """The engine information ``version`` prints: 11.x splits each tensor's Format and DataType (tests/inspector_fixtures.py)."""
     if version.startswith("11"):
-        io = [{"Name": "input", "IOMode": "Input", "DataType": "Float", "Dimensions": [-1, 3, 16, 16]},
-              {"Name": "output", "IOMode": "Output", "DataType": "Float", "Dimensions": [-1, 10]}]
-        return {"Layers": layers, "I/O Tensors": io, "_sparsity_log": SPARSITY_LOG[:1]}
-    return {"Layers": layers, "Bindings": ["input", "output"], "_sparsity_log": SPARSITY_LOG[:1]}
+        data = inspector_fixtures.inspector_json(version, layers)
+    else:
+        data = {"Layers": qdq_engine_layers() if layers is None else layers, "Bindings": ["input", "output"]}
+    return {**data, "_sparsity_log": SPARSITY_LOG[:1]}
 
 
 @pytest.fixture

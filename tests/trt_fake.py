@@ -332,8 +332,8 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
                 if not isinstance(layer, dict):
                     continue
                 for tensor in (layer.get("Inputs") or []) + (layer.get("Outputs") or []):
-                    if not shapes_known:
-                        tensor["Format/Datatype"] = DYNAMIC_FORMAT
+                    if not shapes_known:  # 10.x: the one Format/Datatype field; 11.x: its Format (DataType kept)
+                        tensor["Format/Datatype" if "Format/Datatype" in tensor else "Format"] = DYNAMIC_FORMAT
                     elif batch is not None and isinstance(tensor.get("Dimensions"), list) and tensor["Dimensions"][:1] == [-1]:
                         tensor["Dimensions"] = [batch, *tensor["Dimensions"][1:]]
             calls["inspected_with_shapes"] = shapes_known
