@@ -97,3 +97,64 @@ def test_uint8_tensors_are_not_int8(schema: str) -> None:
                                  onnx_layers=onnx_layers(), sparse_layers=SPARSE, graph_precision="int8", nm="2:4")
     first = _by_layer(report)["layer1.0.convbn1"]
     assert first.input_dtype == "uint8"
+
+
+# ------------------------------------------------------------------ 2. the trtexec path
+
+
+def test_trtexec_layer_info_run_has_an_execution_context() -> None:
+    from maxq_deploy.tensorrt.flags import choose_builder_flags, known_flag_names
+    from maxq_deploy.tensorrt.profiles import ProfileShapes
+    from maxq_deploy.tensorrt.trtexec import trtexec_command
+
+    for version in ("10.8", "11"):
+        cmd = trtexec_command("m.onnx", "m.engine", choose_builder_flags(version, known_flag_names(version), "int8"),
+                              ProfileShapes("input", 1, 8, 32, (3, 16, 16)))
+        assert "--skipInference" not in cmd.argv
+        assert {"--iterations=1", "--warmUp=0", "--duration=0", "--exportLayerInfo=m.engine.layers.json"} <= set(cmd.argv)
+        assert any("no --skipInference" in n for n in cmd.notes)
+
+
+def _trtexec_engine(tmp_path, data: dict):
+    import json
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"ENGINE-BYTES")
+    (tmp_path / "model.engine.layers.json").write_text(json.dumps(data))
+    return engine
+
+
+def test_verify_trtexec_file_without_tensorrt_claims_no_onnx_source(tmp_path, monkeypatch) -> None:
+    from maxq_deploy.runtimes import tensorrt_api as _trt
+    from maxq_deploy.tensorrt.verify import load_report_for_engine
+
+    monkeypatch.setattr(_trt, "import_tensorrt", lambda: (_ for _ in ()).throw(
+        __import__("maxq_deploy.core.errors", fromlist=["x"]).BackendUnavailableError("TensorRT is not installed")))
+    engine = _trtexec_engine(tmp_path, fx.without_context(fx.inspector_json("10.13.3")))  # an old --skipInference file
+    report = load_report_for_engine(engine)
+    notes = " | ".join(report.notes)
+    assert "ONNX graph's Q/DQ nodes" not in notes
+    assert "no ONNX graph was read" in notes and "not re-inspected (TensorRT/GPU not available here)" in notes
+    assert report.graph_precision is None and report.onnx is None
+
+
+@pytest.mark.parametrize("version", ["10.13.3", "11.4.0"])
+def test_verify_trtexec_engine_is_reinspected_where_tensorrt_runs(tmp_path, monkeypatch, version: str) -> None:
+    import sys
+
+    from maxq_deploy.runtimes import tensorrt_api as _trt
+    from maxq_deploy.tensorrt.verify import load_report_for_engine
+    from trt_fake import fake_tensorrt
+
+    trt = fake_tensorrt(version, fx.inspector_json(version))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(_trt, "require_cuda_gpu", lambda *a, **k: None)
+    monkeypatch.setattr(_trt, "_SHARED", [])
+    engine = _trtexec_engine(tmp_path, fx.without_context(fx.inspector_json(version), keep_datatype=False))
+    report = load_report_for_engine(engine)
+    assert trt.calls["inspected_with_shapes"] is True
+    layer = next(l for l in report.layers if "layer1.0.convbn2" in l.trt_name)
+    assert (layer.input_dtype, layer.output_dtype) == ("int8", "fp32")  # from the engine, not the N/A file
+    notes = " | ".join(report.notes)
+    assert f"re-inspected the engine with TensorRT {version}" in notes and "was not used" in notes
+    assert "ONNX graph's Q/DQ nodes" not in notes and not any(fx.DYNAMIC in n for n in report.notes)

@@ -411,7 +411,7 @@ def test_trtexec_command_10_int8() -> None:
     assert argv[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
     for expected in ("--minShapes=input:1x3x224x224", "--optShapes=input:8x3x224x224", "--maxShapes=input:64x3x224x224",
                      "--memPoolSize=workspace:2048M", "--sparsity=enable", "--int8", "--fp16", "--profilingVerbosity=detailed",
-                     "--exportLayerInfo=m.engine.layers.json", "--timingCacheFile=cache.bin", "--skipInference"):
+                     "--exportLayerInfo=m.engine.layers.json", "--timingCacheFile=cache.bin", "--iterations=1"):
         assert expected in argv
     assert "--sparsity=force" not in argv and "--stronglyTyped" not in argv
 

@@ -5,7 +5,14 @@ Pure: works without TensorRT, for the version the user names. Flag facts (Tensor
 deprecated because it rewrites weights); ``--fp16``/``--int8`` exist only before 11;
 ``--stronglyTyped`` is a no-op in 11 (always strongly typed); ``--memPoolSize=workspace:<n>M``
 (MiB without a suffix); ``--profilingVerbosity=detailed``; ``--exportLayerInfo=<file>``;
-``--timingCacheFile=<file>``; ``--skipInference`` builds without benchmarking.
+``--timingCacheFile=<file>``.
+
+No ``--skipInference``: with it trtexec exports the layer information of the engine alone, with
+no execution context (``samples/trtexec/trtexec.cpp``: ``printLayerInfo(..., nullptr)``), so every
+tensor format of a dynamic-batch engine reads "N/A due to dynamic shapes" and nobody can tell
+whether a conv runs INT8 in and out. Without it trtexec prints the layer information of its
+inference context, whose input shapes are set (the ``--optShapes``); ``--iterations=1
+--warmUp=0 --duration=0`` keep that inference phase to one short run (``sampleOptions.cpp``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from pathlib import Path
 
 from maxq_deploy.tensorrt.flags import FlagPlan
 from maxq_deploy.tensorrt.profiles import ProfileShapes
+
+
+#: One short inference run, so ``--exportLayerInfo`` describes a context whose input shapes are set.
+INFERENCE_FOR_LAYER_INFO = ("--iterations=1", "--warmUp=0", "--duration=0")
 
 
 def layer_info_path_for(engine_path: str | os.PathLike[str]) -> Path:
@@ -60,8 +71,12 @@ def trtexec_command(
     ]
     if timing_cache is not None:
         argv.append(f"--timingCacheFile={timing_cache}")
-    argv.append("--skipInference")
+    argv += INFERENCE_FOR_LAYER_INFO
     notes = list(plan.notes)
+    notes.append(
+        "no --skipInference: trtexec exports the layer information of its inference context (input shapes set, "
+        "so tensor formats are real, not 'N/A due to dynamic shapes'); the inference run is one iteration"
+    )
     notes.append(
         "trtexec's '(Sparsity)' log lines say which layers were eligible and which run sparse (add --verbose if "
         f"they do not show); maxq-deploy verify reads {Path(layer_info) if layer_info else layer_info_path_for(engine_path)}"
