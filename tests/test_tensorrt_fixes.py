@@ -139,7 +139,9 @@ def test_timing_cache_of_another_gpu_is_rebuilt_and_reported(tmp_path: Path, ins
     record = result.report.reproducibility["timing_cache"]
     assert record["status"] == "mismatch" and record["sha256_out"] and record["sha256_in"] != record["sha256_out"]
     assert any("made by another TensorRT version or GPU" in note for note in result.report.notes)
-    assert cache.read_bytes() == b"+new"  # the cache of this machine replaces it
+    assert cache.read_bytes() == FOREIGN_CACHE + b"..."  # the other GPU's cache is never overwritten
+    beside = tmp_path / f"timing.unknown-GPU.trt{version}.cache"  # no GPU identity here: named so
+    assert record["written_to"] == str(beside) and beside.read_bytes() == b"+new"
 
 
 def test_pinned_timing_cache_mismatch_is_one_error_line(tmp_path: Path, install) -> None:
@@ -171,7 +173,8 @@ def test_pinned_timing_cache_is_reused_and_never_rewritten(tmp_path: Path, insta
     assert record["status"] == "reused" and record["pinned"] and record["sha256_out"] is None
     assert cache.read_bytes() == b"pinned-cache-of-this-gpu" and trt.calls["timing_caches"] == [b"pinned-cache-of-this-gpu"]
     repro = load_engine_report(tmp_path / "m.engine.json").reproducibility
-    assert repro["trt_version"] == "10.13.3" and repro["builder_flags"] == ["SPARSE_WEIGHTS"]
+    assert repro["trt_version"] == "10.13.3" and repro["builder_flags"] == ["SPARSE_WEIGHTS", "ERROR_ON_TIMING_CACHE_MISS"]
+    assert trt.calls["flags"] == ["SPARSE_WEIGHTS", "ERROR_ON_TIMING_CACHE_MISS"] and record["error_on_miss"] is True
     assert repro["network_flags"] == ["STRONGLY_TYPED"] and len(repro["onnx_sha256"]) == 64 and "gpu" in repro
 
 

@@ -158,3 +158,81 @@ def test_verify_trtexec_engine_is_reinspected_where_tensorrt_runs(tmp_path, monk
     notes = " | ".join(report.notes)
     assert f"re-inspected the engine with TensorRT {version}" in notes and "was not used" in notes
     assert "ONNX graph's Q/DQ nodes" not in notes and not any(fx.DYNAMIC in n for n in report.notes)
+
+
+# ------------------------------------------------------------------ 3. --pin-timing-cache
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    import sys
+
+    from maxq_deploy.runtimes import tensorrt_api as _trt
+    from trt_fake import fake_tensorrt
+
+    monkeypatch.setattr(_trt, "require_cuda_gpu", lambda *a, **k: None)
+    monkeypatch.setattr(_trt, "_SHARED", [])
+
+    def put(version: str, gpu: dict | None = None):
+        trt = fake_tensorrt(version, fx.inspector_json(version))
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(_trt, "gpu_identity", lambda: gpu)
+        return trt
+
+    return put
+
+
+def _recorded():
+    from trt_fake import recorded_versions
+
+    return recorded_versions()
+
+
+@pytest.mark.parametrize("version", _recorded())
+def test_pinned_cache_sets_error_on_timing_cache_miss_per_release(tmp_path, fake_trt, version: str) -> None:
+    from maxq_deploy.tensorrt.build import build_engine
+    from test_tensorrt_unit import make_onnx
+
+    trt = fake_trt(version, {"name": "NVIDIA H200", "compute_capability": "9.0"})
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(b"this-gpu")
+    result = build_engine(make_onnx(tmp_path / "m.onnx", qdq=True), tmp_path / "m.engine", timing_cache=cache,
+                          pin_timing_cache=True)
+    assert "ERROR_ON_TIMING_CACHE_MISS" in trt.calls["flags"]
+    assert result.report.reproducibility["timing_cache"]["error_on_miss"] is True
+    assert cache.read_bytes() == b"this-gpu"
+
+
+def test_cache_refused_by_set_timing_cache_is_kept_and_this_gpus_goes_beside(tmp_path, fake_trt) -> None:
+    from maxq_deploy.tensorrt.build import build_engine
+    from test_tensorrt_unit import make_onnx
+    from trt_fake import REFUSED_CACHE
+
+    trt = fake_trt("11.4.0", {"name": "NVIDIA H200", "compute_capability": "9.0"})
+    onnx_path = make_onnx(tmp_path / "m.onnx", qdq=True)
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(REFUSED_CACHE + b"-A100")
+    first = build_engine(onnx_path, tmp_path / "m.engine", timing_cache=cache)
+    beside = tmp_path / "t.NVIDIA-H200.trt11.4.0.cache"
+    assert trt.calls["refused_caches"] == [REFUSED_CACHE + b"-A100"]  # set_timing_cache said False
+    assert cache.read_bytes() == REFUSED_CACHE + b"-A100" and beside.read_bytes() == b"+new"
+    record = first.report.reproducibility["timing_cache"]
+    assert record["status"] == "mismatch" and record["written_to"] == str(beside)
+    # the next build on this GPU reuses (and updates) its own cache beside the other one
+    second = build_engine(onnx_path, tmp_path / "m2.engine", timing_cache=cache)
+    assert any("reused and updated this GPU's cache beside it" in n for n in second.report.notes)
+    assert beside.read_bytes() == b"+new+new" and cache.read_bytes() == REFUSED_CACHE + b"-A100"
+
+
+def test_pinned_cache_refused_by_set_timing_cache_is_one_error_and_writes_nothing(tmp_path, fake_trt) -> None:
+    from maxq_deploy.core.errors import EngineBuildError
+    from maxq_deploy.tensorrt.build import build_engine
+    from test_tensorrt_unit import make_onnx
+    from trt_fake import REFUSED_CACHE
+
+    fake_trt("10.16.1", {"name": "NVIDIA H200", "compute_capability": "9.0"})
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(REFUSED_CACHE)
+    with pytest.raises(EngineBuildError, match="TensorRT rejected it"):
+        build_engine(make_onnx(tmp_path / "m.onnx", qdq=True), tmp_path / "m.engine", timing_cache=cache, pin_timing_cache=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "t.cache"]

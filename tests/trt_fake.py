@@ -8,8 +8,9 @@ it, and like the real thing:
 
 * the engine inspector prints every tensor format as "N/A due to dynamic shapes" unless an
   execution context whose input shapes are all set was given to it (``execution_context``);
-* ``create_timing_cache`` returns None for a cache another version/GPU wrote, and
-  ``set_timing_cache(None, ...)`` raises TypeError (pybind11 rejects a null reference);
+* ``create_timing_cache`` returns None for a cache another version/GPU wrote (``FOREIGN_CACHE``),
+  ``set_timing_cache`` returns False for one it deserialized but will not take (``REFUSED_CACHE``),
+  and ``set_timing_cache(None, ...)`` raises TypeError (pybind11 rejects a null reference);
 * TensorRT keeps the first logger handed to a builder or runtime and logs a warning through it
   when another one comes later;
 * layer names are whatever the test's inspector JSON says (fused reformat names included).
@@ -31,8 +32,12 @@ DYNAMIC_FORMAT = "N/A due to dynamic shapes"
 LOGGER_DIFFERS = ("The logger passed into createInferRuntime differs from one already provided for an existing builder, "
                   "runtime, or refitter. Uses of the global logger, returned by nvinfer1::getLogger(), will return the "
                   "existing value.")
-#: Bytes a timing cache of another TensorRT version / GPU starts with (in these tests).
+#: Bytes a timing cache of another TensorRT version / GPU starts with (in these tests):
+#: ``create_timing_cache`` returns None for it.
 FOREIGN_CACHE = b"TIMING-CACHE-OF-ANOTHER-GPU"
+#: A cache TensorRT deserializes but will not take: ``set_timing_cache(cache, False)`` returns False
+#: (the header names another GPU; ``ignore_mismatch=False``).
+REFUSED_CACHE = b"TIMING-CACHE-REFUSED-BY-SET"
 SEVERITIES = {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3, "VERBOSE": 4}
 
 
@@ -259,6 +264,9 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
                 raise TypeError("set_timing_cache(): incompatible function arguments. The following argument types "
                                 "are supported:\n    1. (self: tensorrt.IBuilderConfig, cache: tensorrt.ITimingCache, "
                                 "ignore_mismatch: bool) -> bool")
+            if cache._data.startswith(REFUSED_CACHE) and not ignore_mismatch:
+                calls.setdefault("refused_caches", []).append(cache._data)
+                return False
             object.__setattr__(self, "_cache", cache)
             return True
 

@@ -28,6 +28,7 @@ COMMON: tuple[str, ...] = (
     "IBuilderConfig.add_optimization_profile", "IOptimizationProfile.set_shape",
     "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache",
     "ITimingCache.serialize", "IHostMemory",
+    "BuilderFlag.ERROR_ON_TIMING_CACHE_MISS",  # --pin-timing-cache (set only where the release has it; all recorded do)
     "BuilderFlag.SPARSE_WEIGHTS",
     # inspect (build.py): a context with input shapes set, so formats are real
     "Runtime", "Runtime.__init__", "Runtime.deserialize_cuda_engine",
