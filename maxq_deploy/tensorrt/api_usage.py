@@ -37,9 +37,9 @@ COMMON: tuple[str, ...] = (
     "TensorIOMode.INPUT", "TensorIOMode.OUTPUT",
     "IExecutionContext.set_input_shape", "EngineInspector.execution_context", "EngineInspector.get_engine_information",
     "LayerInformationFormat.JSON",
-    # run (runner.py)
-    "ICudaEngine.get_tensor_dtype", "IExecutionContext.set_tensor_address", "IExecutionContext.get_tensor_shape",
-    "IExecutionContext.execute_async_v3", "DataType",
+    # run (runtimes/tensorrt_runner.py: engine_from_file -> I/O names, profile and output shapes -> run)
+    "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_shape", "IExecutionContext.set_tensor_address",
+    "IExecutionContext.get_tensor_shape", "IExecutionContext.execute_async_v3", "DataType",
 )
 
 #: Weak typing + precision flags: taken only where the version has them and has not deprecated them (< 10.12).
