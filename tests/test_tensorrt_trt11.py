@@ -236,3 +236,88 @@ def test_pinned_cache_refused_by_set_timing_cache_is_one_error_and_writes_nothin
     with pytest.raises(EngineBuildError, match="TensorRT rejected it"):
         build_engine(make_onnx(tmp_path / "m.onnx", qdq=True), tmp_path / "m.engine", timing_cache=cache, pin_timing_cache=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "t.cache"]
+
+
+# ------------------------------------------------------------------ 5. float regions of the Q/DQ graph
+
+
+@pytest.mark.parametrize("version, strongly", [("10.8.0", False), ("11.4.0", True)])
+def test_engine_report_names_the_float_regions(tmp_path, fake_trt, version: str, strongly: bool) -> None:
+    import onnx
+
+    from maxq_deploy.onnx_graph import meta as onnx_meta
+    from maxq_deploy.tensorrt.build import build_engine
+    from test_tensorrt_unit import make_onnx
+
+    fake_trt(version)
+    onnx_path = make_onnx(tmp_path / "m.onnx", qdq=True)
+    old = build_engine(onnx_path, tmp_path / "old.engine")
+    assert old.report.reproducibility["float_regions"].startswith("fp32 (not recorded")
+    model = onnx.load(str(onnx_path))
+    onnx_meta.write_metadata(model, {onnx_meta.key("float_regions"): "fp16"})
+    onnx.save(model, str(onnx_path))
+    new = build_engine(onnx_path, tmp_path / "new.engine")
+    assert new.report.reproducibility["float_regions"] == "fp16"
+    note = next(n for n in new.report.notes if n.startswith("float regions of the Q/DQ graph: fp16"))
+    assert ("strongly typed" in note) == strongly
+
+
+def test_float_regions_option_is_checked_before_any_work(tmp_path) -> None:
+    from maxq_deploy.core.errors import OptionError
+    from maxq_deploy.export.tensorrt_form import ExportOptions, export_model
+
+    with pytest.raises(OptionError, match="--float-regions must be fp16 or fp32, got 'fp8'"):
+        ExportOptions(float_regions="fp8")
+    with pytest.raises(OptionError, match="--float-regions applies to INT8 Q/DQ graphs, not a fp32 export"):
+        ExportOptions(float_regions="fp16").resolve_float_regions("fp32")
+    with pytest.raises(OptionError, match="--float-regions does not apply to --target onnxruntime"):
+        export_model(tmp_path / "x.pt", tmp_path / "x.onnx", "onnxruntime", float_regions="fp16")
+
+
+@pytest.mark.parametrize("installed, expected", [(None, "fp16"), ("11.0.0.114", "fp16"), ("10.13.3.9", "fp16"),
+                                                 ("10.8.0.43", "fp32")])
+def test_float_regions_default_follows_the_installed_release(monkeypatch, installed, expected: str) -> None:
+    from maxq_deploy.export.tensorrt_form import ExportOptions
+    from maxq_deploy.runtimes import tensorrt_api as _trt
+
+    monkeypatch.setattr(_trt, "installed_tensorrt_version", lambda: installed)
+    regions, why = ExportOptions().resolve_float_regions("int8")
+    assert regions == expected and why
+
+
+@pytest.mark.slow
+def test_int8_export_with_fp16_float_regions_is_parity_checked(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("pytorch_quantization")
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.quantize import quantize_ptq
+    from maxq_deploy.reference import make_checkpoint, save_checkpoint
+    from maxq_deploy.reference.train import save_digits_npz
+    from maxq_deploy.runtimes import tensorrt_api as _trt
+
+    monkeypatch.setattr(_trt, "installed_tensorrt_version", lambda: None)
+    train, _test = save_digits_npz(tmp_path, 32)
+    save_checkpoint(make_checkpoint("resnet18", "2:4", num_classes=10, seed=0), tmp_path / "r.pth.tar")
+    fold_checkpoint(tmp_path / "r.pth.tar", tmp_path / "r.folded.pt")
+    quantize_ptq(tmp_path / "r.folded.pt", tmp_path / "r.q.pt", train, calibrator="max", calib_batches=2, batch_size=16, workers=0)
+    result = export_onnx(tmp_path / "r.q.pt", tmp_path / "int8.onnx", input_size=32)  # default: fp16 float regions
+    assert result.parity.passed and result.opset == 19 and result.io_dtype == "float32"
+    assert any("float regions of the Q/DQ graph: fp16" in n for n in result.notes)
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    graph = model.graph
+    assert [i.type.tensor_type.elem_type for i in (*graph.input, *graph.output)] == [TensorProto.FLOAT, TensorProto.FLOAT]
+    inits = {i.name: i for i in graph.initializer}
+    inits.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    assert not any(i.data_type == TensorProto.FLOAT for i in inits.values())
+    dq_scales = [inits[n.input[1]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[1] in inits]
+    assert dq_scales and all(s.data_type == TensorProto.FLOAT16 for s in dq_scales)
+    weights = [inits[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weights and all(w.data_type == TensorProto.INT8 for w in weights)  # the INT8 values are untouched
+    assert (graph.node[0].op_type, graph.node[-1].op_type) == ("Cast", "Cast")
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["maxq_deploy.float_regions"] == "fp16" and meta["maxq_deploy.precision"] == "int8"
+    assert np.isfinite(numpy_helper.to_array(dq_scales[0]).astype(np.float32)).all()

@@ -297,6 +297,9 @@ def build_engine(
             provenance=provenance(src) | {"workspace_gib": workspace_gib, "build_seconds": round(seconds, 2)},
         )
         report.notes.extend(notes)
+        reproducibility["float_regions"] = float_regions_of(graph)
+        if graph.precision == "int8":
+            report.notes.append(float_regions_note(reproducibility["float_regions"], plan.strongly_typed))
         report.reproducibility = reproducibility
         cache_bytes = None
         if cache_use is not None and not pin_timing_cache:
@@ -320,6 +323,24 @@ def build_engine(
         output=out, report_path=report_path, report=report, plan=plan, profile=shapes, trt_version=version,
         build_seconds=seconds, timing_cache=cache_path, warnings=logger.warnings(since),
     )
+
+
+def float_regions_of(graph: Any) -> str | None:
+    """The float-region type an INT8 Q/DQ graph was exported with (ONNX metadata ``maxq_deploy.float_regions``)."""
+    from maxq_deploy.onnx_graph import meta as onnx_meta
+
+    if graph.precision != "int8":
+        return None
+    return (graph.metadata or {}).get(onnx_meta.key("float_regions")) or "fp32 (not recorded: exported before --float-regions)"
+
+
+def float_regions_note(regions: str | None, strongly_typed: bool) -> str:
+    """What the float parts of the Q/DQ graph run in, for the engine report."""
+    if strongly_typed:
+        return (f"float regions of the Q/DQ graph: {regions}; the network is strongly typed, so they run in that type"
+                + ("" if str(regions).startswith("fp16") else
+                   " (export onnx --float-regions fp16 makes them fp16, as a weakly typed 10.x build with FP16 would)"))
+    return f"float regions of the Q/DQ graph: {regions}; weakly typed build: the FP16 flag lets TensorRT run them in fp16"
 
 
 def inspect_serialized_engine(trt: Any, logger: Any, engine_bytes: bytes) -> str:
