@@ -321,3 +321,70 @@ def test_int8_export_with_fp16_float_regions_is_parity_checked(tmp_path, monkeyp
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["maxq_deploy.float_regions"] == "fp16" and meta["maxq_deploy.precision"] == "int8"
     assert np.isfinite(numpy_helper.to_array(dq_scales[0]).astype(np.float32)).all()
+
+
+# ------------------------------------------------------------------ 6. CUDA facts from CUDA, not torch
+
+
+class _FakeDriver:
+    """libcuda's calls as ctypes makes them (out-parameters through byref)."""
+
+    def cuInit(self, flags):
+        return 0
+
+    def cuDriverGetVersion(self, ref):
+        ref._obj.value = 13000
+        return 0
+
+    def cuDeviceGet(self, ref, index):
+        ref._obj.value = index
+        return 0 if index == 0 else 101  # CUDA_ERROR_INVALID_DEVICE
+
+    def cuDeviceGetName(self, buf, size, handle):
+        buf.value = b"NVIDIA H200"
+        return 0
+
+    def cuDeviceGetAttribute(self, ref, attribute, handle):
+        ref._obj.value = {75: 9, 76: 0}[attribute]
+        return 0
+
+
+class _FakeRuntime:
+    def cudaRuntimeGetVersion(self, ref):
+        ref._obj.value = 12080
+        return 0
+
+
+def test_engine_report_records_cuda_versions_and_gpu_name_from_cuda(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from maxq_deploy.runtimes import tensorrt_api as _trt
+    from maxq_deploy.tensorrt.build import build_engine
+    from test_tensorrt_unit import make_onnx
+    from trt_fake import fake_tensorrt
+
+    monkeypatch.setattr(_trt, "require_cuda_gpu", lambda *a, **k: None)
+    monkeypatch.setattr(_trt, "_SHARED", [])
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.0", fx.inspector_json("11.4.0")))
+    libs = {_trt._CUDA_DRIVER_LIBS: (_FakeDriver(), "libcuda.so.1"), _trt._CUDA_RUNTIME_LIBS: (_FakeRuntime(), "libcudart.so.12")}
+    monkeypatch.setattr(_trt, "_load_first", lambda names: libs[names])
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: pytest.fail("the GPU name must not come from torch"))
+    result = build_engine(make_onnx(tmp_path / "m.onnx", qdq=True), tmp_path / "m.engine")
+    gpu = result.report.reproducibility["gpu"]
+    assert (gpu["name"], gpu["compute_capability"], gpu["cuda_driver_version"], gpu["cuda_runtime_version"]) == \
+        ("NVIDIA H200", "9.0", "13.0", "12.8")
+    assert gpu["notes"] == []
+
+
+def test_cuda_facts_without_cuda_are_none_with_a_note(monkeypatch) -> None:
+    from maxq_deploy.runtimes import tensorrt_api as _trt
+
+    monkeypatch.setattr(_trt, "_load_first", lambda names: (None, None))
+    facts = _trt.cuda_facts()
+    assert facts["name"] is None and facts["cuda_driver_version"] is None and facts["cuda_runtime_version"] is None
+    assert any("no CUDA driver library" in n for n in facts["notes"]) and any("libcudart" in n for n in facts["notes"])
+    monkeypatch.setattr(_trt, "_load_first", lambda names: (_FakeDriver(), "libcuda.so.1") if "libcuda.so.1" in names else (None, None))
+    other = _trt.cuda_facts(device=3)
+    assert other["name"] is None and other["cuda_driver_version"] == "13.0" and any("no CUDA device 3" in n for n in other["notes"])
