@@ -388,3 +388,32 @@ def test_cuda_facts_without_cuda_are_none_with_a_note(monkeypatch) -> None:
     monkeypatch.setattr(_trt, "_load_first", lambda names: (_FakeDriver(), "libcuda.so.1") if "libcuda.so.1" in names else (None, None))
     other = _trt.cuda_facts(device=3)
     assert other["name"] is None and other["cuda_driver_version"] == "13.0" and any("no CUDA device 3" in n for n in other["notes"])
+
+
+def test_default_fp16_float_regions_fall_back_to_fp32_when_parity_fails(tmp_path, monkeypatch) -> None:
+    """The default never makes an export fail that the fp32 form passes: the fallback is written and said."""
+    import onnx
+
+    from maxq_deploy.export import tensorrt_form
+    from maxq_deploy.export.tensorrt_form import ExportOptions, _ExportJob
+
+    class Parity:
+        def __init__(self, passed: bool) -> None:
+            self.passed = passed
+
+        def describe(self) -> str:
+            return "relative error 0.3 (> tolerance 0.1)"
+
+    job = _ExportJob(tmp_path / "q.pt", tmp_path / "q.onnx", ExportOptions())
+    job.precision, job.options.input_size = "int8", 16
+    job.loaded = __import__("types").SimpleNamespace(module=None)
+    fp32_model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    fp16_model = onnx.helper.make_model(onnx.helper.make_graph([], "g16", [], []))
+    job.model, job.float_regions, job.fallback = fp16_model, "fp16", (fp32_model, ["before"])
+    results = iter([Parity(False), Parity(True)])
+    monkeypatch.setattr(tensorrt_form, "check_parity", lambda *a, **k: next(results))
+    monkeypatch.setattr(job, "_seal", lambda: None)
+    job.write_checked()
+    assert job.model is fp32_model and job.float_regions == "fp32" and job.fallback is None
+    assert job.notes[0] == "before" and "the default fp16 form failed the parity check" in job.notes[-1]
+    assert onnx.load(str(tmp_path / "q.onnx")).graph.name == "g"

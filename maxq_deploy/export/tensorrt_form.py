@@ -328,6 +328,7 @@ class _ExportJob:
         self.started = time.perf_counter()
         self.notes: list[str] = []
         self.float_regions: str | None = None
+        self.fallback: tuple | None = None  # (fp32-float-region model, notes) while the default fp16 form is unchecked
 
     def load(self) -> None:
         from maxq_deploy.load.maxq_checkpoint import torch_load_safe
@@ -361,8 +362,6 @@ class _ExportJob:
                 _SCRATCH.pop()
 
     def finalize_graph(self) -> None:
-        import onnx
-
         graph = self.model.graph
         _name_io(graph)
         if self.precision == "fp16":
@@ -371,11 +370,22 @@ class _ExportJob:
         self.layers = _rename_layers(graph, self.loaded.module, set(self.sparse_layers or ()), self.notes)
         self.float_regions, why = self.options.resolve_float_regions(self.precision)
         if self.float_regions == "fp16":
+            import copy
+
             from maxq_deploy.export.float_regions import float_regions_to_fp16
 
+            if self.options.float_regions is None:  # the default: fp32 float regions remain the fallback
+                self.fallback = (copy.deepcopy(self.model), list(self.notes))
             self.notes.extend(float_regions_to_fp16(self.model))
         if self.float_regions:
             self.notes.append(f"float regions of the Q/DQ graph: {self.float_regions} ({why})")
+        self._seal()
+
+    def _seal(self) -> None:
+        """Producer, doc string and metadata on the final graph, then the full ONNX check."""
+        import onnx
+
+        graph = self.model.graph
         _assert_clean_graph(graph)
         self.model.producer_name = "maxq-deploy"
         self.model.producer_version = __version__
@@ -415,6 +425,17 @@ class _ExportJob:
             onnx.save(self.model, str(tmp))
             size = self.options.input_size
             self.parity = check_parity(tmp, self.loaded.module, self.precision, [self.options.check_batch, 3, size, size], self._reference())
+            if not self.parity.passed and self.fallback is not None:
+                # default fp16 float regions that fail parity: the fp32 form (what weakly typed builds get) instead
+                failed = self.parity.describe()
+                self.model, self.notes = self.fallback
+                self.fallback, self.float_regions = None, "fp32"
+                self.notes.append(f"float regions of the Q/DQ graph: fp32 (the default fp16 form failed the parity check: "
+                                  f"{failed}; --float-regions fp16 to insist)")
+                self._seal()
+                onnx.save(self.model, str(tmp))
+                self.parity = check_parity(tmp, self.loaded.module, self.precision, [self.options.check_batch, 3, size, size],
+                                           self._reference())
             if not self.parity.passed:
                 raise ParityError(
                     f"ONNX parity check failed ({self.precision}): {self.parity.describe()}, ONNX Runtime vs "
