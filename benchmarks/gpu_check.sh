@@ -47,7 +47,7 @@ step "pytest gpu/tensorrt" 180 "$PY" -m pytest -q -m "gpu or tensorrt" -p no:cac
 step "torch 2:4 semi-structured (resnet50)" 200 "$PY" benchmarks/gpu_torch_sparse.py --batches 1,64,256 \
   --dtypes float16,bfloat16 --seconds 1.0 --out "$OUT/torch_sparse_resnet50.json"
 if "$PY" -c "import tensorrt" 2>/dev/null; then
-  step "TensorRT dense vs sparse" 240 "$PY" benchmarks/trt_sparse_benchmark.py --batches 1,64,256 \
+  step "TensorRT dense vs sparse, INT8 and fp16" 360 "$PY" benchmarks/trt_sparse_benchmark.py --batches 1,8,64,256 \
     --min-seconds 1 --workdir "$OUT/trt-work" --out "$OUT/trt_sparse_resnet50.json"
 else
   echo "== TensorRT dense vs sparse: skipped (tensorrt does not import here)"

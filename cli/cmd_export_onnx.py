@@ -36,6 +36,12 @@ def export_onnx_command(
     calib_batch_size: Optional[int] = typer.Option(None, "--calib-batch-size", help="Images per calibration batch (--target onnxruntime; default 8)."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side of calibration images to this (default: input size x 256/224; CIFAR ResNets: the input size)."),
     calibrate_method: Optional[str] = typer.Option(None, "--calibrate-method", help="minmax (default), entropy or percentile (--target onnxruntime)."),
+    float_regions: Optional[str] = typer.Option(
+        None, "--float-regions",
+        help="INT8 Q/DQ graphs (--target tensorrt): fp16 or fp32 for the float parts (stem, epilogue). Default fp16: "
+             "TensorRT 11.x and 10.12+ build strongly typed and run them in the graph's type; fp32 only when the "
+             "installed TensorRT is a weakly typed 10.x before 10.12.",
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Export to ONNX with checkpoint layer names and metadata; ends with an ONNX Runtime parity check."""
@@ -47,7 +53,7 @@ def export_onnx_command(
     result = export_model(
         model, output, target, precision=precision, opset=opset, batch=batch, dynamic_batch=True if dynamic_batch else None,
         input_size=input_size, calib=calib, calib_batches=calib_batches, calib_batch_size=calib_batch_size, resize=resize,
-        calibrate_method=calibrate_method, progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
+        calibrate_method=calibrate_method, float_regions=float_regions, progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
     )
     if json_out:
         return print_json(result.summary())

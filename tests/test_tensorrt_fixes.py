@@ -19,6 +19,7 @@ from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.onnx_graph.layers import OnnxLayer
 from maxq_deploy.tensorrt.report import build_engine_report, load_engine_report, save_engine_report
 
+import inspector_fixtures  # noqa: E402
 from test_tensorrt_unit import INT8_FMT, FP32_FMT, SPARSITY_LOG, make_onnx  # noqa: E402
 from trt_fake import DYNAMIC_FORMAT, FOREIGN_CACHE, LOGGER_DIFFERS, fake_tensorrt  # noqa: E402
 
@@ -64,12 +65,12 @@ def qdq_engine_layers() -> list[dict]:
 
 
 def inspector(version: str, layers: list[dict] | None = None) -> dict:
-    layers = qdq_engine_layers() if layers is None else layers
+    """The engine information ``version`` prints: 11.x splits each tensor's Format and DataType (tests/inspector_fixtures.py)."""
     if version.startswith("11"):
-        io = [{"Name": "input", "IOMode": "Input", "DataType": "Float", "Dimensions": [-1, 3, 16, 16]},
-              {"Name": "output", "IOMode": "Output", "DataType": "Float", "Dimensions": [-1, 10]}]
-        return {"Layers": layers, "I/O Tensors": io, "_sparsity_log": SPARSITY_LOG[:1]}
-    return {"Layers": layers, "Bindings": ["input", "output"], "_sparsity_log": SPARSITY_LOG[:1]}
+        data = inspector_fixtures.inspector_json(version, layers)
+    else:
+        data = {"Layers": qdq_engine_layers() if layers is None else layers, "Bindings": ["input", "output"]}
+    return {**data, "_sparsity_log": SPARSITY_LOG[:1]}
 
 
 @pytest.fixture
@@ -138,7 +139,9 @@ def test_timing_cache_of_another_gpu_is_rebuilt_and_reported(tmp_path: Path, ins
     record = result.report.reproducibility["timing_cache"]
     assert record["status"] == "mismatch" and record["sha256_out"] and record["sha256_in"] != record["sha256_out"]
     assert any("made by another TensorRT version or GPU" in note for note in result.report.notes)
-    assert cache.read_bytes() == b"+new"  # the cache of this machine replaces it
+    assert cache.read_bytes() == FOREIGN_CACHE + b"..."  # the other GPU's cache is never overwritten
+    beside = tmp_path / f"timing.unknown-GPU.trt{version}.cache"  # no GPU identity here: named so
+    assert record["written_to"] == str(beside) and beside.read_bytes() == b"+new"
 
 
 def test_pinned_timing_cache_mismatch_is_one_error_line(tmp_path: Path, install) -> None:
@@ -170,7 +173,8 @@ def test_pinned_timing_cache_is_reused_and_never_rewritten(tmp_path: Path, insta
     assert record["status"] == "reused" and record["pinned"] and record["sha256_out"] is None
     assert cache.read_bytes() == b"pinned-cache-of-this-gpu" and trt.calls["timing_caches"] == [b"pinned-cache-of-this-gpu"]
     repro = load_engine_report(tmp_path / "m.engine.json").reproducibility
-    assert repro["trt_version"] == "10.13.3" and repro["builder_flags"] == ["SPARSE_WEIGHTS"]
+    assert repro["trt_version"] == "10.13.3" and repro["builder_flags"] == ["SPARSE_WEIGHTS", "ERROR_ON_TIMING_CACHE_MISS"]
+    assert trt.calls["flags"] == ["SPARSE_WEIGHTS", "ERROR_ON_TIMING_CACHE_MISS"] and record["error_on_miss"] is True
     assert repro["network_flags"] == ["STRONGLY_TYPED"] and len(repro["onnx_sha256"]) == 64 and "gpu" in repro
 
 

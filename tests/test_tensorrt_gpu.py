@@ -137,3 +137,71 @@ def test_timing_cache_is_written_and_reused(graphs, tmp_path: Path) -> None:
     assert cache.is_file() and cache.stat().st_size > 0
     second = build_engine(graphs["fp32"], tmp_path / "b.engine", timing_cache=cache, min_batch=1, opt_batch=1, max_batch=1)
     assert second.output.is_file() and first.report.summary_line() == second.report.summary_line()
+
+
+# ------------------------------------------------------------------ INT8: the product's main artifact
+
+INT8_SIZE = 32  # the digits calibration size: the Q/DQ graph is exported at the size it was calibrated at
+
+
+@pytest.fixture(scope="module")
+def int8_graph(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A reference ResNet-18 2:4, folded, PTQ-quantized on digits and exported as the INT8 Q/DQ graph (fp16 float regions)."""
+    pytest.importorskip("pytorch_quantization", reason="INT8 needs pytorch-quantization (pip install pytorch-quantization==2.1.3)")
+    pytest.importorskip("sklearn", reason="the digits calibration set needs scikit-learn")
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.quantize import quantize_ptq
+    from maxq_deploy.reference import make_checkpoint, save_checkpoint
+    from maxq_deploy.reference.train import save_digits_npz
+
+    work = tmp_path_factory.mktemp("trt-int8")
+    train, test = save_digits_npz(work, INT8_SIZE)
+    save_checkpoint(make_checkpoint("resnet18", "2:4", num_classes=10, seed=0), work / "r18.pth.tar")
+    fold_checkpoint(work / "r18.pth.tar", work / "r18.folded.pt")
+    quantize_ptq(work / "r18.folded.pt", work / "r18.q.pt", train, calibrator="max", calib_batches=2, batch_size=16, workers=0)
+    exported = export_onnx(work / "r18.q.pt", work / "r18.int8.onnx", input_size=INT8_SIZE)
+    return {"onnx": exported.output, "quantized": work / "r18.q.pt", "test": test, "float_regions": exported.notes}
+
+
+@pytest.fixture(scope="module")
+def int8_engines(int8_graph: dict) -> dict[bool, object]:
+    from maxq_deploy.tensorrt.build import build_engine
+
+    onnx_path = int8_graph["onnx"]
+    return {sparse: build_engine(onnx_path, onnx_path.with_name(f"r18.int8.{'sparse' if sparse else 'dense'}.engine"),
+                                 sparse=sparse, min_batch=1, opt_batch=8, max_batch=16, workspace_gib=1.0)
+            for sparse in (False, True)}
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_int8_engine_matches_the_fake_quantized_model(int8_graph, int8_engines, sparse: bool) -> None:
+    import torch
+
+    from maxq_deploy.load.torch_model import load_torch_model
+    from maxq_deploy.runtimes.tensorrt_runner import TensorRTRunner
+
+    data = np.load(int8_graph["test"])
+    batch = np.ascontiguousarray(data["images"][:16].astype(np.float32))
+    module = load_torch_model(int8_graph["quantized"]).module.eval()
+    with torch.no_grad():
+        reference = module(torch.from_numpy(batch)).float().numpy()
+    with TensorRTRunner(int8_engines[sparse].output) as runner:
+        out = runner.run(batch)
+    rel = float(np.abs(out - reference).max() / np.abs(reference).max())
+    assert rel < TOLERANCE["int8"], f"int8 {'sparse' if sparse else 'dense'}: relative error {rel:.3g} vs the fake-quantized model"
+    agree = float((out.argmax(1) == reference.argmax(1)).mean())
+    assert agree >= 0.9, f"top-1 agreement with the fake-quantized model {agree:.2%}"
+
+
+def test_int8_sparse_engine_runs_eligible_convs_int8_in_and_out(int8_engines) -> None:
+    report = int8_engines[True].report
+    assert report.graph_precision == "int8" and report.sparse_build
+    eligible = [layer for layer in report.layers if layer.op == "conv" and layer.eligible]
+    assert eligible, f"no eligible conv: {report.sparsity_log_lines}"
+    not_int8 = [(layer.trt_name, layer.input_dtype, layer.output_dtype) for layer in eligible
+                if (layer.input_dtype, layer.output_dtype) != ("int8", "int8")]
+    assert not_int8 == [], f"eligible convs not INT8 in and out: {not_int8}"
+    assert all(layer.precision == "int8" for layer in eligible)
+    assert report.reproducibility["float_regions"] == "fp16"
+    assert int8_engines[False].report.totals()["eligible"] == 0

@@ -411,7 +411,7 @@ def test_trtexec_command_10_int8() -> None:
     assert argv[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
     for expected in ("--minShapes=input:1x3x224x224", "--optShapes=input:8x3x224x224", "--maxShapes=input:64x3x224x224",
                      "--memPoolSize=workspace:2048M", "--sparsity=enable", "--int8", "--fp16", "--profilingVerbosity=detailed",
-                     "--exportLayerInfo=m.engine.layers.json", "--timingCacheFile=cache.bin", "--skipInference"):
+                     "--exportLayerInfo=m.engine.layers.json", "--timingCacheFile=cache.bin", "--iterations=1"):
         assert expected in argv
     assert "--sparsity=force" not in argv and "--stronglyTyped" not in argv
 
@@ -427,12 +427,16 @@ def test_trtexec_command_11_and_10_12() -> None:
     assert not any(a.startswith("--sparsity") for a in dense)
 
 
-def test_trtexec_without_tensorrt_defaults_to_10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tensorrt) -> None:
+def test_trtexec_without_tensorrt_asks_for_the_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tensorrt) -> None:
     monkeypatch.setattr(_trt, "installed_tensorrt_version", lambda: None)
     onnx_path = make_onnx(tmp_path / "q.onnx", qdq=True)
-    cmd = trtexec_for_onnx(onnx_path, tmp_path / "q.engine", max_batch=16)
-    assert cmd.trt_version == "10" and "--int8" in cmd.argv and "--maxShapes=input:16x3x16x16" in cmd.argv
-    assert "not installed" in cmd.notes[0]
+    with pytest.raises(MaxQDeployError, match="TensorRT is not installed here, so the release the command is for is unknown"):
+        trtexec_for_onnx(onnx_path, tmp_path / "q.engine", max_batch=16)
+    cmd = trtexec_for_onnx(onnx_path, tmp_path / "q.engine", trt_version="10.8", max_batch=16)
+    assert cmd.trt_version == "10.8" and "--int8" in cmd.argv and "--maxShapes=input:16x3x16x16" in cmd.argv
+    monkeypatch.setattr(_trt, "installed_tensorrt_version", lambda: "11.4.0.106")  # detected from package metadata
+    cmd = trtexec_for_onnx(onnx_path, tmp_path / "q.engine")
+    assert cmd.trt_version == "11.4.0.106" and "--int8" not in cmd.argv and "installed TensorRT 11.4.0.106" in cmd.notes[0]
     with pytest.raises(EngineBuildError, match="--trt-version must be 10 or 11"):
         trtexec_for_onnx(onnx_path, tmp_path / "q.engine", trt_version="9")
 

@@ -4,7 +4,10 @@ The API surfaces in tests/data/trt_api/ were recorded from the real ``tensorrt-c
 wheels by ``tools/trt_api_surface.py`` (imported with stub NVIDIA libraries, no GPU). The names the
 code uses are declared in :mod:`maxq_deploy.tensorrt.api_usage`; these tests check the
 declaration against the code (every ``trt.X`` in the source, every member the code reads on the
-fake during a build) and against each release, per code path. Where a C compiler is present, the
+fake during a build) and against each release, per code path. The fake enforces each release's
+recorded signatures (arity, keyword names, argument kinds), and every declared method is called
+through it per recorded release: build (fresh, refused timing cache, pinned), parse failure,
+``verify`` re-inspection and the runner's whole path (``engine_from_file`` -> shapes -> ``run``). Where a C compiler is present, the
 newest cached bindings wheel (downloaded once into .cache/trt-wheels/ when PyPI is reachable) is
 imported for real.
 """
@@ -212,3 +215,141 @@ def test_real_bindings_of_the_newest_cached_version_import() -> None:
     out = proc.stdout
     assert "builder: TensorRT could not start a builder" in out  # the stubs return null: a clear project error
     assert "missing: []" in out, out
+
+
+# ------------------------------------------------------------------ calls, not names: every entry point per release
+
+
+@pytest.fixture
+def cuda_on_cpu(monkeypatch: pytest.MonkeyPatch):
+    """torch's CUDA stream/device calls as no-ops, so the runner's own code runs on CPU tensors (addresses are real)."""
+    import contextlib
+
+    import torch
+
+    class Stream:
+        cuda_stream = 0
+
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def wait_stream(self, other) -> None:
+            pass
+
+    monkeypatch.setattr(torch.cuda, "device", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "stream", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: Stream())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None, raising=False)
+    monkeypatch.setattr(_trt, "require_cuda_gpu", lambda *a, **k: None)
+    monkeypatch.setattr(_trt, "_SHARED", [])
+    return torch
+
+
+def _run_runner(tmp_path: Path, torch) -> tuple:
+    import numpy as np
+
+    from maxq_deploy.runtimes.tensorrt_runner import TensorRTRunner
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"ENGINE-BYTES")
+    runner = TensorRTRunner(engine, device="cuda")
+    runner._device = torch.device("cpu")  # the fake engine reads and writes host memory at the addresses it is given
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    return runner, x, runner.run(x), x.reshape(4, -1).mean(axis=1, keepdims=True) * np.arange(1, 11, dtype=np.float32)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_runner_path_is_driven_through_each_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuda_on_cpu,
+                                                    version: str) -> None:
+    """engine_from_file -> I/O names, profile and output shapes -> run, with the recorded signatures enforced."""
+    import numpy as np
+
+    from maxq_deploy.core.errors import EngineRunError
+
+    trt = fake_tensorrt(version, {"Layers": [], "Bindings": []})
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    runner, x, out, expected = _run_runner(tmp_path, cuda_on_cpu)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert runner.info.batch_range == (1, 32) and runner.info.num_classes == 10 and runner.info.input_shape == (3, 16, 16)
+    assert runner.info.backend_version == version and runner.inputs == ["input"] and runner.outputs == ["output"]
+    with pytest.raises(EngineRunError, match="outside the engine's profile"):
+        runner.run(np.zeros((64, 3, 16, 16), np.float32))
+    runner_calls = {"Runtime.__init__", "Runtime.deserialize_cuda_engine", "ICudaEngine.create_execution_context",
+                    "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "ICudaEngine.get_tensor_profile_shape",
+                    "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_dtype", "IExecutionContext.set_input_shape",
+                    "IExecutionContext.set_tensor_address", "IExecutionContext.get_tensor_shape",
+                    "IExecutionContext.execute_async_v3"}
+    assert runner_calls <= trt.called, sorted(runner_calls - trt.called)
+    assert trt.used - set(api_usage.COMMON) == set(), "the runner reads names api_usage does not list"
+
+
+def _every_code_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch, version: str):
+    """Build (ok, with a timing cache of another GPU, pinned), parse failure, verify re-inspection, run: one fake."""
+    from test_tensorrt_fixes import inspector
+    from test_tensorrt_unit import make_onnx
+    from trt_fake import REFUSED_CACHE
+
+    from maxq_deploy.core.errors import EngineBuildError
+    from maxq_deploy.tensorrt.build import build_engine
+    from maxq_deploy.tensorrt.verify import load_report_for_engine
+
+    trt = fake_tensorrt(version, inspector(version))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx_path = make_onnx(tmp_path / "m.onnx", qdq=True)
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(REFUSED_CACHE)
+    build_engine(onnx_path, tmp_path / "m.engine", timing_cache=cache)
+    build_engine(onnx_path, tmp_path / "p.engine", timing_cache=tmp_path / "t.unknown-GPU.trt{}.cache".format(version),
+                 pin_timing_cache=True)
+    load_report_for_engine(tmp_path / "m.engine")
+    _run_runner(tmp_path, torch)
+    broken = fake_tensorrt(version, inspector(version), parse_ok=False)
+    broken.called, broken.used = trt.called, trt.used  # one record of what was called
+    monkeypatch.setitem(sys.modules, "tensorrt", broken)
+    monkeypatch.setattr(_trt, "_SHARED", [])
+    with pytest.raises(EngineBuildError, match="cannot parse"):
+        build_engine(onnx_path, tmp_path / "x.engine")
+    return trt
+
+
+def _declared_members() -> set[str]:
+    """The ``Class.member`` names of api_usage that are methods or properties (not enums, classes or module names)."""
+    names = load_surface(VERSIONS[-1])["names"]
+    out = set()
+    for dotted in api_usage.COMMON:
+        head, _, member = dotted.partition(".")
+        if member and names.get(head, {}).get("kind") == "class" and head != "ILogger":
+            out.add(dotted)
+    return out
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_declared_entry_point_is_called_per_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuda_on_cpu,
+                                                         version: str) -> None:
+    """Every method/property api_usage declares is called (or read/set) with arguments its recorded signature takes."""
+    trt = _every_code_path(tmp_path, monkeypatch, cuda_on_cpu, version)
+    touched = trt.called | trt.used
+    missing = sorted(_declared_members() - touched - {f"{c}.__init__" for c in ("Builder", "Runtime", "OnnxParser")}
+                     - {"OnnxParser.__init__"})
+    assert missing == [], f"declared but never exercised on {version}: {missing}"
+    assert {"Builder.__init__", "Runtime.__init__", "OnnxParser.__init__"} <= trt.called
+    assert trt.used - set(api_usage.COMMON) == set()
+
+
+def test_the_fake_rejects_calls_the_real_signatures_reject() -> None:
+    from trt_fake import SignatureError
+
+    trt = fake_tensorrt("11.4.0", {"Layers": []})
+    config = trt.Builder(object.__new__(type("L", (), {"log": lambda *a: None}))).create_builder_config()
+    with pytest.raises(SignatureError, match="set_flag"):
+        config.set_flag("SPARSE_WEIGHTS")  # an enum member is needed, not its name
+    with pytest.raises(SignatureError, match="set_memory_pool_limit"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE)  # arity
+    with pytest.raises(SignatureError, match="set_timing_cache"):
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False, extra=1)  # unknown keyword
+    with pytest.raises(SignatureError, match="create_timing_cache"):
+        config.create_timing_cache("not bytes")
+    config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+    assert "IBuilderConfig.set_flag" in trt.called

@@ -8,8 +8,9 @@ it, and like the real thing:
 
 * the engine inspector prints every tensor format as "N/A due to dynamic shapes" unless an
   execution context whose input shapes are all set was given to it (``execution_context``);
-* ``create_timing_cache`` returns None for a cache another version/GPU wrote, and
-  ``set_timing_cache(None, ...)`` raises TypeError (pybind11 rejects a null reference);
+* ``create_timing_cache`` returns None for a cache another version/GPU wrote (``FOREIGN_CACHE``),
+  ``set_timing_cache`` returns False for one it deserialized but will not take (``REFUSED_CACHE``),
+  and ``set_timing_cache(None, ...)`` raises TypeError (pybind11 rejects a null reference);
 * TensorRT keeps the first logger handed to a builder or runtime and logs a warning through it
   when another one comes later;
 * layer names are whatever the test's inspector JSON says (fused reformat names included).
@@ -31,8 +32,13 @@ DYNAMIC_FORMAT = "N/A due to dynamic shapes"
 LOGGER_DIFFERS = ("The logger passed into createInferRuntime differs from one already provided for an existing builder, "
                   "runtime, or refitter. Uses of the global logger, returned by nvinfer1::getLogger(), will return the "
                   "existing value.")
-#: Bytes a timing cache of another TensorRT version / GPU starts with (in these tests).
+#: Bytes a timing cache of another TensorRT version / GPU starts with (in these tests):
+#: ``create_timing_cache`` returns None for it.
 FOREIGN_CACHE = b"TIMING-CACHE-OF-ANOTHER-GPU"
+#: A cache TensorRT deserializes but will not take: ``set_timing_cache(cache, False)`` returns False
+#: (the header names another GPU; ``ignore_mismatch=False``).
+REFUSED_CACHE = b"TIMING-CACHE-REFUSED-BY-SET"
+NUM_CLASSES = 10  # classes of the fake engine's output
 SEVERITIES = {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3, "VERBOSE": 4}
 
 
@@ -63,6 +69,101 @@ def members_of(names: dict, cls: str) -> tuple[set[str], dict[str, str]]:
         for prop, mode in entry.get("properties", {}).items():
             props.setdefault(prop, mode)
     return methods, props
+
+
+def _split_params(text: str) -> list[str]:
+    """``"self: A, b: list[int, int] = <E.X: 0>"`` -> top-level comma-separated pieces."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[(<{":
+            depth += 1
+        elif ch in "])>}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        parts.append(cur.strip())
+    return parts
+
+
+def parse_signature(sig: str) -> list[tuple[str, str, bool]] | None:
+    """A recorded pybind11 signature -> [(name, annotation, has_default)] without ``self`` (None: not parsable)."""
+    head = sig.split("(", 1)
+    if len(head) != 2 or not head[0] or ")" not in head[1]:
+        return None
+    inner = head[1].rsplit(") ->", 1)[0] if ") ->" in head[1] else head[1].rsplit(")", 1)[0]
+    params = []
+    for piece in _split_params(inner):
+        if piece in ("*args", "**kwargs"):
+            return None
+        name, _, rest = piece.partition(":")
+        annotation, _, default = rest.partition("=")
+        params.append((name.strip(), annotation.strip(), bool(default.strip())))
+    if params and params[0][0] == "self":
+        params = params[1:]
+    return params
+
+
+def _fits(value: Any, annotation: str, has_default: bool, names: dict) -> bool:
+    """Whether pybind11 would accept ``value`` for a parameter annotated ``annotation`` (argument kinds only)."""
+    ann = annotation.replace("typing.", "").replace("typing_extensions.", "")
+    if value is None:
+        return has_default  # pybind11 takes None only where the default is None (or the type is optional)
+    if ann == "str":
+        return isinstance(value, str)
+    if ann == "bool":
+        return isinstance(value, bool)
+    if ann in ("int", "SupportsInt"):
+        return not isinstance(value, (str, bytes, float)) and hasattr(value, "__int__") and not isinstance(value, _Value)
+    if ann in ("float", "SupportsFloat"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ann in ("buffer", "Buffer"):
+        return isinstance(value, (bytes, bytearray, memoryview))
+    if ann == "tuple":
+        return isinstance(value, tuple)
+    if ann == "list" or ann.startswith("list["):
+        return isinstance(value, list)
+    if ann == "Dims" or ann.startswith("Dims"):
+        return isinstance(value, (tuple, list)) and all(isinstance(d, int) for d in value)
+    short = ann.split(".")[-1]
+    entry = names.get(ann) or names.get(short)
+    if isinstance(value, _Value):
+        return value.enum == short
+    if entry is not None and entry.get("kind") == "enum":
+        return False  # an enum parameter given something else (pybind11 enums take no ints)
+    if entry is not None and entry.get("kind") == "class":
+        if short == "ILogger":
+            return hasattr(value, "log")
+        cls = getattr(value, "_cls", None)
+        return cls == short or (cls is not None and short in names.get(cls, {}).get("bases", []))
+    return True  # an annotation this check does not model
+
+
+class SignatureError(TypeError):
+    """A call the real binding would reject (pybind11: "incompatible function arguments")."""
+
+
+def check_call(names: dict, cls: str, method: str, signatures: list[str], args: tuple, kwargs: dict) -> None:
+    """Raise :class:`SignatureError` unless one recorded overload of ``cls.method`` takes these arguments."""
+    parsed = [parse_signature(sig) for sig in signatures]
+    if not parsed or any(p is None for p in parsed):
+        return  # "(python)" / "(static)": nothing recorded to check against
+    for params in parsed:
+        if len(args) > len(params):
+            continue
+        given = dict(zip([p[0] for p in params], args))
+        if set(given) & set(kwargs) or set(kwargs) - {p[0] for p in params}:
+            continue
+        given.update(kwargs)
+        if any(not has_default and name not in given for name, _ann, has_default in params):
+            continue
+        if all(_fits(given[name], ann, has_default, names) for name, ann, has_default in params if name in given):
+            return
+    shown = ", ".join([*(type(a).__name__ for a in args), *(f"{k}={type(v).__name__}" for k, v in kwargs.items())])
+    raise SignatureError(f"{cls}.{method}(): incompatible function arguments ({shown}); supported: " + " | ".join(signatures))
 
 
 class _Value:
@@ -130,12 +231,32 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.calls = calls = {}
-    trt.used = set()
+    trt.used = set()  # every member read on a fake object ("Class.member")
+    trt.called = set()  # every method called, after its arguments passed the recorded signatures
     trt.loggers = []
     trt.surface_version = surface["version"]
     for name, entry in names.items():
         if entry["kind"] == "enum":
             setattr(trt, name, _enum(name, entry["members"]))
+
+    def signatures_of(cls_name: str, method: str) -> list[str]:
+        for name in [cls_name, *names.get(cls_name, {}).get("bases", [])]:
+            sigs = names.get(name, {}).get("methods", {}).get(method)
+            if sigs:
+                return sigs
+        return []
+
+    def enforced(cls_name: str, method: str, func: Callable) -> Callable:
+        """``func`` refusing any call the recorded signatures of ``cls_name.method`` reject; calls are recorded."""
+        sigs = signatures_of(cls_name, method)
+
+        def call(self, *args, **kwargs):
+            check_call(names, cls_name, method, sigs, args, kwargs)
+            trt.called.add(f"{cls_name}.{method}")
+            return func(self, *args, **kwargs)
+
+        call.__name__ = method
+        return call
 
     def restricted(cls_name: str, impl: type) -> type:
         if cls_name not in names or names[cls_name]["kind"] != "class":
@@ -144,7 +265,10 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
         extra = {k for k in vars(impl) if not k.startswith("_") and k not in methods and k not in props}
         if extra:  # a bug in this fake: it would offer names the real version lacks
             raise AssertionError(f"fake {cls_name} defines {sorted(extra)}, absent from TensorRT {version}")
-        return type(cls_name, (impl, _Restricted), {"_cls": cls_name, "_methods": methods, "_props": props, "_module": trt})
+        wrapped = {k: enforced(cls_name, k, v) for k, v in vars(impl).items()
+                   if callable(v) and not isinstance(v, (property, type)) and (k in methods) and (not k.startswith("_") or k == "__init__")}
+        return type(cls_name, (impl, _Restricted), {"_cls": cls_name, "_methods": methods, "_props": props, "_module": trt,
+                                                     **wrapped})
 
     registered: list[Any] = []
 
@@ -259,6 +383,9 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
                 raise TypeError("set_timing_cache(): incompatible function arguments. The following argument types "
                                 "are supported:\n    1. (self: tensorrt.IBuilderConfig, cache: tensorrt.ITimingCache, "
                                 "ignore_mismatch: bool) -> bool")
+            if cache._data.startswith(REFUSED_CACHE) and not ignore_mismatch:
+                calls.setdefault("refused_caches", []).append(cache._data)
+                return False
             object.__setattr__(self, "_cache", cache)
             return True
 
@@ -309,6 +436,34 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
             self._shapes[name] = shape
             return True
 
+        def get_tensor_shape(self, name: str):
+            if name == "input":
+                return self._shapes.get("input", tuple(self._engine.get_tensor_shape("input")))
+            batch = self._shapes["input"][0] if "input" in self._shapes else -1
+            return (batch, NUM_CLASSES)
+
+        def set_tensor_address(self, name: str, memory: int) -> bool:
+            self._shapes.setdefault("_addresses", {})[name] = int(memory)
+            return True
+
+        def execute_async_v3(self, stream_handle: int) -> bool:
+            """The engine's "model": logits[b, k] = (k + 1) * mean(input[b]), written at the output address."""
+            import ctypes
+
+            import numpy as np
+
+            addresses = self._shapes.get("_addresses", {})
+            if "input" not in self._shapes or not {"input", "output"} <= set(addresses):
+                return False  # TensorRT: an input shape or a tensor address was not set
+            calls["executed_on_stream"] = stream_handle
+            shape = self._shapes["input"]
+            count = int(np.prod(shape))
+            x = np.ctypeslib.as_array((ctypes.c_float * count).from_address(addresses["input"])).reshape(shape)
+            out = np.ctypeslib.as_array((ctypes.c_float * (shape[0] * NUM_CLASSES)).from_address(addresses["output"]))
+            logits = x.reshape(shape[0], -1).mean(axis=1, keepdims=True) * np.arange(1, NUM_CLASSES + 1, dtype=np.float32)
+            out[:] = logits.astype(np.float32).ravel()
+            return True
+
     class EngineInspector:
         def __init__(self, engine) -> None:
             object.__setattr__(self, "_engine", engine)
@@ -332,8 +487,8 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
                 if not isinstance(layer, dict):
                     continue
                 for tensor in (layer.get("Inputs") or []) + (layer.get("Outputs") or []):
-                    if not shapes_known:
-                        tensor["Format/Datatype"] = DYNAMIC_FORMAT
+                    if not shapes_known:  # 10.x: the one Format/Datatype field; 11.x: its Format (DataType kept)
+                        tensor["Format/Datatype" if "Format/Datatype" in tensor else "Format"] = DYNAMIC_FORMAT
                     elif batch is not None and isinstance(tensor.get("Dimensions"), list) and tensor["Dimensions"][:1] == [-1]:
                         tensor["Dimensions"] = [batch, *tensor["Dimensions"][1:]]
             calls["inspected_with_shapes"] = shapes_known
@@ -356,8 +511,14 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
         def get_tensor_profile_shape(self, name: str, profile_index: int):
             return [list(b) for b in self._bounds]
 
-        def create_execution_context(self, *args):
+        def create_execution_context(self, strategy=None):
             return Context(self)
+
+        def get_tensor_dtype(self, name: str):
+            return trt.DataType.FLOAT
+
+        def get_tensor_shape(self, name: str):
+            return (-1, *self._bounds[0][1:]) if name == "input" else (-1, NUM_CLASSES)
 
         def create_engine_inspector(self):
             return Inspector(self)

@@ -40,14 +40,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / ".cache" / "trt-wheels"
 DEFAULT_OUT = REPO / "tests" / "data" / "trt_api"
-#: Two 10.x before 10.12 (precision flags and calibrators current), one from 10.12 (flags
-#: deprecated, strong typing preferred), 11.0 (flags and calibrators removed) and the newest 11.x
-#: on the registry when this was written (from the CUDA 13 wheel, the others are CUDA 12).
+#: Two 10.x before 10.12 (precision flags and calibrators current), two from 10.12 (flags
+#: deprecated, strong typing preferred; 10.16.1 is the newest 10.x on the registry), and every
+#: 11.x the registry offers (`pip index versions tensorrt-cu12-bindings`, checked 2026-12: 11.0.0,
+#: 11.1.0, 11.2.1, 11.3.0, 11.4.0; 11.4 from the CUDA 13 wheel, the others CUDA 12).
 DEFAULT_VERSIONS = (
     ("tensorrt-cu12-bindings", "10.3.0"),
     ("tensorrt-cu12-bindings", "10.8.0.43"),
     ("tensorrt-cu12-bindings", "10.13.3.9"),
+    ("tensorrt-cu12-bindings", "10.16.1.11"),
     ("tensorrt-cu12-bindings", "11.0.0.114"),
+    ("tensorrt-cu12-bindings", "11.1.0.106"),
+    ("tensorrt-cu12-bindings", "11.2.1.2"),
+    ("tensorrt-cu12-bindings", "11.3.0.99"),
     ("tensorrt-cu13-bindings", "11.4.0.106"),
 )
 #: Undefined symbols of tensorrt.so that the C library, libstdc++ and the loader provide.

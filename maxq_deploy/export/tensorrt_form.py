@@ -93,6 +93,8 @@ class ExportOptions:
     input_size: int | None = None  # None: what the model records (quantized: its calibration size), else its arch's
     target: str = "tensorrt"
     parity_batch: int = 2
+    #: INT8 Q/DQ graphs: "fp16" or "fp32" float regions (stem, epilogue); None: see resolve_float_regions
+    float_regions: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision is not None:
@@ -122,6 +124,31 @@ class ExportOptions:
             raise OptionError(f"--target {self.target!r} is not supported; choose one of {', '.join(TARGETS)}")
         if not isinstance(self.parity_batch, int) or self.parity_batch < 1:
             raise OptionError(f"parity_batch {self.parity_batch} must be a positive integer")
+        from maxq_deploy.export.float_regions import check_float_regions
+
+        self.float_regions = check_float_regions(self.float_regions)
+
+    def resolve_float_regions(self, precision: str) -> tuple[str | None, str]:
+        """(float regions, why) for a graph of ``precision``: only INT8 Q/DQ graphs have float regions to choose.
+
+        Default fp16: strongly typed builds (TensorRT 11.x, 10.12+) run the float regions in the
+        graph's type; fp32 only where the installed TensorRT is a weakly typed 10.x (< 10.12),
+        whose FP16 flag lets it pick fp16 there itself.
+        """
+        if precision != QUANTIZED_PRECISION:
+            if self.float_regions is not None:
+                raise OptionError(f"--float-regions applies to INT8 Q/DQ graphs, not a {precision} export")
+            return None, ""
+        if self.float_regions is not None:
+            return self.float_regions, f"--float-regions {self.float_regions}"
+        from maxq_deploy.runtimes.tensorrt_api import installed_tensorrt_version, parse_version
+
+        installed = installed_tensorrt_version()
+        if installed is not None and parse_version(installed)[0] == 10 and parse_version(installed) < (10, 12):
+            return "fp32", (f"default for the installed TensorRT {installed} (weakly typed: its FP16 flag picks fp16 "
+                            "for the float regions)")
+        return "fp16", ("default: TensorRT 11.x and 10.12+ build strongly typed and run the float regions in the graph's type"
+                        + ("" if installed else " (no TensorRT installed here)"))
 
     @property
     def is_dynamic(self) -> bool:
@@ -184,6 +211,7 @@ def export_onnx(
     *,
     target: str = "tensorrt",
     parity_batch: int = 2,
+    float_regions: str | None = None,
     source_obj: dict | None = None,
 ) -> ExportResult:
     """Export a folded (fp32/fp16) or quantized (int8) checkpoint to ONNX, parity-checked.
@@ -197,7 +225,7 @@ def export_onnx(
     PyTorch beyond :data:`PARITY_TOLERANCE`. ``source_obj``: the artifact dict of ``model_path``
     where the caller has read it already (the file is then not read again).
     """
-    options = ExportOptions(precision, opset, batch, dynamic_batch, input_size, target, parity_batch)
+    options = ExportOptions(precision, opset, batch, dynamic_batch, input_size, target, parity_batch, float_regions)
     (out,) = guard_outputs([Output(Path(output), ONNX_SUFFIXES, "ONNX output")], [model_path])
     check_input_file(model_path, "model")
     job = _ExportJob(Path(model_path), out, options, source_obj)
@@ -217,6 +245,8 @@ class _ExportJob:
         self.source, self.output, self.options, self.source_obj = source, output, options, source_obj
         self.started = time.perf_counter()
         self.notes: list[str] = []
+        self.float_regions: str | None = None
+        self.fallback: tuple | None = None  # (fp32-float-region model, notes) while the default fp16 form is unchecked
 
     def load(self) -> None:
         from maxq_deploy.load.formats import is_tool_artifact
@@ -247,14 +277,30 @@ class _ExportJob:
             self.model = producer(self.loaded, self.options, self.precision, scratch)
 
     def finalize_graph(self) -> None:
-        import onnx
-
         graph = self.model.graph
         _name_io(graph)
         if self.precision == "fp16":
             graph_to_fp16(graph)
             _float32_boundary(graph)
         self.layers = _rename_layers(graph, self.loaded.module, set(self.sparse_layers or ()), self.notes)
+        self.float_regions, why = self.options.resolve_float_regions(self.precision)
+        if self.float_regions == "fp16":
+            import copy
+
+            from maxq_deploy.export.float_regions import float_regions_to_fp16
+
+            if self.options.float_regions is None:  # the default: fp32 float regions remain the fallback
+                self.fallback = (copy.deepcopy(self.model), list(self.notes))
+            self.notes.extend(float_regions_to_fp16(self.model))
+        if self.float_regions:
+            self.notes.append(f"float regions of the Q/DQ graph: {self.float_regions} ({why})")
+        self._seal()
+
+    def _seal(self) -> None:
+        """Producer, doc string and metadata on the final graph, then the full ONNX check."""
+        import onnx
+
+        graph = self.model.graph
         _assert_clean_graph(graph)
         self.model.producer_name = "maxq-deploy"
         self.model.producer_version = __version__
@@ -278,6 +324,8 @@ class _ExportJob:
             "target": self.options.target,
             "source_kind": self.loaded.kind,
         }
+        if self.float_regions:
+            meta["float_regions"] = self.float_regions
         if self.sparse_layers is not None:
             meta["sparse_layers"] = json.dumps(self.sparse_layers)
         origin = self.loaded.meta.get("provenance") if isinstance(self.loaded.meta, dict) else None
@@ -292,6 +340,17 @@ class _ExportJob:
             onnx.save(self.model, str(tmp))
             size = self.options.input_size
             self.parity = check_parity(tmp, self.loaded.module, self.precision, [self.options.check_batch, 3, size, size], self._reference())
+            if not self.parity.passed and self.fallback is not None:
+                # default fp16 float regions that fail parity: the fp32 form (what weakly typed builds get) instead
+                failed = self.parity.describe()
+                self.model, self.notes = self.fallback
+                self.fallback, self.float_regions = None, "fp32"
+                self.notes.append(f"float regions of the Q/DQ graph: fp32 (the default fp16 form failed the parity check: "
+                                  f"{failed}; --float-regions fp16 to insist)")
+                self._seal()
+                onnx.save(self.model, str(tmp))
+                self.parity = check_parity(tmp, self.loaded.module, self.precision, [self.options.check_batch, 3, size, size],
+                                           self._reference())
             if not self.parity.passed:
                 raise ParityError(
                     f"ONNX parity check failed ({self.precision}): {self.parity.describe()}, ONNX Runtime vs "
@@ -319,12 +378,19 @@ class _ExportJob:
         return ExportResult(
             output=self.output, source=self.source, source_kind=self.loaded.kind, source_sha256=self.source_sha256,
             arch=self.loaded.arch, num_classes=self.loaded.num_classes, nm=self.loaded.nm, precision=self.precision,
-            target=self.options.target, opset=self.options.opset, exporter=self._exporter_name(), input_shape=shape,
+            target=self.options.target, opset=self._written_opset(), exporter=self._exporter_name(), input_shape=shape,
             io_dtype="float32", sparse_layers=list(self.sparse_layers or []), layers=self.layers, parity=self.parity,
             pattern_sparse_layers=self.pattern_sparse, pattern_holding_layers=self.pattern_holding,
             pattern_verdict=self.pattern_verdict, onnx_sha256=self.onnx_sha256, size_bytes=self.size_bytes,
             seconds=round(time.perf_counter() - self.started, 3), notes=self.notes,
         )
+
+    def _written_opset(self) -> int:
+        """The default-domain opset of the file written (fp16 float regions raise 17 to 19)."""
+        for opset in getattr(self.model, "opset_import", []):
+            if opset.domain in ("", "ai.onnx"):
+                return int(opset.version)
+        return self.options.opset
 
     def _exporter_name(self) -> str:
         if self.precision == QUANTIZED_PRECISION:

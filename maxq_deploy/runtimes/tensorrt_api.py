@@ -82,18 +82,80 @@ def require_cuda_gpu(purpose: str = "TensorRT", need_torch_cuda: bool = True) ->
     )
 
 
-def gpu_identity() -> dict | None:
-    """Name and compute capability of the current CUDA device (through torch); None without one."""
-    try:
-        import torch
+#: Shared libraries asked for CUDA facts, in order: the driver API (ships with the NVIDIA driver) and
+#: the runtime TensorRT links against (the CUDA 12 or 13 runtime wheels, or the toolkit).
+_CUDA_DRIVER_LIBS = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
+_CUDA_RUNTIME_LIBS = ("libcudart.so.13", "libcudart.so.12", "libcudart.so", "cudart64_13.dll", "cudart64_12.dll")
+#: cuDeviceGetAttribute: CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR (cuda.h).
+_CC_MAJOR, _CC_MINOR = 75, 76
 
-        if not torch.cuda.is_available():
-            return None
-        index = torch.cuda.current_device()
-        major, minor = torch.cuda.get_device_capability(index)
-        return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
-    except Exception:  # noqa: BLE001 - a report field, never a reason to fail a build
-        return None
+
+def _load_first(names: tuple[str, ...]) -> tuple[Any, str] | tuple[None, None]:
+    import ctypes
+
+    for name in names:
+        try:
+            return ctypes.CDLL(name), name
+        except OSError:
+            continue
+    return None, None
+
+
+def _version_text(value: int) -> str:
+    """CUDA's integer versions: 13000 -> "13.0", 12080 -> "12.8"."""
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def cuda_facts(device: int = 0) -> dict:
+    """GPU name, compute capability, CUDA driver and runtime versions from CUDA's own queries (ctypes), not torch.
+
+    Driver API (``libcuda``): ``cuInit``, ``cuDriverGetVersion``, ``cuDeviceGet``, ``cuDeviceGetName``,
+    ``cuDeviceGetAttribute``; runtime (``libcudart``): ``cudaRuntimeGetVersion``. A fact that cannot be
+    read is None and ``notes`` says why; this never raises (a report field, not a reason to fail a build).
+    """
+    import ctypes
+
+    facts: dict = {"name": None, "compute_capability": None, "cuda_driver_version": None,
+                   "cuda_runtime_version": None, "device": device, "source": "CUDA driver/runtime API (ctypes)",
+                   "notes": []}
+    try:
+        drv, drv_name = _load_first(_CUDA_DRIVER_LIBS)
+        if drv is None:
+            facts["notes"].append("no CUDA driver library (libcuda) here: GPU name and driver version unknown")
+        elif drv.cuInit(0) != 0:
+            facts["notes"].append(f"{drv_name}: cuInit failed (no usable GPU or driver): GPU name unknown")
+        else:
+            version = ctypes.c_int(0)
+            if drv.cuDriverGetVersion(ctypes.byref(version)) == 0:
+                facts["cuda_driver_version"] = _version_text(version.value)
+            handle = ctypes.c_int(0)
+            if drv.cuDeviceGet(ctypes.byref(handle), device) == 0:
+                buf = ctypes.create_string_buffer(256)
+                if drv.cuDeviceGetName(buf, 256, handle) == 0:
+                    facts["name"] = buf.value.decode(errors="replace")
+                major, minor = ctypes.c_int(0), ctypes.c_int(0)
+                if (drv.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, handle) == 0
+                        and drv.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, handle) == 0):
+                    facts["compute_capability"] = f"{major.value}.{minor.value}"
+            else:
+                facts["notes"].append(f"{drv_name}: no CUDA device {device}")
+        rt, rt_name = _load_first(_CUDA_RUNTIME_LIBS)
+        if rt is None:
+            facts["notes"].append("no CUDA runtime library (libcudart) on the loader path: runtime version unknown")
+        else:
+            version = ctypes.c_int(0)
+            if rt.cudaRuntimeGetVersion(ctypes.byref(version)) == 0:
+                facts["cuda_runtime_version"] = _version_text(version.value)
+            else:
+                facts["notes"].append(f"{rt_name}: cudaRuntimeGetVersion failed")
+    except Exception as exc:  # noqa: BLE001 - a report field, never a reason to fail a build
+        facts["notes"].append(f"CUDA query failed: {first_line(exc)}")
+    return facts
+
+
+def gpu_identity() -> dict:
+    """What the engine report records about the GPU and CUDA (:func:`cuda_facts` of device 0; never torch)."""
+    return cuda_facts(0)
 
 
 def available_flag_names(trt: Any) -> set[str]:

@@ -28,6 +28,7 @@ COMMON: tuple[str, ...] = (
     "IBuilderConfig.add_optimization_profile", "IOptimizationProfile.set_shape",
     "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache",
     "ITimingCache.serialize", "IHostMemory",
+    "BuilderFlag.ERROR_ON_TIMING_CACHE_MISS",  # --pin-timing-cache (set only where the release has it; all recorded do)
     "BuilderFlag.SPARSE_WEIGHTS",
     # inspect (build.py): a context with input shapes set, so formats are real
     "Runtime", "Runtime.__init__", "Runtime.deserialize_cuda_engine",
@@ -36,9 +37,9 @@ COMMON: tuple[str, ...] = (
     "TensorIOMode.INPUT", "TensorIOMode.OUTPUT",
     "IExecutionContext.set_input_shape", "EngineInspector.execution_context", "EngineInspector.get_engine_information",
     "LayerInformationFormat.JSON",
-    # run (runner.py)
-    "ICudaEngine.get_tensor_dtype", "IExecutionContext.set_tensor_address", "IExecutionContext.get_tensor_shape",
-    "IExecutionContext.execute_async_v3", "DataType",
+    # run (runtimes/tensorrt_runner.py: engine_from_file -> I/O names, profile and output shapes -> run)
+    "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_shape", "IExecutionContext.set_tensor_address",
+    "IExecutionContext.get_tensor_shape", "IExecutionContext.execute_async_v3", "DataType",
 )
 
 #: Weak typing + precision flags: taken only where the version has them and has not deprecated them (< 10.12).

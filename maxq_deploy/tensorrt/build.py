@@ -128,12 +128,18 @@ class TimingCacheUse:
     pinned: bool  # reused as is, never rewritten; a mismatch is an error
     sha256_in: str | None = None  # of the file given (None: there was none)
     sha256_out: str | None = None  # of the cache written after the build (None: not written)
+    #: Where this build's cache went: ``path``, or beside it (named by GPU and release) when ``path``
+    #: was made for another GPU or TensorRT release and must not be overwritten.
+    written_to: str | None = None
+    #: BuilderFlag.ERROR_ON_TIMING_CACHE_MISS set: a pinned build fails instead of re-timing a miss.
+    error_on_miss: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list[str]) -> tuple[TimingCacheUse | None, Any]:
+def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list[str],
+                       beside: Path | None = None) -> tuple[TimingCacheUse | None, Any]:
     """Attach the timing cache at ``path`` (or a new one) to ``config``: (what happened, the cache object).
 
     The caller holds the cache object until the build is done (TensorRT: "the cache must not be
@@ -141,14 +147,16 @@ def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list
 
     ``create_timing_cache`` returns null for a cache that another TensorRT version or GPU wrote
     (and ``set_timing_cache`` returns False for one it will not take); passing that null on
-    raises a plain TypeError. Either way: a pinned cache is an error, otherwise the build starts
-    from an empty cache and the report says so.
+    raises a plain TypeError. Either way: a pinned cache is an error; otherwise ``path`` is left
+    as it is (another GPU's cache) and the build uses ``beside`` (this GPU's and release's cache,
+    :func:`cache_path_for_gpu`), starting empty when there is none, and the report says so.
     """
     if path is None:
         return None, None
     data = path.read_bytes() if path.is_file() else b""
     use = TimingCacheUse(str(path), "reused" if data else "new", pinned,
-                         sha256_in=hashlib.sha256(data).hexdigest() if path.is_file() else None)
+                         sha256_in=hashlib.sha256(data).hexdigest() if path.is_file() else None,
+                         written_to=str(beside) if beside is not None else None)
     if pinned and not data:
         raise EngineBuildError(f"--pin-timing-cache: {path} does not exist or is empty; build once without pinning to make it")
     cache = config.create_timing_cache(data)
@@ -160,11 +168,37 @@ def _load_timing_cache(config: Any, path: Path | None, pinned: bool, notes: list
     if pinned:
         raise EngineBuildError(f"{reason}: TensorRT rejected it; rebuild it on this machine (drop --pin-timing-cache)")
     use.status = "mismatch"
-    notes.append(f"{reason}: started from an empty cache, the engine may differ from the one built with it")
+    beside = Path(use.written_to) if use.written_to else None
+    start = beside.read_bytes() if beside is not None and beside.is_file() else b""
+    cache = config.create_timing_cache(start) if start else None
+    if cache is not None and config.set_timing_cache(cache, False):
+        notes.append(f"{reason}: left untouched; reused and updated this GPU's cache beside it, {beside}")
+        return use, cache
+    notes.append(f"{reason}: left untouched; started from an empty cache (the engine may differ from one built "
+                 f"with it), written beside it to {beside}")
     cache = config.create_timing_cache(b"")
     if cache is None or not config.set_timing_cache(cache, False):
         raise EngineBuildError("TensorRT could not create an empty timing cache")
     return use, cache
+
+
+def cache_path_for_gpu(path: Path, gpu_name: str | None, trt_version: str) -> Path:
+    """``timing.cache`` -> ``timing.NVIDIA-H200.trt10.13.3.cache``: where another GPU's/release's cache is not overwritten."""
+    import re
+
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name or "unknown-GPU").strip("-") or "unknown-GPU"
+    release = re.sub(r"[^0-9.]+", "", trt_version) or "unknown"
+    return path.with_name(f"{path.stem}.{gpu}.trt{release}{path.suffix or '.cache'}")
+
+
+def set_pin_flag(trt: Any, config: Any, available: set[str], notes: list[str]) -> bool:
+    """``BuilderFlag.ERROR_ON_TIMING_CACHE_MISS`` where this release has it: a pinned cache then really pins tactics."""
+    if "ERROR_ON_TIMING_CACHE_MISS" not in available:
+        notes.append(f"TensorRT {trt.__version__} has no BuilderFlag.ERROR_ON_TIMING_CACHE_MISS: timing-cache misses "
+                     "are re-timed silently, so the pinned build may pick other tactics")
+        return False
+    config.set_flag(trt.BuilderFlag.ERROR_ON_TIMING_CACHE_MISS)
+    return True
 
 
 def build_engine(
@@ -222,7 +256,15 @@ def build_engine(
         opt_profile.set_shape(shapes.input_name, shapes.min_shape, shapes.opt_shape, shapes.max_shape)
         if config.add_optimization_profile(opt_profile) < 0:
             raise EngineBuildError(f"TensorRT rejected the optimization profile {shapes.to_dict()}")
-        cache_use, _cache = _load_timing_cache(config, cache_path, pin_timing_cache, notes)  # held until the build ends
+        gpu = _trt.gpu_identity()
+        beside = cache_path_for_gpu(cache_path, (gpu or {}).get("name"), version) if cache_path is not None else None
+        if beside is not None and not pin_timing_cache:
+            guard_outputs([Output(beside, (), "timing cache for this GPU")], [src])
+        cache_use, _cache = _load_timing_cache(config, cache_path, pin_timing_cache, notes, beside)  # held until the build ends
+        if cache_use is not None:
+            cache_use.written_to = None if pin_timing_cache else str(beside if cache_use.status == "mismatch" else cache_path)
+            if pin_timing_cache:
+                cache_use.error_on_miss = set_pin_flag(trt, config, _trt.available_flag_names(trt), notes)
 
         next(stages, None)
         start = time.perf_counter()
@@ -242,7 +284,8 @@ def build_engine(
 
         next(stages, None)
         reproducibility = {
-            "trt_version": version, "gpu": _trt.gpu_identity(), "builder_flags": list(plan.builder_flags),
+            "trt_version": version, "gpu": gpu,
+            "builder_flags": list(plan.builder_flags) + (["ERROR_ON_TIMING_CACHE_MISS"] if cache_use and cache_use.error_on_miss else []),
             "network_flags": list(plan.network_flags), "strongly_typed": plan.strongly_typed,
             "workspace_gib": workspace_gib, "profile": shapes.to_dict(), "onnx_sha256": sha256_file(src),
             "timing_cache": cache_use.to_dict() if cache_use else None,
@@ -254,6 +297,9 @@ def build_engine(
             provenance=provenance(src) | {"workspace_gib": workspace_gib, "build_seconds": round(seconds, 2)},
         )
         report.notes.extend(notes)
+        reproducibility["float_regions"] = float_regions_of(graph)
+        if graph.precision == "int8":
+            report.notes.append(float_regions_note(reproducibility["float_regions"], plan.strongly_typed))
         report.reproducibility = reproducibility
         cache_bytes = None
         if cache_use is not None and not pin_timing_cache:
@@ -264,8 +310,8 @@ def build_engine(
         with atomic_output(out) as tmp:
             tmp.write_bytes(engine_bytes)
         save_engine_report(report, report_path)
-        if cache_bytes is not None:
-            with atomic_output(cache_path) as tmp:
+        if cache_bytes is not None:  # never over another GPU's/release's cache: that one stays as it was
+            with atomic_output(Path(cache_use.written_to or cache_path)) as tmp:
                 tmp.write_bytes(cache_bytes)
         for _ in stages:
             pass
@@ -277,6 +323,24 @@ def build_engine(
         output=out, report_path=report_path, report=report, plan=plan, profile=shapes, trt_version=version,
         build_seconds=seconds, timing_cache=cache_path, warnings=logger.warnings(since),
     )
+
+
+def float_regions_of(graph: Any) -> str | None:
+    """The float-region type an INT8 Q/DQ graph was exported with (ONNX metadata ``maxq_deploy.float_regions``)."""
+    from maxq_deploy.onnx_graph import meta as onnx_meta
+
+    if graph.precision != "int8":
+        return None
+    return (graph.metadata or {}).get(onnx_meta.key("float_regions")) or "fp32 (not recorded: exported before --float-regions)"
+
+
+def float_regions_note(regions: str | None, strongly_typed: bool) -> str:
+    """What the float parts of the Q/DQ graph run in, for the engine report."""
+    if strongly_typed:
+        return (f"float regions of the Q/DQ graph: {regions}; the network is strongly typed, so they run in that type"
+                + ("" if str(regions).startswith("fp16") else
+                   " (export onnx --float-regions fp16 makes them fp16, as a weakly typed 10.x build with FP16 would)"))
+    return f"float regions of the Q/DQ graph: {regions}; weakly typed build: the FP16 flag lets TensorRT run them in fp16"
 
 
 def inspect_serialized_engine(trt: Any, logger: Any, engine_bytes: bytes) -> str:

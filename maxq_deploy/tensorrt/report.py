@@ -7,14 +7,15 @@ build log's two "(Sparsity)" lines, and the ONNX graph's Conv/Gemm facts. Output
 ``HasSparseWeights`` (eligible), whether the picked tactic is a sparse kernel, and a likely
 reason when an expected-sparse layer is not. Everything here is pure data: no TensorRT.
 
-Inspector JSON shapes handled (TensorRT 10.x and 11.x):
-
-* ``{"Layers": [{...}, ...], "Bindings": ["input", "logits"]}`` (10.x),
-* ``{"Layers": [{...}, ...], "I/O Tensors": [{"Name": ..., "IOMode": ..., ...}]}`` (11.x),
-* ``{"Layers": ["name", ...], ...}``: built without detailed profiling -> a clear error.
+Both JSON shapes (10.x ``Bindings`` + ``Format/Datatype``; 11.x ``I/O Tensors`` + separate
+``Format`` and ``DataType``) are read by :mod:`maxq_deploy.tensorrt.inspector_json`.
 
 Per layer (detailed): ``Name``, ``LayerType``, ``ParameterType``, ``Inputs``/``Outputs`` (each
-with ``Name``, ``Dimensions``, ``Format/Datatype``), ``Kernel``, ``Groups``, ``OutMaps``,
+with ``Name``, ``Dimensions`` and the tensor type: 10.x writes one ``Format/Datatype`` string,
+e.g. ``"Thirty-two wide channel vectorized row major Int8 format"``; 11.x splits it into
+``Format`` and ``DataType`` (11.0 migration guide, "Migrating IEngineInspector Usage": its example
+writes ``"DataType": "Float"`` and ``"Format": "Row major linear FP32 format (kLINEAR)"``);
+:func:`tensor_dtype` reads either, and 11.x I/O tensors' ``ProfileInfo[].Format``), ``Kernel``, ``Groups``, ``OutMaps``,
 ``Weights`` (``Type``, ``Count``), ``HasSparseWeights`` (``ConvHasSparseWeights`` inside fused
 ``ConvActPool`` layers), ``TacticName``, ``TacticValue``.
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,151 +31,16 @@ from typing import Any
 from maxq_deploy.core.files import atomic_output, check_input_file
 from maxq_deploy.core.errors import InputFileError
 from maxq_deploy.onnx_graph.layers import OnnxLayer
+from maxq_deploy.tensorrt.inspector_json import (  # noqa: F401 - re-exported: the report's public names
+    DYNAMIC_FORMAT, ELIGIBLE_PREFIX, NOT_DETAILED_MESSAGE, PICKED_PREFIX, InspectorInfo, _formats_unknown, _layer_kind,
+    _sparse_weights_flag, dtype_from_format, dynamic_formats_note, is_reformat_layer, layer_name_tokens,
+    map_to_checkpoint_layers, parse_inspector_json, parse_sparsity_log, tensor_dtype, tensor_format,
+)
 
 REPORT_FORMAT = "maxq-deploy/engine-report"
 REPORT_FORMAT_VERSION = 1
-ELIGIBLE_PREFIX = "(Sparsity) Layers eligible for sparse math:"
-PICKED_PREFIX = "(Sparsity) TRT inference plan picked sparse implementation for layers:"
 #: Channel counts below which sparse kernels rarely beat dense ones (TensorRT issue #3849).
 SMALL_CHANNELS = 256
-NOT_DETAILED_MESSAGE = (
-    "the engine was built without detailed profiling (ProfilingVerbosity.DETAILED / "
-    "trtexec --profilingVerbosity=detailed), so its inspector lists layer names only: rebuild it "
-    "with maxq-deploy export trt to see which layers run sparse"
-)
-
-_CONV_PARAMETER_TYPES = {"Convolution", "ConvActPool", "Deconvolution"}
-_GEMM_PARAMETER_TYPES = {"MatrixMultiply", "FullyConnected", "Gemm"}
-_SEPARATORS = re.compile(r"\s*\+\s*|\s*,\s*|\s*\|\|\s*|\.\.\.|[\[\]{}()]")
-
-
-# ----------------------------------------------------------------------------- inspector JSON
-
-
-@dataclass
-class InspectorInfo:
-    """The engine inspector's JSON, normalized over TensorRT 10.x and 11.x."""
-
-    schema: str  # "10.x (Bindings)", "11.x (I/O Tensors)" or "unknown"
-    layers: list[dict]
-    io_tensors: list[dict]  # {"Name", "IOMode"?, "DataType"?, "Dimensions"?}
-
-
-def parse_inspector_json(data: str | bytes | dict | list) -> InspectorInfo:
-    """Parse ``get_engine_information(LayerInformationFormat.JSON)`` of either major version."""
-    if isinstance(data, (str, bytes)):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise InputFileError(f"engine layer information is not JSON ({exc})") from None
-    if isinstance(data, list):  # a bare layer list
-        data = {"Layers": data}
-    if not isinstance(data, dict) or not isinstance(data.get("Layers"), list):
-        raise InputFileError("engine layer information has no 'Layers' list: not TensorRT inspector JSON")
-    raw_layers = data["Layers"]
-    layers = [layer for layer in raw_layers if isinstance(layer, dict)]
-    if raw_layers and not layers:
-        raise InputFileError(NOT_DETAILED_MESSAGE)
-    if "I/O Tensors" in data:
-        schema = "11.x (I/O Tensors)"
-        io = [t if isinstance(t, dict) else {"Name": str(t)} for t in data.get("I/O Tensors") or []]
-    elif "Bindings" in data:
-        schema = "10.x (Bindings)"
-        io = [{"Name": str(t)} if not isinstance(t, dict) else t for t in data.get("Bindings") or []]
-    else:
-        schema, io = "unknown", []
-    if layers and not any(_is_detailed(layer) for layer in layers):
-        raise InputFileError(NOT_DETAILED_MESSAGE)
-    return InspectorInfo(schema, layers, io)
-
-
-def _is_detailed(layer: dict) -> bool:
-    return any(key in layer for key in ("LayerType", "TacticName", "TacticValue", "Inputs", "ParameterType"))
-
-
-def parse_sparsity_log(lines: list[str]) -> tuple[list[str], list[str]]:
-    """(eligible, picked) layer names from the builder's two "(Sparsity)" INFO lines."""
-    eligible: list[str] = []
-    picked: list[str] = []
-    for line in lines:
-        for prefix, target in ((ELIGIBLE_PREFIX, eligible), (PICKED_PREFIX, picked)):
-            pos = line.find(prefix)
-            if pos >= 0:
-                rest = line[pos + len(prefix):].strip()
-                target.extend(name.strip() for name in rest.split(", ") if name.strip())
-    return list(dict.fromkeys(eligible)), list(dict.fromkeys(picked))
-
-
-def layer_name_tokens(trt_name: str) -> list[str]:
-    """Pieces of a TensorRT layer name: fused ONNX node names ("a + b"), Myelin regions ("{ForeignNode[a...b]}")."""
-    return [tok.strip() for tok in _SEPARATORS.split(trt_name) if tok and tok.strip()]
-
-
-def map_to_checkpoint_layers(trt_name: str, known: dict[str, str] | set[str] | list[str]) -> list[str]:
-    """Checkpoint layers that a TensorRT layer name contains, matched as whole tokens.
-
-    ``known`` maps name tokens to layers (node names, their weight initializers ``<layer>.weight``)
-    or is a plain collection of layer names. Substrings never match, so ``layer1.0.convbn1``
-    does not claim ``layer1.0.convbn10`` nor a Q node called ``/layer1.0/convbn1/input_quantizer``.
-    """
-    aliases = known if isinstance(known, dict) else {name: name for name in known}
-    found: list[str] = []
-    for token in layer_name_tokens(trt_name):
-        candidates = [token]
-        for suffix in (".weight", ".bias"):
-            if token.endswith(suffix):
-                candidates.append(token[: -len(suffix)])
-        for cand in candidates:
-            if cand in aliases:
-                found.append(aliases[cand])
-                break
-    return list(dict.fromkeys(found))
-
-
-def dtype_from_format(text: str | None) -> str:
-    """``"Thirty-two wide channel vectorized row major Int8 format"`` -> ``"int8"``."""
-    t = (text or "").upper()
-    for key, dtype in (("INT8", "int8"), ("FP8", "fp8"), ("BF16", "bf16"), ("BFLOAT16", "bf16"), ("FP16", "fp16"),
-                       ("HALF", "fp16"), ("FP32", "fp32"), ("FLOAT", "fp32"), ("INT32", "int32"), ("INT64", "int64"),
-                       ("BOOL", "bool")):
-        if key in t:
-            return dtype
-    return "unknown"
-
-
-def _sparse_weights_flag(layer: dict) -> bool | None:
-    for key, value in layer.items():
-        if key.endswith("HasSparseWeights"):
-            try:
-                return bool(int(value))
-            except (TypeError, ValueError):
-                return str(value).lower() in ("true", "yes")
-    return None
-
-
-#: What TensorRT writes for tensor formats when the inspector had no execution context with shapes.
-DYNAMIC_FORMAT = "N/A due to dynamic shapes"
-_REFORMAT_PREFIXES = ("Reformatting CopyNode for Input Tensor", "Reformatting CopyNode for Output Tensor")
-
-
-def is_reformat_layer(layer: dict) -> bool:
-    """A layer that only converts formats/types (its fused name may contain a conv's name)."""
-    name = str(layer.get("Name", ""))
-    if name.startswith(_REFORMAT_PREFIXES) or " input reformatter " in f" {name} " or " output reformatter " in f" {name} ":
-        return True
-    return "Reformat" in (str(layer.get("LayerType", "")), str(layer.get("ParameterType", "")))
-
-
-def _layer_kind(layer: dict) -> str | None:
-    ptype = str(layer.get("ParameterType", ""))
-    ltype = str(layer.get("LayerType", ""))
-    if ptype in _CONV_PARAMETER_TYPES or "Convolution" in ltype or ltype == "ConvActPool":
-        return "conv"
-    if ptype in _GEMM_PARAMETER_TYPES or "MatrixMultiply" in ltype or "Gemm" in ltype:
-        return "gemm"
-    if _sparse_weights_flag(layer) is not None:
-        return "conv"
-    return None
 
 
 # ----------------------------------------------------------------------------- report
@@ -447,12 +312,12 @@ def engine_layers_from_inspector(
         op = first.op if first else (kind or "conv")
         inputs = layer.get("Inputs") or []
         outputs = layer.get("Outputs") or []
-        in_fmt = inputs[0].get("Format/Datatype") if inputs and isinstance(inputs[0], dict) else None
-        out_fmt = outputs[0].get("Format/Datatype") if outputs and isinstance(outputs[0], dict) else None
+        in_dtype = tensor_dtype(inputs[0]) if inputs else "unknown"
+        out_dtype = tensor_dtype(outputs[0]) if outputs else "unknown"
         weights = layer.get("Weights") or layer.get("ConvWeights") or {}
         precision = dtype_from_format(weights.get("Type")) if isinstance(weights, dict) and weights.get("Type") else "unknown"
         if precision == "unknown":
-            precision = dtype_from_format(in_fmt)
+            precision = in_dtype
         dims = inputs[0].get("Dimensions") if inputs and isinstance(inputs[0], dict) else None
         in_ch = first.in_channels if first else (int(dims[1]) if isinstance(dims, list) and len(dims) > 1 else 0)
         out_ch = first.out_channels if first else int(layer.get("OutMaps", layer.get("ConvOutMaps", 0)) or 0)
@@ -465,8 +330,8 @@ def engine_layers_from_inspector(
         expected = any(m in sparse_set for m in mapped) or name in sparse_set
         engine_layer = EngineLayer(
             trt_name=name, layer_type=str(layer.get("LayerType", "")), op=op, checkpoint_layers=mapped,
-            expected_sparse=expected, precision=precision, input_dtype=dtype_from_format(in_fmt),
-            output_dtype=dtype_from_format(out_fmt), in_channels=in_ch, out_channels=out_ch, groups=groups,
+            expected_sparse=expected, precision=precision, input_dtype=in_dtype,
+            output_dtype=out_dtype, in_channels=in_ch, out_channels=out_ch, groups=groups,
             kernel=kernel, eligible=eligible, sparse_tactic=sparse_tactic, tactic=tactic or str(layer.get("TacticValue", "")),
         )
         if expected or eligible:
@@ -533,22 +398,13 @@ def build_engine_report(
     if not lines and sparse_build:
         report.notes.append("no '(Sparsity)' build log lines captured (report made from the engine alone)")
     if _formats_unknown(info):
-        report.notes.append(
-            f"tensor formats read '{DYNAMIC_FORMAT}' (engine inspected without an execution context whose input "
-            "shapes are set): INT8 in/out per layer comes from the ONNX graph's Q/DQ nodes instead"
-        )
+        report.notes.append(dynamic_formats_note(info, bool(layers_by_name)))
     if report.missing_layers:
         report.notes.append(
             f"{len(report.missing_layers)} sparse checkpoint layers map to no conv/gemm layer of the engine: "
             + ", ".join(report.missing_layers[:8]) + ("..." if len(report.missing_layers) > 8 else "")
         )
     return report
-
-
-def _formats_unknown(info: InspectorInfo) -> bool:
-    formats = [t.get("Format/Datatype") for layer in info.layers for t in (layer.get("Inputs") or []) + (layer.get("Outputs") or [])
-               if isinstance(t, dict) and "Format/Datatype" in t]
-    return bool(formats) and all(str(f).strip() == DYNAMIC_FORMAT for f in formats)
 
 
 def _fallback_expected(info: InspectorInfo, onnx_layers: dict[str, OnnxLayer], aliases: dict[str, str]) -> list[str]:

@@ -3,7 +3,9 @@
 Reads the layer report written beside the engine (``MODEL.engine.json``) and works without
 TensorRT; where TensorRT and a GPU are present the engine itself is re-inspected, so a report
 that no longer matches its engine cannot pass. An engine built by ``trtexec
---exportLayerInfo=MODEL.engine.layers.json`` is read from that file. One ``LayerVerdict`` per
+--exportLayerInfo=MODEL.engine.layers.json`` is re-inspected where TensorRT and a GPU are
+present, else read from that file; the notes say which, and never name a source (an ONNX graph)
+that was not read. One ``LayerVerdict`` per
 conv/gemm layer: ``expected_sparse`` = maps to a sparse checkpoint layer, ``holds`` =
 TensorRT marked its weights sparse (``HasSparseWeights``); the note says whether a sparse
 tactic was picked and, if not, why not.
@@ -70,6 +72,23 @@ def load_report_for_engine(path: Path) -> EngineReport:
             )
         report.notes.append(f"read from {ours.name}; the engine itself was not re-inspected ({problem})")
         return report
+    if raw.is_file() and reinspect:  # the engine itself, with input shapes set, beats any exported file
+        from maxq_deploy.tensorrt.build import inspect_engine_file
+
+        try:
+            inspector_json, version = inspect_engine_file(path)
+        except InputFileError as exc:
+            problem = " ".join(str(exc).split())
+        else:
+            report = build_engine_report(inspector_json, engine=str(path), sparse_build=True, trt_version=version,
+                                         engine_sha256=sha256_file(path))
+            report.notes.append(
+                f"re-inspected the engine with TensorRT {version} (input shapes set); trtexec's {raw.name} was not "
+                "used; no ONNX graph was read, and whether the engine was built with --sparsity=enable is not recorded"
+            )
+            return report
+    else:
+        problem = "TensorRT/GPU not available here"
     if raw.is_file():
         try:
             text = raw.read_text()
@@ -82,8 +101,9 @@ def load_report_for_engine(path: Path) -> EngineReport:
 
             raise InputFileError(f"{raw} is damaged TensorRT layer information ({type(exc).__name__}: {first_line(exc)})") from None
         report.notes.append(
-            f"read from trtexec's layer information {raw.name}: layer names are TensorRT's, and whether the "
-            "engine was built with --sparsity=enable is not recorded"
+            f"read from trtexec's layer information {raw.name}; the engine itself was not re-inspected ({problem}); "
+            "no ONNX graph was read: layer names are TensorRT's, and whether the engine was built with "
+            "--sparsity=enable is not recorded"
         )
         return report
     if reinspect:
