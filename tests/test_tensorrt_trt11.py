@@ -264,7 +264,8 @@ def test_engine_report_names_the_float_regions(tmp_path, fake_trt, version: str,
 
 def test_float_regions_option_is_checked_before_any_work(tmp_path) -> None:
     from maxq_deploy.core.errors import OptionError
-    from maxq_deploy.export.tensorrt_form import ExportOptions, export_model
+    from maxq_deploy.export import export_model
+    from maxq_deploy.export.tensorrt_form import ExportOptions
 
     with pytest.raises(OptionError, match="--float-regions must be fp16 or fp32, got 'fp8'"):
         ExportOptions(float_regions="fp8")

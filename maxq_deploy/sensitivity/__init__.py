@@ -241,7 +241,7 @@ def analyze(
     reuse: bool = True,
 ) -> SensitivityResult:
     """The sensitivity report of every sparse layer of ``model_path`` on ``data`` (see the module docstring)."""
-    from maxq_deploy.data import ImageDataset, Preprocess, check_input_shape, open_dataset
+    from maxq_deploy.data import ImageDataset, check_input_shape, open_dataset
 
     started = time.perf_counter()
     progress = progress or SILENT
@@ -257,8 +257,11 @@ def analyze(
     if isinstance(data, ImageDataset):
         dataset = data
     else:
-        size = int(input_size or 32)
-        dataset = open_dataset(data, labels, preprocess or Preprocess(resize=size, image_size=size), require_labels=True)
+        from maxq_deploy.load.input_size import preprocess_for, resolve_input_size
+
+        if preprocess is None:  # the one rule, as eval uses it for this model
+            preprocess = preprocess_for(arch, resolve_input_size(arch, {"input_size": input_size}))
+        dataset = open_dataset(data, labels, preprocess, require_labels=True)
     check_input_shape(dataset, 3, None)
     indices = _limited(dataset, limit)
     x, y = _load_images(dataset, indices, batch_size, progress)
