@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU check (< 8 min on a machine like the lent H200, project installed with
-# `pip install --no-deps -e .`): the gpu/tensorrt tests, the torch 2:4 semi-structured
+# One prepared GPU check (< 8 min on a machine like the lent H200): installs the project where it
+# runs, without network (see install_project below), then the gpu/tensorrt tests, the torch 2:4 semi-structured
 # dense-vs-sparse benchmark of ResNet-50 2:4 (fp16, bf16; batch 1, 64, 256, per-layer report)
 # and, where TensorRT imports, the TensorRT dense-vs-sparse benchmark. JSON + a log go to $OUT
 # when set (else ./gpu-check-out). Fails fast, with one line, without a CUDA GPU.
@@ -14,6 +14,41 @@ LOG="$OUT/gpu_check.log"
 PY="${PYTHON:-python3}"
 exec > >(tee -a "$LOG") 2>&1
 echo "== gpu_check $(date -u +%FT%TZ) in $(pwd)"
+
+# The device machine has torch, onnx, onnxruntime, typer, rich, pillow, scikit-learn and numpy,
+# but no network: install the project alone (--no-deps), with the setuptools already there
+# (--no-build-isolation: an isolated build would download setuptools) and no index at all.
+# setuptools builds the PEP 660 editable wheel itself from 70.1 on; 64-70.0 also need `wheel`.
+# The tests import maxq_deploy.cli, which exists only once the package is installed.
+install_project() {
+  if "$PY" -c "import maxq_deploy.cli, pathlib, sys; sys.exit(0 if pathlib.Path(maxq_deploy.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve() else 1)" 2>/dev/null; then
+    echo "== maxq-deploy already installed from $(pwd)"; return 0
+  fi
+  local why
+  why=$("$PY" - <<'PY'
+import importlib.util
+try:
+    import setuptools
+except ImportError:
+    print("no setuptools"); raise SystemExit
+v = tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit())
+if v < (64,):
+    print(f"setuptools {setuptools.__version__} < 64 cannot make an editable install of a pyproject.toml project")
+elif v < (70, 1) and importlib.util.find_spec("wheel") is None:
+    print(f"setuptools {setuptools.__version__} < 70.1 needs the wheel package, which is not installed")
+PY
+)
+  if [ -n "$why" ]; then
+    echo "error: cannot install maxq-deploy without network: $why (pip install 'setuptools>=70.1' while online)"
+    exit 2
+  fi
+  echo "== pip install --no-build-isolation --no-deps --no-index -e ."
+  if ! "$PY" -m pip install --quiet --no-build-isolation --no-deps --no-index -e . > "$OUT/pip_install.log" 2>&1; then
+    echo "error: pip install --no-build-isolation --no-deps --no-index -e . failed: $(grep -m1 -i error "$OUT/pip_install.log" || tail -n1 "$OUT/pip_install.log")"
+    exit 2
+  fi
+}
+install_project
 
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "error: no CUDA GPU visible to torch ($("$PY" -c 'import torch; print(torch.__version__, torch.version.cuda)' 2>&1)): nothing to check here"
@@ -31,6 +66,7 @@ except Exception as exc:  # noqa: BLE001
     info["tensorrt"] = f"not importable ({type(exc).__name__})"
 print(json.dumps(info))
 PY
+
 
 status=0
 step() {  # step NAME TIMEOUT_S CMD...: run with a time limit, keep going, remember failures

@@ -48,3 +48,27 @@ def test_torch_sparse_benchmark_fails_fast_without_cuda() -> None:
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_torch_sparse.py")], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: no CUDA GPU") and "Traceback" not in proc.stderr
+
+
+def test_gpu_check_installs_offline_before_the_cuda_check() -> None:
+    text = SCRIPT.read_text()
+    install = text.index('pip install --quiet --no-build-isolation --no-deps --no-index -e .')
+    assert install < text.index("torch.cuda.is_available()")
+
+
+def test_gpu_check_refuses_a_setuptools_too_old_to_install_offline(tmp_path: Path) -> None:
+    """Outside an installed checkout, with setuptools 60: one line naming it, exit 2, no pip run."""
+    if shutil.which("bash") is None or shutil.which("tee") is None:
+        pytest.skip("no bash/tee")
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    shutil.copy(SCRIPT, repo / "benchmarks" / SCRIPT.name)
+    fake = tmp_path / "fake"
+    (fake / "setuptools").mkdir(parents=True)
+    (fake / "setuptools" / "__init__.py").write_text("__version__ = '60.0.0'\n")
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, PYTHONPATH=str(fake))
+    proc = subprocess.run(["bash", str(repo / "benchmarks" / SCRIPT.name)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stdout + proc.stderr
+    assert "setuptools 60.0.0 < 64" in errors[0] and not (tmp_path / "out" / "pip_install.log").exists()

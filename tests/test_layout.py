@@ -153,3 +153,13 @@ def test_package_graph_is_small_shallow_and_acyclic(graph: dict[str, set[str]]) 
         return longest[node]
 
     assert max(depth(node, ()) for node in edges) <= MAX_DEPTH
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject.toml lists every package of the tree (a wheel would silently leave one out)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"maxq_deploy." + ".".join(p.parent.relative_to(ROOT / "maxq_deploy").parts) if p.parent != ROOT / "maxq_deploy"
+             else "maxq_deploy" for p in (ROOT / "maxq_deploy").rglob("__init__.py")} | {"maxq_deploy.cli"}
+    assert listed == found
