@@ -28,14 +28,46 @@ def fold(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for --data given as a flat folder, .npy or IDX (*-idx1-ubyte[.gz])."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --data: use only N images, spread evenly."),
     keep_dense: Optional[str] = typer.Option(None, "--keep-dense", help="With --project: comma-separated sparse layers left out of the 2:4 projection (they keep their N:M and run dense; see maxq-deploy sensitivity). Recorded in the checkpoint; verify reports them as kept dense."),
+    auto: bool = typer.Option(False, "--auto", help="With --project and --data: choose the layers to keep dense greedily from the sensitivity report, the fewest that keep the measured top-1 drop within --max-drop."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="With --auto: the top-1 points the projection may cost on --data (e.g. 1.0)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Fold masks and BatchNorm into constant N:M conv weights; write a self-describing checkpoint."""
-    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.core.errors import OptionError
     from maxq_deploy.core.progress import RichProgress
+
+    if auto or max_drop is not None:
+        if not (auto and max_drop is not None and project):
+            raise OptionError("--auto needs --project and --max-drop POINTS (and --data); --max-drop needs --auto")
+        if keep_dense:
+            raise OptionError("--auto chooses the layers to keep dense: drop --keep-dense (or drop --auto)")
+        return _auto(checkpoint, output, arch, nm, data, labels, limit, max_drop, json_out)
+    from maxq_deploy.fold import fold_checkpoint
 
     result = fold_checkpoint(checkpoint, output, arch=arch, nm=nm, project=project, data=data, labels=labels, limit=limit,
                              keep_dense=[keep_dense] if keep_dense else [], progress=RichProgress(enabled=not json_out))
+    _render(result, checkpoint, project, json_out)
+
+
+def _auto(checkpoint, output, arch, nm, data, labels, limit, max_drop, json_out) -> None:
+    from maxq_deploy.core.progress import RichProgress
+    from maxq_deploy.sensitivity.auto import auto_keep_dense
+
+    choice = auto_keep_dense(checkpoint, output, data, labels, max_drop=max_drop, limit=limit or 1000, arch=arch, nm=nm,
+                             progress=RichProgress(enabled=not json_out))
+    if json_out:
+        return print_json(choice.fold.summary() | {"auto": choice.to_dict()})
+    rows = [(str(len(s.kept_dense)), escape(", ".join(s.kept_dense) or "-"), f"{s.top1:.2f}", f"{s.drop:+.2f}",
+             f"{s.sparse_flops_share:.1f}", f"{s.sparse_params_share:.1f}") for s in choice.steps]
+    console.print(table(f"--auto --max-drop {choice.max_drop:g}: measured on {choice.images} images (MaxQ network "
+                        f"{choice.baseline_top1:.2f}%)", ["kept", "layers kept dense", "top-1 %", "drop", "FLOPs % in 2:4 layers",
+                        "params % in 2:4 layers"], rows, ["kept", "top-1 %", "drop", "FLOPs % in 2:4 layers", "params % in 2:4 layers"]))
+    console.print(verdict_style(choice.within_budget, f"kept dense: {', '.join(choice.kept_dense) or 'none'}; measured drop "
+                                f"{choice.drop:+.2f} points (budget {choice.max_drop:g})"), highlight=False)
+    _render(choice.fold, checkpoint, True, False)
+
+
+def _render(result, checkpoint, project, json_out) -> None:
     summary = result.summary()
     if json_out:
         return print_json(summary)

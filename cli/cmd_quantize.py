@@ -35,6 +35,7 @@ def quantize_command(
     lr: float = typer.Option(1e-4, "--lr", help="QAT learning rate (cosine schedule)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="QAT optimizer: sgd (momentum 0.9) or adamw."),
     train_batches: Optional[int] = typer.Option(None, "--train-batches", min=1, help="QAT: at most this many batches per epoch (per process)."),
+    keep_float: Optional[str] = typer.Option(None, "--keep-float", help="Comma-separated conv layers left without quantizers: float in the checkpoint, without Q/DQ in its ONNX graphs (see maxq-deploy sensitivity). Recorded as kept_float; verify reports them as kept float."),
     json_out: bool = JsonOpt,
 ) -> None:
     """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""
@@ -51,6 +52,7 @@ def quantize_command(
         qat=qat, calib_data=calib, calibrator=calibrator, percentile=percentile, calib_batches=calib_batches,
         batch_size=batch_size, preprocess=preprocess, workers=workers, device=device, train_data=train_data,
         val_data=val_data, epochs=epochs, lr=lr, optimizer=optimizer, train_batches=train_batches,
+        keep_float=keep_float or (),
     )
     result = quantize(folded, output, config, progress=RichProgress(enabled=not json_out and main_rank))
     if not main_rank:
@@ -103,6 +105,11 @@ def _render(result) -> None:
                             ["epoch", "loss", "train top-1 %", "val top-1 %", "s"]))
         kept = f"kept epoch {t.best_epoch}" + (" (the calibrated start)" if t.best_epoch == 0 else "") + f" by {t.selected_by}"
         console.print(f"{kept}; {t.fixed_zeros:,} 2:4 zeros held by fixed masks in {t.masked_layers} layers, {t.zeros_reintroduced} revived", highlight=False)
+    if result.kept_float:
+        console.print(f"kept float on purpose (--keep-float, no quantizers): {escape(', '.join(result.kept_float))}", highlight=False)
+    if result.kept_dense:
+        console.print(f"kept dense on purpose (fold --keep-dense, not expected to hold {result.pattern}): "
+                      f"{escape(', '.join(result.kept_dense))}", highlight=False)
     for note in result.notes:
         console.print(f"note: {escape(note)}", highlight=False)
     sparse = result.sparse_layers

@@ -57,6 +57,13 @@ def sensitivity_command(
             for l in result.layers]
     console.print(table("Top-1 change (points) when only this layer changes", ["layer", "shape", "2:4 now", "2:4", "int8", "both",
                         "FLOPs %", "params %", "TensorRT sparse"], rows, ["2:4", "int8", "both", "FLOPs %", "params %"]))
+    front = result.pareto()
+    if len(front) > 1:
+        rows = [(str(len(p["kept_dense"])), escape(", ".join(p["kept_dense"]) or "-"), f"{p['estimated_drop']:.2f}",
+                 f"{p['flops_saved_share']:.1f}", f"{p['params_saved_share']:.1f}") for p in front]
+        console.print(table("Trade-off: keep the costliest layers dense (drop estimated as the sum of single-layer 2:4 costs; "
+                            "fold --auto measures it)", ["kept", "layers kept dense", "est. drop", "FLOPs saved %", "params saved %"],
+                            rows, ["kept", "est. drop", "FLOPs saved %", "params saved %"]))
     ratio = result.seconds / max(result.baseline_seconds, 1e-9)
     console.print(f"cost: {result.evaluations} variant passes = {result.evaluation_equivalents:.1f} evaluations of the "
                   f"{result.images} images (budget {result.budget}); {result.seconds:.1f} s in all, one plain pass "

@@ -201,7 +201,7 @@ def unfinished_message(ckpt: MaxQCheckpoint) -> str:
     )
 
 
-def check_layer_names(names, known: list[str], option: str) -> set[str]:
+def check_layer_names(names, known: list[str], option: str, what: str = "sparse layer") -> set[str]:
     """``names`` (a list, or one comma-separated string) as a set, each one of ``known``, else one OptionError line."""
     if isinstance(names, str):
         names = [names]
@@ -209,7 +209,7 @@ def check_layer_names(names, known: list[str], option: str) -> set[str]:
     unknown = [n for n in wanted if n not in known]
     if unknown:
         shown = ", ".join(known[:6]) + (", ..." if len(known) > 6 else "")
-        raise OptionError(f"{option}: no sparse layer named {unknown[0]!r} ({len(known)} sparse layers: {shown})")
+        raise OptionError(f"{option}: no {what} named {unknown[0]!r} ({len(known)} {what}s: {shown})")
     return set(wanted)
 
 

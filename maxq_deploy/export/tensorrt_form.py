@@ -328,6 +328,10 @@ class _ExportJob:
             meta["float_regions"] = self.float_regions
         if self.sparse_layers is not None:
             meta["sparse_layers"] = json.dumps(self.sparse_layers)
+        for name in ("kept_dense", "kept_float"):  # choices made on purpose: verify reports them as such
+            kept = _kept_layers(self.loaded.meta, name)
+            if kept:
+                meta[name] = json.dumps(kept)
         origin = self.loaded.meta.get("provenance") if isinstance(self.loaded.meta, dict) else None
         if isinstance(origin, dict) and origin.get("source_sha256"):
             meta["checkpoint_sha256"] = str(origin["source_sha256"])
@@ -408,11 +412,18 @@ def _sparse_layer_names(meta: dict) -> list[str] | None:
         return None
     layers = meta.get("layers")
     if isinstance(layers, list) and all(isinstance(layer, dict) and "name" in layer for layer in layers):
-        return [str(layer["name"]) for layer in layers if layer.get("role") == "sparse"]
+        # a layer fold kept dense on purpose keeps its trained N:M and runs dense: not expected to hold 2:4
+        return [str(layer["name"]) for layer in layers if layer.get("role") == "sparse" and not layer.get("kept_dense")]
     names = meta.get("sparse_layers")
     if isinstance(names, list) and all(isinstance(name, str) for name in names):
         return list(names)
     return None
+
+
+def _kept_layers(meta: dict, key: str) -> list[str]:
+    """``kept_dense`` / ``kept_float`` of a folded or quantized checkpoint's metadata ([] when absent)."""
+    names = meta.get(key) if isinstance(meta, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 # --- raw graphs (one producer per target and kind) -------------------------------------------

@@ -48,9 +48,14 @@ def qdq_conv_checks(path: str | os.PathLike[str], model=None) -> list[QdqConvChe
             for layer in info.layers.values() if layer.op == "conv"]
 
 
-def summary_line(checks: list[QdqConvCheck]) -> str:
+def summary_line(checks: list[QdqConvCheck], on_purpose=frozenset()) -> str:
+    """One line; convs named in ``on_purpose`` (kept float by quantize --keep-float) are counted apart."""
+    chosen = [c for c in checks if c.name in on_purpose]
+    checks = [c for c in checks if c.name not in on_purpose]
     ok = sum(c.ok for c in checks)
     line = f"Q/DQ: {ok} of {len(checks)} convs INT8 in and INT8 out"
+    if chosen:
+        line += f" ({len(chosen)} more kept float on purpose)"
     bad = [c for c in checks if not c.ok]
     if bad:
         line += "; float at " + ", ".join(f"{c.name} ({c.describe()})" for c in bad[:6]) + ("..." if len(bad) > 6 else "")

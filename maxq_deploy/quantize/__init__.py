@@ -63,14 +63,14 @@ def quantize(folded: str | os.PathLike[str], output: str | os.PathLike[str], con
             batch_size=config.batch_size, train_batches=config.train_batches, calib_data=config.calib_data,
             calibrator=config.calibrator, percentile=config.percentile, calib_batches=config.calib_batches,
             preprocess=config.preprocess, workers=config.workers, seed=config.seed, device=config.device,
-            distributed=config.distributed, progress=progress,
+            distributed=config.distributed, progress=progress, keep_float=config.keep_float,
         )
     from maxq_deploy.quantize.ptq import quantize_ptq
 
     return quantize_ptq(
         folded, output, config.calib_data, calibrator=config.calibrator, percentile=config.percentile,
         calib_batches=config.calib_batches, batch_size=config.batch_size, preprocess=config.preprocess,
-        workers=config.workers, progress=progress, device=config.device, seed=config.seed,
+        workers=config.workers, progress=progress, device=config.device, seed=config.seed, keep_float=config.keep_float,
     )
 
 

@@ -5,6 +5,7 @@ A quantized checkpoint is the folded checkpoint plus a range (``amax``) for ever
     {"format": "maxq-deploy/quantized", "format_version": 1, "arch", "num_classes", "nm",
      "hardware_pattern", "quantizers": {name: amax}, "calibration": {...}, "training": {...} | None,
      "int8_pattern": {...}, "layers": [folded layer report], "provenance": {...},
+     "kept_float": [layers without quantizers], "kept_dense": [layers fold kept dense],
      "state_dict": folded (or fine-tuned) float weights}
 
 Plain data and tensors only, so it loads with ``weights_only=True``. The INT8 weights TensorRT
@@ -62,22 +63,29 @@ class Int8LayerCheck:
     fp32_holds: bool  # on the float weights it was quantized from
     zeros_kept: bool  # every float zero is an INT8 zero
     new_zeros: int  # small weights that rounded to 0 in INT8
+    kept_float: bool = False  # no quantizers on purpose (quantize --keep-float): checked on its float weights
+    kept_dense: bool = False  # left out of the 2:4 projection on purpose (fold --keep-dense): not expected to hold it
+
+    @property
+    def expected_sparse(self) -> bool:
+        return self.role == "sparse" and not self.kept_dense
 
 
 def check_int8_layers(layers: list[FoldedLayer], state: dict[str, torch.Tensor], amax: dict[str, torch.Tensor],
-                      pattern: str = HARDWARE_PATTERN) -> list[Int8LayerCheck]:
-    """Check ``pattern`` on the INT8 weights of every conv of the folded layer report."""
+                      pattern: str = HARDWARE_PATTERN, keep_float=()) -> list[Int8LayerCheck]:
+    """Check ``pattern`` on the INT8 weights of every conv of the folded layer report (float weights for ``keep_float``)."""
     checks = []
+    kept = set(keep_float)
     for layer in layers:
         weight = state[f"{layer.name}.weight"]
-        q = int8_weight(weight, amax[weight_quantizer_name(layer.name)])
+        q = weight if layer.name in kept else int8_weight(weight, amax[weight_quantizer_name(layer.name)])
         c8, c32 = check_pattern(q, pattern), check_pattern(weight, pattern)
         zeros = weight == 0
         checks.append(Int8LayerCheck(
             name=layer.name, role=layer.role, shape=list(weight.shape), groups=c8.groups,
             violating_groups=c8.violating_groups, holds=c8.holds and layer.groups == 1,
             fp32_holds=c32.holds and layer.groups == 1, zeros_kept=bool((q[zeros] == 0).all()),
-            new_zeros=int(((q == 0) & ~zeros).sum()),
+            new_zeros=int(((q == 0) & ~zeros).sum()), kept_float=layer.name in kept, kept_dense=layer.kept_dense,
         ))
     return checks
 
@@ -94,9 +102,14 @@ class QuantizedCheckpoint:
     quantizers: dict[str, torch.Tensor] = field(repr=False)
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     meta: dict = field(repr=False)
+    kept_float: list[str] = field(default_factory=list)  # layers without quantizers (quantize --keep-float)
+
+    @property
+    def kept_dense(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.kept_dense]
 
     def int8_checks(self, pattern: str = HARDWARE_PATTERN) -> list[Int8LayerCheck]:
-        return check_int8_layers(self.layers, self.state_dict, self.quantizers, pattern)
+        return check_int8_layers(self.layers, self.state_dict, self.quantizers, pattern, keep_float=self.kept_float)
 
 
 def quantized_from_dict(obj: dict, path: Path, *, positive_weight_ranges: bool = False) -> QuantizedCheckpoint:
@@ -114,8 +127,10 @@ def quantized_from_dict(obj: dict, path: Path, *, positive_weight_ranges: bool =
         ckpt = QuantizedCheckpoint(
             path=path, arch=obj["arch"], num_classes=int(obj["num_classes"]), nm=obj.get("nm"), layers=layers,
             quantizers=dict(obj["quantizers"]), state_dict=obj["state_dict"],
-            meta={k: v for k, v in obj.items() if k != "state_dict"},
+            meta={k: v for k, v in obj.items() if k != "state_dict"}, kept_float=list(obj.get("kept_float") or []),
         )
+        if not all(isinstance(name, str) for name in ckpt.kept_float):
+            raise TypeError("kept_float is not a list of layer names")
     except (KeyError, TypeError, ValueError) as exc:
         raise InputFileError(f"{path}: damaged quantized checkpoint ({exc})") from None
     expected = state_dict_shapes(ckpt.arch, ckpt.num_classes, "folded")
@@ -123,7 +138,11 @@ def quantized_from_dict(obj: dict, path: Path, *, positive_weight_ranges: bool =
     if got != expected:
         raise InputFileError(f"{path}: weights do not match {ckpt.arch} with {ckpt.num_classes} classes")
     bad = [name for name, value in ckpt.quantizers.items() if not isinstance(value, torch.Tensor)]
-    missing = [weight_quantizer_name(layer.name) for layer in layers if weight_quantizer_name(layer.name) not in ckpt.quantizers]
+    unknown = sorted(set(ckpt.kept_float) - {layer.name for layer in layers})
+    if unknown:
+        raise InputFileError(f"{path}: damaged quantized checkpoint (kept_float names {unknown[0]!r}, not one of its conv layers)")
+    missing = [weight_quantizer_name(layer.name) for layer in layers
+               if layer.name not in ckpt.kept_float and weight_quantizer_name(layer.name) not in ckpt.quantizers]
     if bad or missing:
         raise InputFileError(f"{path}: damaged quantized checkpoint (no range for {(bad + missing)[0]})")
     check_finite_tensors(ckpt.state_dict, path, "quantized checkpoint")
@@ -166,6 +185,7 @@ def load_quantized_model(path: Path, obj: dict):
     pq_adapter.require_pytorch_quantization()
     model = pq_adapter.build_quant_model(ckpt.arch, ckpt.num_classes)
     pq_adapter.load_weights(model, ckpt.state_dict)
+    pq_adapter.keep_float(model, ckpt.kept_float)
     for name, quantizer in pq_adapter.quantizers(model).items():
         amax = ckpt.quantizers.get(name)
         if amax is None and is_pool_quantizer(name):

@@ -40,6 +40,29 @@ def check_calibration(calibrator: Any, percentile: Any, batches: Any, batch_size
     return name, float(percentile)
 
 
+def split_names(names: Any, option: str) -> tuple[str, ...]:
+    """Layer names from a list and/or comma-separated strings, in order, without repeats."""
+    if names is None:
+        return ()
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise QuantizationError(f"{option} takes layer names (comma-separated), got {names!r}")
+    out: list[str] = []
+    for item in names:
+        out.extend(n.strip() for n in item.split(",") if n.strip() and n.strip() not in out)
+    return tuple(out)
+
+
+def keep_float_layers(names: tuple[str, ...] | list[str], folded) -> list[str]:
+    """The ``--keep-float`` names, each a conv layer of ``folded`` (sparse or dense), else one OptionError line."""
+    from maxq_deploy.fold import check_layer_names
+
+    known = [layer.name for layer in folded.layers]
+    check_layer_names(list(names), known, "--keep-float", what="conv layer")
+    return [name for name in known if name in set(names)]
+
+
 @dataclass
 class QuantizeConfig:
     """INT8 quantization of a folded checkpoint.
@@ -49,6 +72,8 @@ class QuantizeConfig:
     ``train_data``, optional labelled ``val_data`` (selects the best epoch), ``epochs``, ``lr``,
     ``optimizer``, ``momentum``, ``weight_decay``, ``train_batches`` per epoch, ``distributed``
     (None: under torchrun). ``preprocess`` is a :class:`maxq_deploy.data.Preprocess` or None.
+    ``keep_float``: conv layers left without quantizers (they run float; names checked against
+    the folded checkpoint by :func:`keep_float_layers`).
     """
 
     qat: bool = False
@@ -70,8 +95,10 @@ class QuantizeConfig:
     weight_decay: float = 0.0
     train_batches: int | None = None
     distributed: bool | None = None
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.keep_float = split_names(self.keep_float, "--keep-float")
         self.calibrator, self.percentile = check_calibration(self.calibrator, self.percentile, self.calib_batches, self.batch_size)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise QuantizationError(f"--workers must be an integer >= 0, got {self.workers!r}")

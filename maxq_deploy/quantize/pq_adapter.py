@@ -211,10 +211,33 @@ def _single_pass_calibrators() -> tuple[type, type]:
 
 
 def quantizers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every TensorQuantizer of ``model`` by module name (``layer1.0.convbn1._input_quantizer``)."""
+    """Every active TensorQuantizer of ``model`` by module name (``layer1.0.convbn1._input_quantizer``).
+
+    Quantizers of layers kept float (:func:`keep_float`) are left out: nothing calibrates,
+    enables or stores them.
+    """
     from pytorch_quantization.nn import TensorQuantizer
 
-    return {name: mod for name, mod in model.named_modules() if isinstance(mod, TensorQuantizer)}
+    return {name: mod for name, mod in model.named_modules()
+            if isinstance(mod, TensorQuantizer) and not getattr(mod, KEPT_FLOAT_ATTR, False)}
+
+
+#: Set on the input and weight quantizers of a layer kept float (``quantize --keep-float``).
+KEPT_FLOAT_ATTR = "maxq_kept_float"
+
+
+def keep_float(model: nn.Module, layers) -> None:
+    """Layers ``layers`` (conv/linear module names) run float: their input and weight quantizers are off for good.
+
+    A disabled TensorQuantizer returns its input untouched, in fake quantization and in the ONNX
+    export alike, so the Q/DQ graph has no QuantizeLinear/DequantizeLinear on those inputs and weights.
+    """
+    for name in layers:
+        module = model.get_submodule(name)
+        for attr in ("_input_quantizer", "_weight_quantizer"):
+            q = getattr(module, attr)
+            q.disable()
+            setattr(q, KEPT_FLOAT_ATTR, True)
 
 
 def quantizer_role(name: str) -> str:

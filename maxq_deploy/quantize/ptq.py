@@ -12,6 +12,7 @@ from maxq_deploy.core.files import TORCH_SUFFIXES, Output, atomic_output, guard_
 from maxq_deploy.data import Preprocess
 from maxq_deploy.core.progress import Progress
 from maxq_deploy.quantize import pq_adapter
+from maxq_deploy.quantize.config import keep_float_layers, split_names
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
 from maxq_deploy.quantize.calibrate import (
     DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, model_preprocess, open_data, resolve_device,
@@ -35,17 +36,20 @@ def quantize_ptq(
     labels: str | os.PathLike[str] | None = None,
     device: str | None = None,
     seed: int = 0,
+    keep_float: tuple[str, ...] | list[str] = (),
 ) -> QuantizeResult:
     """Calibrate INT8 ranges for a folded checkpoint and write a quantized checkpoint.
 
     ``calib_data`` is a path :func:`maxq_deploy.data.open_dataset` reads (labels not needed) or
     an opened data set. Up to ``calib_batches`` batches of ``batch_size`` images (a seeded
-    shuffle) are used. Nothing is written when any check fails.
+    shuffle) are used. ``keep_float`` names conv layers left without quantizers (float in the
+    checkpoint, recorded as ``kept_float``). Nothing is written when any check fails.
     """
     started = time.perf_counter()
     options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
     (out,) = guard_outputs([Output(Path(output), TORCH_SUFFIXES, "quantized checkpoint")], [folded_path, calib_data, labels])
     folded, _ = read_folded_input(folded_path)
+    kept = keep_float_layers(split_names(keep_float, "--keep-float"), folded)
     pq_adapter.require_pytorch_quantization()
     dataset = open_data(calib_data, model_preprocess(folded, preprocess), "calibration", labels=labels)
     check_classes(dataset, folded.num_classes, "calibration")
@@ -54,14 +58,15 @@ def quantize_ptq(
 
     model = pq_adapter.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
     pq_adapter.load_weights(model, folded.state_dict)
+    pq_adapter.keep_float(model, kept)
     model.to(target)
     stats = calibrate(model, dataset, options, workers=workers, device=target, seed=seed, progress=progress)
     ranges, report = validated_ranges(model)
-    checks = check_int8_layers(folded.layers, folded.state_dict, ranges)
+    checks = check_int8_layers(folded.layers, folded.state_dict, ranges, keep_float=kept)
     assert_pattern_kept(checks)
 
     backend = f"pytorch-quantization {pq_adapter.version()}"
-    ckpt = checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), backend)
+    ckpt = checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), backend, kept_float=kept)
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)
     notes = [f"{r.name}: {n}" for r in report for n in r.notes]

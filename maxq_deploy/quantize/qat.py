@@ -32,7 +32,7 @@ from maxq_deploy.core.distributed import DistContext, all_reduce, join_process_g
 from maxq_deploy.core.errors import DataError, PatternViolationError, QuantizationError
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.quantize import pq_adapter
-from maxq_deploy.quantize.config import QuantizeConfig
+from maxq_deploy.quantize.config import QuantizeConfig, keep_float_layers, split_names
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
 from maxq_deploy.quantize.calibrate import (
     DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, model_preprocess, open_data, resolve_device,
@@ -142,6 +142,7 @@ def quantize_qat(
     device: str | None = None,
     distributed: bool | None = None,
     progress: Progress | None = None,
+    keep_float: tuple[str, ...] | list[str] = (),
 ) -> QuantizeResult:
     """Calibrate, then fine-tune with fake quantization keeping every N:M zero; write a quantized checkpoint.
 
@@ -149,6 +150,7 @@ def quantize_qat(
     calibrated start (epoch 0) included, else the last epoch is kept. ``train_batches`` caps
     the batches per epoch (per process). ``calib_data`` defaults to ``train_data``.
     ``distributed`` None means: under torchrun (WORLD_SIZE > 1) use DistributedDataParallel.
+    ``keep_float``: conv layers without quantizers (fine-tuned in float, recorded as ``kept_float``).
     """
     started = time.perf_counter()
     options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
@@ -157,6 +159,7 @@ def quantize_qat(
     (out,) = guard_outputs([Output(Path(output), TORCH_SUFFIXES, "quantized checkpoint")],
                            [folded_path, train_data, val_data, calib_data])
     folded, _ = read_folded_input(folded_path)
+    kept = keep_float_layers(split_names(keep_float, "--keep-float"), folded)
     pq_adapter.require_pytorch_quantization()
     preprocess = model_preprocess(folded, preprocess)
     train_set = open_data(train_data, preprocess, "train", require_labels=True)
@@ -173,7 +176,7 @@ def quantize_qat(
     try:
         return _run(folded, out, train_set, val_set, calib_set, options, ctx, target, started, epochs=epochs, lr=lr,
                     optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, train_batches=train_batches,
-                    workers=workers, seed=seed, progress=(progress or SILENT) if ctx.is_main else SILENT)
+                    workers=workers, seed=seed, progress=(progress or SILENT) if ctx.is_main else SILENT, kept=kept)
     finally:
         if ctx.owns_group:
             import torch.distributed as dist
@@ -183,12 +186,13 @@ def quantize_qat(
 
 def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationOptions, ctx: DistContext, target: torch.device,
          started: float, *, epochs: int, lr: float, optimizer: str, momentum: float, weight_decay: float,
-         train_batches: int | None, workers: int, seed: int, progress: Progress) -> QuantizeResult:
+         train_batches: int | None, workers: int, seed: int, progress: Progress, kept: list[str]) -> QuantizeResult:
     from maxq_deploy.data import make_loader
 
     torch.manual_seed(seed)
     model = pq_adapter.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
     pq_adapter.load_weights(model, folded.state_dict)
+    pq_adapter.keep_float(model, kept)
     model.to(target)
     stats = calibrate(model, calib_set, options, workers=workers, device=target, seed=seed, progress=progress)
     _broadcast_ranges(model, ctx)
@@ -269,7 +273,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     revived = sum(int(((state[f"{name}.weight"] != 0) & (mask.cpu() == 0)).sum()) for name, (_, mask) in masks.items())
     if revived:
         raise PatternViolationError(f"QAT revived {revived} masked weights (a bug: the masks must hold them at 0); nothing was written")
-    checks = check_int8_layers(folded.layers, state, ranges)
+    checks = check_int8_layers(folded.layers, state, ranges, keep_float=kept)
     assert_pattern_kept(checks)
     training = TrainingReport(
         epochs=epochs, lr=lr, optimizer=optimizer, batch_size=options.batch_size, world_size=ctx.world_size, steps=steps,
@@ -280,7 +284,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     notes = [f"{r.name}: {n}" for r in report for n in r.notes]
     if val_loader is not None and best_epoch == 0:
         notes.append("fine-tuning did not beat the calibrated network on the validation data: its weights were kept")
-    _save_then_release(folded, out, state, ranges, stats, checks, backend, training, ctx)
+    _save_then_release(folded, out, state, ranges, stats, checks, backend, training, ctx, kept)
     return QuantizeResult(
         output=out, written=ctx.is_main, source=folded.path, mode="qat", arch=folded.arch, num_classes=folded.num_classes,
         nm=folded.nm, backend=backend, calibration=stats, quantizers=report, layers=checks, training=training,
@@ -288,12 +292,13 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     )
 
 
-def _save_then_release(folded, out: Path, state, ranges, stats, checks, backend, training, ctx: DistContext) -> None:
+def _save_then_release(folded, out: Path, state, ranges, stats, checks, backend, training, ctx: DistContext,
+                       kept: list[str]) -> None:
     """Rank 0 writes; then every rank learns whether it worked (a broadcast that doubles as barrier)."""
     failure: BaseException | None = None
     if ctx.is_main:
         try:
-            ckpt = checkpoint_dict(folded, state, ranges, stats, checks, provenance(folded.path), backend, training)
+            ckpt = checkpoint_dict(folded, state, ranges, stats, checks, provenance(folded.path), backend, training, kept_float=kept)
             with atomic_output(out) as tmp:
                 torch.save(ckpt, tmp)
         except BaseException as exc:  # re-raised below, after the other ranks were told

@@ -65,7 +65,16 @@ class QuantizeResult:
 
     @property
     def sparse_layers(self) -> list[Int8LayerCheck]:
-        return [layer for layer in self.layers if layer.role == "sparse"]
+        """The layers meant to hold the pattern (a layer fold kept dense on purpose is not one)."""
+        return [layer for layer in self.layers if layer.expected_sparse]
+
+    @property
+    def kept_float(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.kept_float]
+
+    @property
+    def kept_dense(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.kept_dense]
 
     @property
     def holding_layers(self) -> int:
@@ -82,6 +91,7 @@ class QuantizeResult:
         data["sparse_layers"] = len(self.sparse_layers)
         data["sparse_layers_holding_int8_pattern"] = self.holding_layers
         data["pattern_ok"] = self.pattern_ok
+        data["kept_float"], data["kept_dense"] = self.kept_float, self.kept_dense
         return data
 
 
@@ -100,10 +110,10 @@ def assert_pattern_kept(checks: list[Int8LayerCheck]) -> None:
 def checkpoint_dict(
     folded: FoldedCheckpoint, state_dict: dict[str, torch.Tensor], ranges: dict[str, torch.Tensor],
     calibration: CalibrationStats, checks: list[Int8LayerCheck], provenance: dict, backend: str,
-    training: TrainingReport | None = None,
+    training: TrainingReport | None = None, kept_float: list[str] | tuple[str, ...] = (),
 ) -> dict:
     """The quantized checkpoint: plain data and tensors, loadable with ``weights_only=True``."""
-    sparse = [c for c in checks if c.role == "sparse"]
+    sparse = [c for c in checks if c.expected_sparse]
     return {
         "format": QUANTIZED_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -129,6 +139,8 @@ def checkpoint_dict(
             "layers": [asdict(c) for c in checks],
         },
         "layers": layers_to_dicts(folded.layers),
+        "kept_float": list(kept_float),  # layers without quantizers: float in every graph made from this
+        "kept_dense": [layer.name for layer in folded.layers if layer.kept_dense],
         "source_folded": {k: folded.meta.get(k) for k in ("provenance", "projection_drift") if k in folded.meta},
         "provenance": provenance,
         "state_dict": {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()},

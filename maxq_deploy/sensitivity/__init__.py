@@ -89,9 +89,31 @@ class SensitivityResult:
         """The most evaluations the analysis may cost: 2 per layer + the baseline."""
         return 2 * len(self.layers) + 1
 
+    def pareto(self) -> list[dict]:
+        """Estimated trade-off: keep the k layers whose 2:4 projection costs most dense, k = 0, 1, ...
+
+        Per step: the layers kept dense, the estimated top-1 drop (the sum of the single-layer 2:4
+        costs of the layers still projected: an estimate, ``fold --auto`` measures it), and what the
+        2:4 layers save: half their multiply-adds (where TensorRT can run them sparse) and half their
+        parameters, in percent of the network.
+        """
+        ranked = sorted((l for l in self.layers if l.delta_2_4 is not None), key=lambda l: (l.delta_2_4, l.name))
+        front = []
+        for k in range(len(ranked) + 1):
+            kept = {l.name for l in ranked[:k]}
+            sparse = [l for l in self.layers if l.name not in kept]
+            front.append({
+                "kept_dense": [l.name for l in ranked[:k]],
+                "estimated_drop": round(-sum(l.delta_2_4 for l in ranked[k:]), 4),
+                "flops_saved_share": round(sum(l.saved_flops_share for l in sparse), 3),
+                "params_saved_share": round(sum(l.params_share / 2 for l in sparse), 3),
+            })
+        return front
+
     def to_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if k != "layers"}
         data["budget_evaluations"] = self.budget
+        data["pareto"] = self.pareto()
         data["layers"] = [asdict(layer) | {"saved_flops_share": layer.saved_flops_share} for layer in self.layers]
         return data
 

@@ -163,6 +163,7 @@ def verify_onnx(path: str | os.PathLike[str], pattern: NMPattern | str = "2:4") 
     report = verify.VerifyReport(str(p), "onnx", str(pattern), trained_nm)
     if problem:
         report.notes.append(problem)
+    kept_dense, kept_float = _listed_names(meta, onnx_meta.KEPT_DENSE), _listed_names(meta, onnx_meta.KEPT_FLOAT)
     if listed is None:
         report.notes.append(
             f"no {META_SPARSE_LAYERS} metadata (not written by maxq-deploy export): layers with at least "
@@ -177,6 +178,10 @@ def verify_onnx(path: str | os.PathLike[str], pattern: NMPattern | str = "2:4") 
         else:
             expected = _looks_sparse(tensor, layer, pattern)
         note_parts = []
+        if layer.name in kept_dense:
+            note_parts.append("kept dense on purpose (fold --keep-dense): runs dense")
+        if layer.name in kept_float:
+            note_parts.append("kept float on purpose (quantize --keep-float)")
         if w.quantized:
             note_parts.append("INT8 values")
         if w.chain:
@@ -188,7 +193,12 @@ def verify_onnx(path: str | os.PathLike[str], pattern: NMPattern | str = "2:4") 
                 conv_groups=layer.conv_groups, dtype=w.dtype, note=" ".join(note_parts),
             )
         )
-    _add_qdq_report(report, p, model)
+    _add_qdq_report(report, p, model, set(kept_float))
+    if kept_dense:
+        report.notes.append(f"{len(kept_dense)} sparse layer(s) kept dense on purpose (fold --keep-dense), not checked for "
+                            f"{pattern}: {', '.join(kept_dense)}")
+    if kept_float:
+        report.notes.append(f"{len(kept_float)} layer(s) kept float on purpose (quantize --keep-float), no Q/DQ: {', '.join(kept_float)}")
     skipped = sum(node.op_type in WEIGHT_OPS for node in model.graph.node) - len(layers)
     if skipped:
         report.notes.append(f"{skipped} Conv/Gemm/MatMul node(s) without a constant weight were skipped")
@@ -202,7 +212,16 @@ def verify_onnx(path: str | os.PathLike[str], pattern: NMPattern | str = "2:4") 
     return report
 
 
-def _add_qdq_report(report: verify.VerifyReport, path: Path, model) -> None:
+def _listed_names(meta: dict[str, str], key: str) -> list[str]:
+    """A JSON list of layer names from the metadata ([] when absent or not a list of names)."""
+    try:
+        names = json.loads(meta.get(key, "[]"))
+    except json.JSONDecodeError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _add_qdq_report(report: verify.VerifyReport, path: Path, model, kept_float: set[str] = frozenset()) -> None:
     """Q/DQ graphs: per conv whether it reads and writes INT8 (sparse INT8 kernels want both)."""
     from maxq_deploy.onnx_graph.qdq_check import qdq_conv_checks, summary_line
 
@@ -214,7 +233,7 @@ def _add_qdq_report(report: verify.VerifyReport, path: Path, model) -> None:
         check = by_name.get(verdict.name)
         if check is not None:
             verdict.note = "; ".join(p for p in (verdict.note, check.describe()) if p)
-    report.notes.append(summary_line(checks))
+    report.notes.append(summary_line(checks, on_purpose=kept_float))
 
 
 def _looks_sparse(tensor: torch.Tensor, layer: WeightLayer, pattern: NMPattern) -> bool:
