@@ -77,7 +77,8 @@ def auto_keep_dense(
 ) -> AutoChoice:
     """Fold ``ckpt_path`` with ``--project``, keeping dense the fewest costly layers that hold the drop within ``max_drop``."""
     from maxq_deploy.core.files import TORCH_SUFFIXES, Output, guard_outputs
-    from maxq_deploy.data import Preprocess, open_dataset
+    from maxq_deploy.data import open_dataset
+    from maxq_deploy.load.input_size import preprocess_for
     from maxq_deploy.fold import fold_masks_and_bn, save_folded
     from maxq_deploy.load.maxq_checkpoint import load_checkpoint
     from maxq_deploy.sensitivity import _limited, _load_images, analyze
@@ -91,7 +92,7 @@ def auto_keep_dense(
     from maxq_deploy.archs.catalog import default_input_size
 
     size = default_input_size(ckpt.arch)
-    dataset = open_dataset(data, labels, preprocess or Preprocess(resize=size, image_size=size), require_labels=True)
+    dataset = open_dataset(data, labels, preprocess or preprocess_for(ckpt.arch, size), require_labels=True)  # fold --data's rule
     report = analyze(ckpt_path, dataset, limit=limit, batch_size=batch_size, progress=progress)
     x, y = _load_images(dataset, _limited(dataset, limit), batch_size, progress)
     baseline = _top1(ckpt.build_model(), x, y, batch_size)
