@@ -36,6 +36,12 @@ def export_onnx_command(
     calib_batch_size: Optional[int] = typer.Option(None, "--calib-batch-size", help="Images per calibration batch (--target onnxruntime; default 8)."),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize the shorter side of calibration images to this (default: input size x 256/224; CIFAR ResNets: the input size)."),
     calibrate_method: Optional[str] = typer.Option(None, "--calibrate-method", help="minmax (default), entropy or percentile (--target onnxruntime)."),
+    cpu_isa: Optional[str] = typer.Option(
+        None, "--cpu-isa",
+        help="int8 CPU form (--target onnxruntime): portable (default: 7-bit weights, exact on every x86 CPU) or vnni "
+             "(8-bit weights: fastest on CPUs with AVX-512 VNNI/AVX-VNNI/AMX, saturates on AVX2-only CPUs). Recorded in "
+             "the graph's maxq_deploy.cpu_isa metadata.",
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Export to ONNX with checkpoint layer names and metadata; ends with an ONNX Runtime parity check."""
@@ -46,7 +52,7 @@ def export_onnx_command(
     result = export_model(
         model, output, target, precision=precision, opset=opset, batch=batch, dynamic_batch=True if dynamic_batch else None,
         input_size=input_size, calib=calib, calib_batches=calib_batches, calib_batch_size=calib_batch_size, resize=resize,
-        calibrate_method=calibrate_method, progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
+        calibrate_method=calibrate_method, cpu_isa=cpu_isa, progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
     )
     if json_out:
         return print_json(result.summary())

@@ -170,6 +170,15 @@ class ParityCheck:
     relative_error: float  # max_abs_error / max_abs_reference
     tolerance: float  # on relative_error
     passed: bool
+    arithmetic: str = "optimized"  # ONNX Runtime's kernels, or its reference Q/DQ arithmetic (see check_parity)
+    note: str = ""
+    divergence: dict | None = None  # INT8 failure: the first layer off by more than one quantization step
+
+    def where(self) -> str:
+        """``"; first layer ..."`` for a failed INT8 check (empty otherwise)."""
+        from maxq_deploy.int8_divergence import describe_divergence
+
+        return "" if self.divergence is None else "; " + describe_divergence(self.divergence)
 
     def describe(self) -> str:
         return (
@@ -378,7 +387,7 @@ class _ExportJob:
             if not self.parity.passed:
                 raise ParityError(
                     f"ONNX parity check failed ({self.precision}): {self.parity.describe()}, ONNX Runtime vs "
-                    f"{self.parity.reference}; nothing was written to {self.output}"
+                    f"{self.parity.reference}{self.parity.where()}; nothing was written to {self.output}"
                 )
         self.onnx_sha256 = sha256_file(self.output)
         self.size_bytes = self.output.stat().st_size
@@ -493,17 +502,33 @@ RAW_GRAPH_PRODUCERS: dict[tuple[str, bool], Callable] = {
 @torch.no_grad()
 def check_parity(
     onnx_path: str | os.PathLike[str], module: nn.Module, precision: str, batch_shape: list[int], reference: str = "PyTorch",
-    seed: int = PARITY_SEED,
+    seed: int = PARITY_SEED, cpu_isa: str | None = None,
 ) -> ParityCheck:
-    """Run ONNX Runtime (CPU) and ``module`` on one seeded normal batch; compare the outputs."""
+    """Run ONNX Runtime (CPU) and ``module`` on one seeded normal batch; compare the outputs.
+
+    INT8: the TensorRT-form graph (``cpu_isa`` None) and a ``vnni`` graph on a CPU without VNNI are
+    run with ONNX Runtime's graph optimizations off, i.e. its reference Q/DQ arithmetic (the graph's
+    ONNX meaning, what TensorRT computes), not its u8 x s8 kernels that saturate on such CPUs
+    (:mod:`maxq_deploy.cpu_isa`). A failed INT8 check names the first layer that diverges
+    (:func:`maxq_deploy.int8_divergence.first_divergence`).
+    """
     try:
         import onnxruntime as ort
     except ImportError:
         raise BackendUnavailableError("the parity check needs ONNX Runtime: pip install onnxruntime") from None
+    from maxq_deploy.cpu_isa import PORTABLE, int8_saturates
+
     x = torch.randn(batch_shape, generator=torch.Generator().manual_seed(seed))
     ref = module(x).float().cpu().numpy()
     session_options = ort.SessionOptions()
     session_options.log_severity_level = 3
+    note, arithmetic = "", "optimized"
+    if precision == QUANTIZED_PRECISION and cpu_isa != PORTABLE and (cpu_isa is None or int8_saturates()):
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        arithmetic = "reference Q/DQ (graph optimizations off)"
+        if cpu_isa is not None:
+            note = ("parity checked with ONNX Runtime's reference Q/DQ arithmetic: this CPU has no VNNI, where the "
+                    f"'{cpu_isa}' form saturates; run it on a CPU with VNNI/AMX, or export with --cpu-isa portable")
     session = ort.InferenceSession(str(onnx_path), session_options, providers=["CPUExecutionProvider"])
     got = np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0], dtype=np.float32)
     tolerance = PARITY_TOLERANCE[precision]
@@ -512,4 +537,9 @@ def check_parity(
     diff = compare_outputs(ref, got)
     max_abs, ref_max, relative = diff.max_abs_error, diff.max_abs_reference, diff.relative_error
     passed = diff.finite and relative <= tolerance
-    return ParityCheck(reference, list(batch_shape), seed, max_abs, ref_max, relative, tolerance, passed)
+    check = ParityCheck(reference, list(batch_shape), seed, max_abs, ref_max, relative, tolerance, passed, arithmetic, note)
+    if not passed and precision == QUANTIZED_PRECISION:
+        from maxq_deploy.int8_divergence import first_divergence
+
+        check.divergence = first_divergence(onnx_path, module, x, session_options)
+    return check

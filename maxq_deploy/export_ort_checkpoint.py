@@ -36,6 +36,8 @@ FROM_CHECKPOINT_TOLERANCE = 1e-1
 RELU_RANGES = ("unsigned", "signed")
 #: A range in the graph matches the checkpoint's amax within this relative difference (float32 rounding).
 RANGE_MATCH_RTOL = 1e-6
+#: --cpu-isa -> how ort_qdq stores the weights (see maxq_deploy.ort_qdq.WEIGHT_FORMS)
+WEIGHT_FORM = {"portable": "s7", "vnni": "s8"}
 
 
 @dataclass
@@ -67,6 +69,7 @@ class OrtFromCheckpointResult(ExportSummary):
     nm: str | None
     input_size: int
     relu_range: str
+    cpu_isa: str
     parity: object  # export_onnx.ParityCheck against the fake-quantized PyTorch model
     top1_agreement: float  # on the parity batch
     int8_layers: list[str]
@@ -138,6 +141,7 @@ def export_ort_int8_from_quantized(
     progress: Progress | None = None,
     *,
     relu_range: str = "unsigned",
+    cpu_isa: str | None = None,
     parity_batch: int = 2,
     tolerance: float = FROM_CHECKPOINT_TOLERANCE,
 ) -> OrtFromCheckpointResult:
@@ -147,6 +151,11 @@ def export_ort_int8_from_quantized(
     (:func:`maxq_deploy.export_onnx.export_onnx`, parity-checked) and rewritten
     (:func:`maxq_deploy.ort_qdq.rewrite_for_onnxruntime`); the result is checked against the
     fake-quantized PyTorch model on a seeded random batch and written only if it passes.
+
+    ``cpu_isa`` (:data:`maxq_deploy.cpu_isa.CPU_ISAS`): ``portable`` (default) stores 7-bit weights
+    (``amax / 63``), exact on every x86 CPU; ``vnni`` the checkpoint's 8-bit weights, fastest on
+    CPUs with VNNI/AMX, but it saturates without them (then its parity check runs ONNX Runtime's
+    reference Q/DQ arithmetic and says so in a note).
     """
     import onnx
 
@@ -156,6 +165,9 @@ def export_ort_int8_from_quantized(
     from maxq_deploy.ort_qdq import rewrite_for_onnxruntime
 
     started = time.perf_counter()
+    from maxq_deploy.cpu_isa import PORTABLE, check_cpu_isa
+
+    cpu_isa = check_cpu_isa(cpu_isa)
     relu_range = str(relu_range).lower()
     if relu_range not in RELU_RANGES:
         raise OptionError(f"relu_range {relu_range!r} is not supported; choose one of {', '.join(RELU_RANGES)}")
@@ -174,7 +186,7 @@ def export_ort_int8_from_quantized(
                 notes.extend(qdq.notes)
             elif step == "rewrite":
                 model = onnx.load(str(qdq_path))
-                report = rewrite_for_onnxruntime(model, unsigned_relu=relu_range == "unsigned")
+                report = rewrite_for_onnxruntime(model, unsigned_relu=relu_range == "unsigned", weight_form=WEIGHT_FORM[cpu_isa])
                 meta = {p.key: p.value for p in model.metadata_props}
                 meta.update({
                     onnx_meta.PREFIX + "target": TARGET,
@@ -183,6 +195,8 @@ def export_ort_int8_from_quantized(
                     onnx_meta.PREFIX + "ranges_from": f"quantized checkpoint ({mode})",
                     onnx_meta.PREFIX + "activation_type": "uint8",
                     onnx_meta.PREFIX + "weight_type": "int8",
+                    onnx_meta.PREFIX + "weight_bits": str(8 if cpu_isa != PORTABLE else 7),
+                    onnx_meta.CPU_ISA: cpu_isa,
                     onnx_meta.PREFIX + "per_channel": "true",
                     onnx_meta.PREFIX + "relu_range": relu_range,
                     onnx_meta.PREFIX + "tool_version": __version__,
@@ -194,13 +208,15 @@ def export_ort_int8_from_quantized(
             else:
                 loaded = load_torch_model(source)
                 parity = check_parity(tmp_out, loaded.module, "int8", [parity_batch, 3, input_size, input_size],
-                                      "the fake-quantized PyTorch model")
+                                      "the fake-quantized PyTorch model", cpu_isa=cpu_isa)
+                if parity.note:
+                    notes.append(parity.note)
                 parity.tolerance = tolerance
                 parity.passed = bool(np.isfinite(parity.relative_error) and parity.relative_error <= tolerance)
                 if not parity.passed:
                     raise ParityError(
                         f"the ONNX Runtime INT8 graph made from {source.name}'s ranges does not match the fake-quantized "
-                        f"model ({parity.describe()}); nothing was written to {out}"
+                        f"model ({parity.describe()}){parity.where()}; nothing was written to {out}"
                     )
                 agreement = _top1_agreement(tmp_out, loaded.module, parity_batch, input_size)
                 ranges = _range_uses(model, obj)
@@ -213,7 +229,7 @@ def export_ort_int8_from_quantized(
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return OrtFromCheckpointResult(
         output=out, source=source, source_sha256=qdq.source_sha256, mode=mode, arch=qdq.arch, num_classes=qdq.num_classes,
-        nm=qdq.nm, input_size=input_size, relu_range=relu_range, parity=parity, top1_agreement=agreement,
+        nm=qdq.nm, input_size=input_size, relu_range=relu_range, cpu_isa=cpu_isa, parity=parity, top1_agreement=agreement,
         int8_layers=report.int8_convs + report.float_output, float_layers=report.float_convs,
         derived_ranges=report.derived_ranges, ranges=ranges, op_counts=dict(sorted(counts.items())),
         sparse_layers=list(qdq.sparse_layers), pattern_sparse_layers=len(pattern.expected),
@@ -248,6 +264,7 @@ def _range_uses(model, obj: dict) -> list[RangeUse]:
     consts = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
     quantizers = obj["quantizers"]
+    qmax = 2 ** (int(onnx_meta.read_metadata(model).get(onnx_meta.key("weight_bits"), 8)) - 1) - 1  # 127 or 63
     uses = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm"):
@@ -266,7 +283,7 @@ def _range_uses(model, obj: dict) -> list[RangeUse]:
         wdq = producers.get(node.input[1])
         w_diff = None
         if wdq is not None and wdq.op_type == "DequantizeLinear":
-            w_amax = np.asarray(consts[wdq.input[1]], dtype=np.float64).reshape(-1) * 127
+            w_amax = np.asarray(consts[wdq.input[1]], dtype=np.float64).reshape(-1) * qmax
             ref = amax_w.double().reshape(-1).numpy()
             w_diff = float(np.max(np.abs(w_amax - ref) / ref))
         uses.append(RangeUse(node.name, float(amax_in.reshape(-1)[0]), graph_in, grid, w_diff))

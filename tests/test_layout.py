@@ -18,7 +18,8 @@ MAX_LINES = 600
 #: The stage order, bottom to top; a module may import its own level or lower ones.
 LEVELS: list[tuple[str, ...]] = [
     ("maxq_deploy", "maxq_deploy.errors", "maxq_deploy.progress", "maxq_deploy.artifacts", "maxq_deploy.formats",
-     "maxq_deploy.onnx_meta", "maxq_deploy.compare", "maxq_deploy.devices", "maxq_deploy.distributed", "maxq_deploy.memory"),
+     "maxq_deploy.onnx_meta", "maxq_deploy.compare", "maxq_deploy.devices", "maxq_deploy.distributed", "maxq_deploy.memory",
+     "maxq_deploy.cpu_isa"),
     ("maxq_deploy.sparsity", "maxq_deploy.arch_catalog", "maxq_deploy.image_decode", "maxq_deploy.data"),
     ("maxq_deploy.archs",),
     ("maxq_deploy.reference", "maxq_deploy.artifact_checks"),
@@ -31,7 +32,7 @@ LEVELS: list[tuple[str, ...]] = [
     ("maxq_deploy.quantize",),
     ("maxq_deploy.onnx_graph", "maxq_deploy.onnx_edit", "maxq_deploy.qdq_check", "maxq_deploy.ort_qdq",
      "maxq_deploy.export_ort_checkpoint", "maxq_deploy.onnx_sparsity", "maxq_deploy.export_onnx",
-     "maxq_deploy.export_ort"),
+     "maxq_deploy.export_ort", "maxq_deploy.int8_divergence"),
     ("maxq_deploy.tensorrt",),
     ("maxq_deploy.bench",),
     ("maxq_deploy.demo",),
