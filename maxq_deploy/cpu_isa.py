@@ -49,6 +49,44 @@ def int8_saturates(flags: set[str] | None = None, *, cpuinfo: str | Path = "/pro
     return not (set(VNNI_FLAGS) & flags)
 
 
+def seven_bit_weights(model) -> int:
+    """Re-quantize every int8 weight behind a DequantizeLinear of ``model`` (an ``onnx.ModelProto``) to 7 bits, in place.
+
+    The same ``amax`` in 63 steps (scale x 127/63, values rounded half to even into [-63, 63]), so
+    u8 x s7 pairs stay within int16 and the graph runs exactly on CPUs without VNNI; zeros stay
+    zero (2:4 holds). What OpenVINO is given for a non-portable int8 graph on such a CPU (the file
+    is not changed). Returns the number of weights re-quantized.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
+
+    def value(name: str):
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = consts.get(name)
+        return None if node is None else numpy_helper.to_array(node.attribute[0].t)
+
+    def store(name: str, array) -> None:
+        tensor = numpy_helper.from_array(array, name)
+        if name in inits:
+            inits[name].CopyFrom(tensor)
+        else:
+            consts[name].attribute[0].t.CopyFrom(tensor)
+
+    done = 0
+    for dq in [n for n in model.graph.node if n.op_type == "DequantizeLinear"]:
+        w, scale = value(dq.input[0]), value(dq.input[1])
+        if w is None or scale is None or w.dtype != np.int8 or w.ndim < 2:
+            continue
+        store(dq.input[0], np.clip(np.rint(w.astype(np.float64) * (63 / 127)), -63, 63).astype(np.int8))
+        store(dq.input[1], (scale.astype(np.float64) * (127 / 63)).astype(np.float32))
+        done += 1
+    return done
+
+
 def check_cpu_isa(value: str | None) -> str:
     """``--cpu-isa`` validated (default portable); a wrong value is one OptionError line."""
     from maxq_deploy.errors import OptionError
@@ -59,7 +97,7 @@ def check_cpu_isa(value: str | None) -> str:
     return key
 
 
-def saturation_warning(metadata: dict[str, str], backend: str, flags: set[str] | None = None) -> str | None:
+def saturation_warning(metadata: dict[str, str], backend: str, name: str = "this graph", flags: set[str] | None = None) -> str | None:
     """One warning line when a graph's int8 form can saturate on this CPU with ``backend``; else None."""
     from maxq_deploy import onnx_meta
 
@@ -69,5 +107,5 @@ def saturation_warning(metadata: dict[str, str], backend: str, flags: set[str] |
     if form == PORTABLE or not int8_saturates(flags):
         return None
     what = "its int8 form 'vnni'" if onnx_meta.CPU_ISA in metadata else "its int8 Q/DQ form (u8 x s8 kernels)"
-    return (f"warning: {metadata.get('__name__', 'this graph')}: {what} can saturate on this CPU (no VNNI: "
+    return (f"warning: {name}: {what} can saturate on this CPU (no VNNI: "
             "int16 pair sums), so results may differ; export it with --target onnxruntime --cpu-isa portable")

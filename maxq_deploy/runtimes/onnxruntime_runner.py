@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from maxq_deploy import onnx_meta
+from maxq_deploy.cpu_isa import saturation_warning
 from maxq_deploy.artifacts import check_input_file
 from maxq_deploy.errors import BackendUnavailableError, DataError, InputFileError, OptionError, first_line
 from maxq_deploy.runtimes.base import ModelInfo, Runner
@@ -119,6 +120,8 @@ class OnnxRuntimeRunner(Runner):
             batch_range=(dims[0], dims[0]) if dims[0] is not None else (1, None),
             metadata=metadata,
             options={"threads": threads, "providers": ",".join(used)},
+            warning=saturation_warning(metadata, "onnxruntime", path.name if path else "the ONNX model")
+            if used and used[0] == CPU_PROVIDER else None,
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
