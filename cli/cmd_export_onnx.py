@@ -104,6 +104,8 @@ def _render_ort_from_checkpoint(result) -> None:
         ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
         ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'}"),
         ("precision", f"int8 weights (per channel), uint8 activations, QDQ format, ReLU outputs {result.relu_range}"),
+        ("cpu form", "portable: 7-bit weights, exact on every x86 CPU" if result.cpu_isa == "portable"
+         else "vnni: 8-bit weights, fastest with VNNI/AMX, saturates on CPUs without them"),
         ("ranges", f"the checkpoint's ({result.mode.upper()}), no calibration: {matching} of {len(result.ranges)} layers "
                    f"quantize with its amax; {len(result.derived_ranges)} conv outputs before a residual Add get a derived range"),
         ("layers", f"{len(result.int8_layers)} Conv/Gemm in int8, {len(result.float_layers)} float ({', '.join(result.float_layers) or '-'})"),
