@@ -55,6 +55,8 @@ def bench_command(
     title = f"bench on {settings.device}: {timing} per model and batch size after {settings.warmup} warm-up, interleaved"
     console.print(table(title, cols, rows, cols[3:]))
     for model in result.models:
+        if model.warning:
+            console.print(f"[yellow]{escape(model.warning)}[/]", highlight=False)
         for note in model.notes:
             console.print(f"note: {escape(model.label)}: {escape(note)}", highlight=False)
     console.print(f"environment: {escape(environment_line(result.environment))}", highlight=False)

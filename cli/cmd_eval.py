@@ -63,6 +63,8 @@ def eval_command(
             row.append(None if agreement is None else f"{agreement:.2f}")
         rows.append(row)
     console.print(table("Accuracy", columns, rows, [c for c in columns if c not in ("model", "kind", "backend", "precision")]))
+    for warning in dict.fromkeys(r.warning for r in results if r.warning):
+        console.print(f"[yellow]{escape(warning)}[/]", highlight=False)
     skipped = max(r.skipped_corrupt for r in results)
     if skipped:
         example = f", e.g. {escape(first.skipped_files[0])}" if first.skipped_files else ""

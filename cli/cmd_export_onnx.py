@@ -42,6 +42,12 @@ def export_onnx_command(
              "TensorRT 11.x and 10.12+ build strongly typed and run them in the graph's type; fp32 only when the "
              "installed TensorRT is a weakly typed 10.x before 10.12.",
     ),
+    cpu_isa: Optional[str] = typer.Option(
+        None, "--cpu-isa",
+        help="int8 CPU form (--target onnxruntime): portable (default: 7-bit weights, exact on every x86 CPU) or vnni "
+             "(8-bit weights: fastest on CPUs with AVX-512 VNNI/AVX-VNNI/AMX, saturates on AVX2-only CPUs). Recorded in "
+             "the graph's maxq_deploy.cpu_isa metadata.",
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Export to ONNX with checkpoint layer names and metadata; ends with an ONNX Runtime parity check."""
@@ -53,7 +59,8 @@ def export_onnx_command(
     result = export_model(
         model, output, target, precision=precision, opset=opset, batch=batch, dynamic_batch=True if dynamic_batch else None,
         input_size=input_size, calib=calib, calib_batches=calib_batches, calib_batch_size=calib_batch_size, resize=resize,
-        calibrate_method=calibrate_method, float_regions=float_regions, progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
+        calibrate_method=calibrate_method, float_regions=float_regions, cpu_isa=cpu_isa,
+        progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
     )
     if json_out:
         return print_json(result.summary())
@@ -105,6 +112,8 @@ def _render_ort_from_checkpoint(result) -> None:
         ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
         ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'}"),
         ("precision", f"int8 weights (per channel), uint8 activations, QDQ format, ReLU outputs {result.relu_range}"),
+        ("cpu form", "portable: 7-bit weights, exact on every x86 CPU" if result.cpu_isa == "portable"
+         else "vnni: 8-bit weights, fastest with VNNI/AMX, saturates on CPUs without them"),
         ("ranges", f"the checkpoint's ({result.mode.upper()}), no calibration: {matching} of {len(result.ranges)} layers "
                    f"quantize with its amax; {len(result.derived_ranges)} conv outputs before a residual Add get a derived range"),
         ("layers", f"{len(result.int8_layers)} Conv/Gemm in int8, {len(result.float_layers)} float ({', '.join(result.float_layers) or '-'})"),

@@ -58,6 +58,7 @@ class EvalResult:
     precision: str | None = None  # what the runtime computes in ("fp32", "fp16", "int8"; None: not known)
     options: dict = field(default_factory=dict)  # runtime settings that can change results (threads, inference precision)
     skipped_files: list[str] = field(default_factory=list)  # the first few, "path: reason"
+    warning: str | None = None  # the runner's one-line warning (an int8 form that saturates on this CPU)
     predictions: np.ndarray | None = field(default=None, repr=False)  # top-1 class per image, data order; None when distributed
 
     def summary(self) -> dict:
@@ -193,7 +194,7 @@ def evaluate_runner(
         images_per_second=seen / seconds if seconds > 0 else float("inf"),
         world_size=world,
         precision=info.precision,
-        options={k: v for k, v in info.options.items() if v is not None},
+        options={k: v for k, v in info.options.items() if v is not None}, warning=info.warning,
         skipped_files=report.skipped_files,
         predictions=np.concatenate(predictions) if world == 1 and predictions else None,
     )

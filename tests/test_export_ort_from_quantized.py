@@ -44,6 +44,12 @@ def ptq_export(ptq, tmp_path_factory: pytest.TempPathFactory):
     return out, export_ort_int8_from_quantized(ptq, out, input_size=SIZE)
 
 
+@pytest.fixture(scope="module")
+def vnni_export(ptq, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("ortckpt_out") / "r18_ort_vnni.onnx"
+    return out, export_ort_int8_from_quantized(ptq, out, input_size=SIZE, cpu_isa="vnni")
+
+
 def consts(model) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
@@ -61,12 +67,24 @@ def assert_int8_weight(w8: np.ndarray, weight: torch.Tensor, amax: torch.Tensor)
     assert np.abs(w8.astype(np.int16) - reference).max() <= 1 and (w8 != reference).mean() < 1e-4
 
 
-def test_graph_is_onnxruntime_form_with_the_checkpoint_ranges(ptq, ptq_export) -> None:
+def assert_7bit_weight(w7: np.ndarray, w_scale: np.ndarray, weight: torch.Tensor, amax: torch.Tensor) -> None:
+    """The portable form's weight: the checkpoint's int8 weight re-quantized to [-63, 63] at amax / 63 (round half to even)."""
+    scale = (amax.float() / 127).reshape(-1, *([1] * (weight.dim() - 1))).numpy()
+    w8 = np.clip(np.rint(weight.float().numpy() / scale), -128, 127)
+    assert w7.dtype == np.int8 and np.abs(w7).max() <= 63
+    np.testing.assert_array_equal(w7, np.clip(np.rint(w8 * (63 / 127)), -63, 63).astype(np.int8))
+    np.testing.assert_allclose(w_scale.astype(np.float64) * 63, amax.double().reshape(-1).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["portable", "vnni"])
+def test_graph_is_onnxruntime_form_with_the_checkpoint_ranges(request, ptq, form: str) -> None:
     import onnx
 
-    out, result = ptq_export
+    out, result = request.getfixturevalue("ptq_export" if form == "portable" else "vnni_export")
     model = onnx.load(str(out))
     meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["maxq_deploy.cpu_isa"] == form == result.cpu_isa
+    assert meta["maxq_deploy.weight_bits"] == ("7" if form == "portable" else "8")
     assert meta["maxq_deploy.target"] == "onnxruntime" and meta["maxq_deploy.precision"] == "int8"
     assert meta["maxq_deploy.ranges_from"] == "quantized checkpoint (ptq)" and meta["maxq_deploy.activation_type"] == "uint8"
     values = consts(model)
@@ -85,7 +103,11 @@ def test_graph_is_onnxruntime_form_with_the_checkpoint_ranges(ptq, ptq_export) -
         assert int(zp) in (0, 128)
         w8 = values[dq_w.input[0]]
         assert w8.dtype == np.int8 and dq_w.input[0] == f"{node.name}.weight"  # the export's INT8 initializer
-        assert_int8_weight(w8, ckpt["state_dict"][f"{node.name}.weight"], amax[f"{node.name}._weight_quantizer"])
+        weight, w_amax = ckpt["state_dict"][f"{node.name}.weight"], amax[f"{node.name}._weight_quantizer"]
+        if form == "vnni":
+            assert_int8_weight(w8, weight, w_amax)
+        else:
+            assert_7bit_weight(w8, values[dq_w.input[1]], weight, w_amax)
         checked += 1
     assert checked == 21  # 20 convs + fc in int8: the pooling input is quantized, so the last conv ends in int8 too
     assert result.float_layers == [] and result.ranges_match
@@ -153,8 +175,16 @@ def test_qat_checkpoint_weights_and_ranges_are_the_ones_used(store, data, tmp_pa
     name = "layer2.0.convbn1"
     assert not torch.equal(ckpt["state_dict"][f"{name}.weight"], folded[f"{name}.weight"])  # QAT moved the weights
     values = consts(onnx.load(str(out)))
-    assert_int8_weight(values[f"{name}.weight"], ckpt["state_dict"][f"{name}.weight"], ckpt["quantizers"][f"{name}._weight_quantizer"])
+    assert_7bit_weight(values[f"{name}.weight"], _weight_scale(onnx.load(str(out)), name), ckpt["state_dict"][f"{name}.weight"],
+                       ckpt["quantizers"][f"{name}._weight_quantizer"])
     assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["maxq_deploy.ranges_from"] == "quantized checkpoint (qat)"
+
+
+def _weight_scale(model, layer: str) -> np.ndarray:
+    values = consts(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    (node,) = [n for n in model.graph.node if n.name == layer]
+    return values[producers[node.input[1]].input[1]]
 
 
 def test_cli_json(ptq, cli, tmp_path: Path) -> None:
@@ -245,3 +275,15 @@ def test_float_precision_with_calibration_options_is_refused(store, data, cli, t
               "--calib", data, "--input-size", SIZE)
     assert res.exit_code == 2 and "--calib calibrate an int8 graph" in res.stderr and res.stderr.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--target", "onnxruntime", "--cpu-isa", "avx9"], "--cpu-isa 'avx9' is not supported; choose one of portable, vnni"),
+     (["--cpu-isa", "vnni"], "--cpu-isa does not apply to --target tensorrt")],
+)
+def test_bad_cpu_isa_is_one_line(ptq, cli, tmp_path: Path, extra, message) -> None:
+    out = tmp_path / "x.onnx"
+    res = cli("export", "onnx", ptq, "-o", out, "--input-size", SIZE, *extra)
+    assert res.exit_code == 2 and message in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert res.exception is None and not out.exists()

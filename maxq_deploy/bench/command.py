@@ -61,7 +61,7 @@ def _bench_model(label: str, runner: Runner, input_size: int, threads: int | Non
     return BenchModel(
         label, str(info.path) if info.path else None, info.model_kind, backend_label(runner), info.device, input_size,
         variant=variant, threads=threads, precision=info.precision,
-        options={k: v for k, v in info.options.items() if v is not None}, runner=runner, **extra,
+        options={k: v for k, v in info.options.items() if v is not None}, warning=info.warning, runner=runner, **extra,
     )
 
 

@@ -42,6 +42,7 @@ class BenchModel:
     sparse_report: dict | None = None  # layers run sparse and why others did not (--sparse)
     precision: str | None = None  # "fp32", "fp16", "int8" (None: not known)
     options: dict = field(default_factory=dict)  # backend settings that change results or speed
+    warning: str | None = None  # the runner's one-line warning (an int8 form that saturates on this CPU)
     runner: Runner | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self, index: int) -> dict:

@@ -20,7 +20,7 @@ from maxq_deploy.export.common import ExportSummary
 EXPORT_TARGETS: dict[str, frozenset[str]] = {
     "tensorrt": frozenset({"precision", "opset", "batch", "dynamic_batch", "input_size", "float_regions", "progress"}),
     "onnxruntime": frozenset({"precision", "opset", "input_size", "calib", "calib_batches", "calib_batch_size", "resize",
-                              "calibrate_method", "progress"}),
+                              "calibrate_method", "cpu_isa", "progress"}),
 }
 
 

@@ -42,6 +42,15 @@ class ParityCheck:
     relative_error: float  # max_abs_error / max_abs_reference
     tolerance: float  # on relative_error
     passed: bool
+    arithmetic: str = "optimized"  # ONNX Runtime's kernels, or its reference Q/DQ arithmetic (see check_parity)
+    note: str = ""
+    divergence: dict | None = None  # INT8 failure: the first layer off by more than one quantization step
+
+    def where(self) -> str:
+        """``"; first layer ..."`` for a failed INT8 check (empty otherwise)."""
+        from maxq_deploy.export.int8_divergence import describe_divergence
+
+        return "" if self.divergence is None else "; " + describe_divergence(self.divergence)
 
     def describe(self) -> str:
         return (
@@ -83,19 +92,19 @@ def seeded_batch(batch_shape: Sequence[int], seed: int = PARITY_SEED) -> np.ndar
     return torch.randn(list(batch_shape), generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-def onnx_vs_reference(onnx_path: str | os.PathLike[str], module, batches: Sequence[np.ndarray]) -> OutputDiff:
+def onnx_vs_reference(onnx_path: str | os.PathLike[str], module, batches: Sequence[np.ndarray],
+                      reference_arithmetic: bool = False) -> OutputDiff:
     """ONNX Runtime (CPU) on ``onnx_path`` against ``module`` on the same ``batches``: the one parity measure."""
     import torch
 
+    from maxq_deploy.onnx_graph.edit import INPUT_NAME, OUTPUT_NAME
+    from maxq_deploy.runtimes.onnxruntime_runner import session_from_onnx
+
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise BackendUnavailableError("the parity check needs ONNX Runtime: pip install onnxruntime") from None
-    from maxq_deploy.onnx_graph.edit import INPUT_NAME, OUTPUT_NAME
-
-    session_options = ort.SessionOptions()
-    session_options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), session_options, providers=["CPUExecutionProvider"])
+    session = session_from_onnx(onnx_path, reference_arithmetic=reference_arithmetic)
     input_name = next((i.name for i in session.get_inputs() if i.name == INPUT_NAME), session.get_inputs()[0].name)
     output_name = next((o.name for o in session.get_outputs() if o.name == OUTPUT_NAME), session.get_outputs()[0].name)
     diffs = []
@@ -113,11 +122,43 @@ def onnx_vs_reference(onnx_path: str | os.PathLike[str], module, batches: Sequen
 
 def check_parity(
     onnx_path: str | os.PathLike[str], module, precision: str, batch_shape: list[int], reference: str = "PyTorch",
-    seed: int = PARITY_SEED, tolerance: float | None = None,
+    seed: int = PARITY_SEED, tolerance: float | None = None, cpu_isa: str | None = None,
 ) -> ParityCheck:
-    """Parity on one seeded batch, judged against ``tolerance`` (default: :data:`PARITY_TOLERANCE` of ``precision``)."""
-    return parity_from_diff(onnx_vs_reference(onnx_path, module, [seeded_batch(batch_shape, seed)]), reference,
-                            batch_shape, seed, PARITY_TOLERANCE[precision] if tolerance is None else tolerance)
+    """Parity on one seeded batch against ``tolerance`` (default: :data:`PARITY_TOLERANCE` of ``precision``)."""
+    return run_parity(onnx_path, module, precision, batch_shape, reference, seed, tolerance, cpu_isa)[0]
+
+
+def run_parity(
+    onnx_path: str | os.PathLike[str], module, precision: str, batch_shape: list[int], reference: str = "PyTorch",
+    seed: int = PARITY_SEED, tolerance: float | None = None, cpu_isa: str | None = None,
+) -> tuple[ParityCheck, OutputDiff]:
+    """:func:`check_parity` and the comparison it judged (top-1 agreement included).
+
+    INT8: the TensorRT-form graph (``cpu_isa`` None) and a ``vnni`` graph on a CPU without VNNI are
+    run with ONNX Runtime's reference Q/DQ arithmetic (the graph's ONNX meaning, what TensorRT
+    computes), not its u8 x s8 kernels that saturate on such CPUs. A failed INT8 check names the
+    first layer that diverges (:func:`maxq_deploy.export.int8_divergence.first_divergence`).
+    """
+    from maxq_deploy.onnx_graph.cpu_isa import PORTABLE, int8_saturates
+
+    int8 = precision == "int8"
+    reference_arithmetic = int8 and cpu_isa != PORTABLE and (cpu_isa is None or int8_saturates())
+    note = ""
+    if reference_arithmetic and cpu_isa is not None:
+        note = ("parity checked with ONNX Runtime's reference Q/DQ arithmetic: this CPU has no VNNI, where the "
+                f"'{cpu_isa}' form saturates; run it on a CPU with VNNI/AMX, or export with --cpu-isa portable")
+    x = seeded_batch(batch_shape, seed)
+    diff = onnx_vs_reference(onnx_path, module, [x], reference_arithmetic)
+    check = parity_from_diff(diff, reference, batch_shape, seed, PARITY_TOLERANCE[precision] if tolerance is None else tolerance)
+    check.arithmetic = "reference Q/DQ (graph optimizations off)" if reference_arithmetic else "optimized"
+    check.note = note
+    if not check.passed and int8:
+        import torch
+
+        from maxq_deploy.export.int8_divergence import first_divergence
+
+        check.divergence = first_divergence(onnx_path, module, torch.from_numpy(x), reference_arithmetic)
+    return check, diff
 
 
 def parity_from_diff(diff: OutputDiff, reference: str, batch_shape: Sequence[int], seed: int, tolerance: float) -> ParityCheck:

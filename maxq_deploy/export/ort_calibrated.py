@@ -69,7 +69,7 @@ class OrtQuantOptions:
 
     quant_format: str = "qdq"
     per_channel: bool = True
-    reduce_range: bool = False  # 7-bit weights: only for CPUs without VNNI
+    reduce_range: bool = True  # 7-bit weights: exact on every x86 CPU (--cpu-isa portable); False: --cpu-isa vnni
     calibrate_method: str = "minmax"
     percentile: float = 99.999  # for calibrate_method="percentile"
     activation_type: str = "uint8"  # "int8" (symmetric) only to compare with TensorRT-style graphs
@@ -369,6 +369,8 @@ def _finalize(int8_path: Path, out_path: Path, fp32_path: Path, options: OrtQuan
         onnx_meta.PREFIX + "quantizer": "onnxruntime.quantization.quantize_static",
         onnx_meta.PREFIX + "activation_type": options.activation_type,
         onnx_meta.PREFIX + "weight_type": "int8",
+        onnx_meta.PREFIX + "weight_bits": "7" if options.reduce_range else "8",
+        onnx_meta.CPU_ISA: "portable" if options.reduce_range else "vnni",
         onnx_meta.PREFIX + "per_channel": str(options.per_channel).lower(),
         onnx_meta.PREFIX + "calibrate_method": options.calibrate_method,
         onnx_meta.PREFIX + "tool_version": __version__,
@@ -404,6 +406,7 @@ def export_for_onnxruntime(
     calib_batch_size: int | None = None,
     resize: int | None = None,
     calibrate_method: str | None = None,
+    cpu_isa: str | None = None,
     progress: Progress | None = None,
 ):
     """The ``onnxruntime`` export target: the graph ONNX Runtime's CPU kernels run fastest.
@@ -411,9 +414,16 @@ def export_for_onnxruntime(
     fp32/fp16: the same graph as the TensorRT target. int8 from a quantized checkpoint: its own
     ranges (:func:`maxq_deploy.export.ort_from_quantized.export_ort_int8_from_quantized`, no data);
     from a folded checkpoint with ``calib``: ONNX Runtime's static quantizer (:func:`export_ort_int8`).
+    ``cpu_isa``: ``portable`` (default: 7-bit weights, exact on every x86 CPU) or ``vnni`` (8-bit
+    weights: fastest on VNNI/AMX CPUs, saturates on others); see :mod:`maxq_deploy.onnx_graph.cpu_isa`.
     """
+    from maxq_deploy.onnx_graph.cpu_isa import VNNI, check_cpu_isa
     from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.load.input_size import artifact_input_size
+
+    if (precision or "int8").lower() != "int8" and cpu_isa is not None:
+        raise OptionError(f"--cpu-isa chooses an int8 form; --precision {precision} writes a float graph: drop it")
+    cpu_isa = check_cpu_isa(cpu_isa)
 
     calibration = {"--calib-batches": calib_batches, "--calib-batch-size": calib_batch_size, "--resize": resize,
                    "--calibrate-method": calibrate_method}
@@ -432,8 +442,9 @@ def export_for_onnxruntime(
                               "a quantized checkpoint brings its own ranges: drop them")
         from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
 
-        return export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress)
+        return export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress, cpu_isa=cpu_isa)
     preprocess = found.preprocess(input_size, resize)
     return export_ort_int8(model, output, calib, calib_batches=calib_batches or 8, batch_size=calib_batch_size or 8,
                            preprocess=preprocess, input_size=input_size, progress=progress,
-                           options=OrtQuantOptions(calibrate_method=calibrate_method or "minmax", opset=opset))
+                           options=OrtQuantOptions(calibrate_method=calibrate_method or "minmax", opset=opset,
+                                                   reduce_range=cpu_isa != VNNI))

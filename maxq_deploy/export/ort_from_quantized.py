@@ -36,6 +36,8 @@ FROM_CHECKPOINT_TOLERANCE = 1e-1
 RELU_RANGES = ("unsigned", "signed")
 #: A range in the graph matches the checkpoint's amax within this relative difference (float32 rounding).
 RANGE_MATCH_RTOL = 1e-6
+#: --cpu-isa -> how ort_rewrite stores the weights (see maxq_deploy.export.ort_rewrite.WEIGHT_FORMS)
+WEIGHT_FORM = {"portable": "s7", "vnni": "s8"}
 
 
 @dataclass
@@ -67,6 +69,7 @@ class OrtFromCheckpointResult(ExportSummary):
     nm: str | None
     input_size: int
     relu_range: str
+    cpu_isa: str
     parity: object  # export.common.ParityCheck against the fake-quantized PyTorch model
     top1_agreement: float  # on the parity batch
     int8_layers: list[str]
@@ -118,6 +121,7 @@ def export_ort_int8_from_quantized(
     progress: Progress | None = None,
     *,
     relu_range: str = "unsigned",
+    cpu_isa: str | None = None,
     parity_batch: int = 2,
     tolerance: float = FROM_CHECKPOINT_TOLERANCE,
 ) -> OrtFromCheckpointResult:
@@ -127,17 +131,25 @@ def export_ort_int8_from_quantized(
     (:func:`maxq_deploy.export.tensorrt_form.export_onnx`, parity-checked) and rewritten
     (:func:`maxq_deploy.export.ort_rewrite.rewrite_for_onnxruntime`); the result is checked against the
     fake-quantized PyTorch model on a seeded random batch and written only if it passes.
+
+    ``cpu_isa`` (:data:`maxq_deploy.onnx_graph.cpu_isa.CPU_ISAS`): ``portable`` (default) stores 7-bit weights
+    (``amax / 63``), exact on every x86 CPU; ``vnni`` the checkpoint's 8-bit weights, fastest on
+    CPUs with VNNI/AMX, but it saturates without them (then its parity check runs ONNX Runtime's
+    reference Q/DQ arithmetic and says so in a note).
     """
     import onnx
 
     from maxq_deploy import __version__
-    from maxq_deploy.export.common import PARITY_SEED, onnx_vs_reference, parity_from_diff, seeded_batch
+    from maxq_deploy.export.common import run_parity
     from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.onnx_graph.index import load_onnx
     from maxq_deploy.load.torch_model import load_torch_model
     from maxq_deploy.export.ort_rewrite import rewrite_for_onnxruntime
 
     started = time.perf_counter()
+    from maxq_deploy.onnx_graph.cpu_isa import PORTABLE, check_cpu_isa
+
+    cpu_isa = check_cpu_isa(cpu_isa)
     relu_range = str(relu_range).lower()
     if relu_range not in RELU_RANGES:
         raise OptionError(f"relu_range {relu_range!r} is not supported; choose one of {', '.join(RELU_RANGES)}")
@@ -156,7 +168,7 @@ def export_ort_int8_from_quantized(
                 notes.extend(qdq.notes)
             elif step == "rewrite":
                 model = load_onnx(qdq_path)
-                report = rewrite_for_onnxruntime(model, unsigned_relu=relu_range == "unsigned")
+                report = rewrite_for_onnxruntime(model, unsigned_relu=relu_range == "unsigned", weight_form=WEIGHT_FORM[cpu_isa])
                 meta = {p.key: p.value for p in model.metadata_props}
                 meta.update({
                     onnx_meta.PREFIX + "target": TARGET,
@@ -165,6 +177,8 @@ def export_ort_int8_from_quantized(
                     onnx_meta.PREFIX + "ranges_from": f"quantized checkpoint ({mode})",
                     onnx_meta.PREFIX + "activation_type": "uint8",
                     onnx_meta.PREFIX + "weight_type": "int8",
+                    onnx_meta.PREFIX + "weight_bits": str(8 if cpu_isa != PORTABLE else 7),
+                    onnx_meta.CPU_ISA: cpu_isa,
                     onnx_meta.PREFIX + "per_channel": "true",
                     onnx_meta.PREFIX + "relu_range": relu_range,
                     onnx_meta.PREFIX + "tool_version": __version__,
@@ -175,13 +189,14 @@ def export_ort_int8_from_quantized(
                 onnx.save(model, str(tmp_out))
             else:
                 loaded = load_torch_model(source)
-                shape = [parity_batch, 3, input_size, input_size]
-                diff = onnx_vs_reference(tmp_out, loaded.module, [seeded_batch(shape)])
-                parity = parity_from_diff(diff, "the fake-quantized PyTorch model", shape, PARITY_SEED, tolerance)
+                parity, diff = run_parity(tmp_out, loaded.module, "int8", [parity_batch, 3, input_size, input_size],
+                                          "the fake-quantized PyTorch model", tolerance=tolerance, cpu_isa=cpu_isa)
+                if parity.note:
+                    notes.append(parity.note)
                 if not parity.passed:
                     raise ParityError(
                         f"the ONNX Runtime INT8 graph made from {source.name}'s ranges does not match the fake-quantized "
-                        f"model ({parity.describe()}); nothing was written to {out}"
+                        f"model ({parity.describe()}){parity.where()}; nothing was written to {out}"
                     )
                 agreement = diff.top1_agreement
                 ranges = _range_uses(model, obj)
@@ -191,7 +206,7 @@ def export_ort_int8_from_quantized(
                 notes.extend(n for n in pattern.notes if n not in notes)  # the Q/DQ graph said some of them already
     return OrtFromCheckpointResult(
         output=out, source=source, source_sha256=qdq.source_sha256, mode=mode, arch=qdq.arch, num_classes=qdq.num_classes,
-        nm=qdq.nm, input_size=input_size, relu_range=relu_range, parity=parity, top1_agreement=agreement,
+        nm=qdq.nm, input_size=input_size, relu_range=relu_range, cpu_isa=cpu_isa, parity=parity, top1_agreement=agreement,
         int8_layers=report.int8_convs + report.float_output, float_layers=report.float_convs,
         derived_ranges=report.derived_ranges, ranges=ranges, op_counts=op_counts(model),
         sparse_layers=list(qdq.sparse_layers), pattern_sparse_layers=len(pattern.expected),
@@ -211,6 +226,7 @@ def _range_uses(model, obj: dict) -> list[RangeUse]:
     consts = {name: numpy_helper.to_array(init) for name, init in index.initializers.items()}
     producers = index.producers
     quantizers = obj["quantizers"]
+    qmax = 2 ** (int(onnx_meta.read_metadata(model).get(onnx_meta.key("weight_bits"), 8)) - 1) - 1  # 127 or 63
     uses = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm"):
@@ -229,7 +245,7 @@ def _range_uses(model, obj: dict) -> list[RangeUse]:
         wdq = producers.get(node.input[1])
         w_diff = None
         if wdq is not None and wdq.op_type == "DequantizeLinear":
-            w_amax = np.asarray(consts[wdq.input[1]], dtype=np.float64).reshape(-1) * 127
+            w_amax = np.asarray(consts[wdq.input[1]], dtype=np.float64).reshape(-1) * qmax
             ref = amax_w.double().reshape(-1).numpy()
             w_diff = float(np.max(np.abs(w_amax - ref) / ref))
         uses.append(RangeUse(node.name, float(amax_in.reshape(-1)[0]), graph_in, grid, w_diff))

@@ -46,6 +46,12 @@ _KEEPS_SIGN = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalM
 #: Ops that commute with a per-tensor clamp to [lo, hi] and keep the quantization grid (uint8 in, uint8 out).
 _PASS_THROUGH = frozenset({"MaxPool"})
 INT8_MAX = 127
+#: How weights are stored (the checkpoint's per-channel ``amax`` either way, symmetric, so 2:4 zeros stay 0):
+#: ``s8`` int8 in [-127, 127] (u8 x s8 kernels: fastest with VNNI, saturates without it); ``u8`` the same
+#: integers + 128 as uint8, zero point 128 (U8U8 kernels: exact on every x86 CPU, the checkpoint's weights
+#: unchanged); ``s7`` int8 in [-63, 63] at ``amax / 63`` (ONNX Runtime's ``reduce_range``: exact on every
+#: x86 CPU, one bit of weight precision less).
+WEIGHT_FORMS = {"s8": (np.int8, INT8_MAX, 0), "u8": (np.uint8, INT8_MAX, 128), "s7": (np.int8, 63, 0)}
 
 
 @dataclass
@@ -134,10 +140,15 @@ def _replace_input(node, old: str, new: str) -> None:
             node.input[i] = new
 
 
-def rewrite_for_onnxruntime(model, unsigned_relu: bool = True) -> RewriteReport:
-    """Rewrite ``model`` (a TensorRT-form Q/DQ graph from ``export onnx``) in place; see the module docstring."""
+def rewrite_for_onnxruntime(model, unsigned_relu: bool = True, weight_form: str = "s8") -> RewriteReport:
+    """Rewrite ``model`` (a TensorRT-form Q/DQ graph from ``export onnx``) in place; see the module docstring.
+
+    ``weight_form``: one of :data:`WEIGHT_FORMS`.
+    """
     from onnx import helper
 
+    if weight_form not in WEIGHT_FORMS:
+        raise ValueError(f"weight_form {weight_form!r}: choose one of {', '.join(WEIGHT_FORMS)}")
     graph = model.graph
     constants_to_initializers(graph)
     g = _Graph(graph)
@@ -163,6 +174,8 @@ def rewrite_for_onnxruntime(model, unsigned_relu: bool = True) -> RewriteReport:
         dq.input[:] = [qname, sname, zname]
         graph.node.remove(q)
         weight_scales[dq.output[0]] = scale.astype(np.float32)
+    if weight_form != "s8":
+        _convert_weights(g, weight_form)
     # 2. activations: each remaining Q/DQ pair -> uint8 params on the pair's input tensor
     act_pairs = [(q, dq) for q, dq in pairs if q.input[0] not in g.consts]
     producers = g.producers()
@@ -205,6 +218,24 @@ def rewrite_for_onnxruntime(model, unsigned_relu: bool = True) -> RewriteReport:
     _drop_unused_initializers(graph)
     _topological_sort(graph)
     return report
+
+
+def _convert_weights(g: _Graph, weight_form: str) -> None:
+    """Every int8 weight behind a DequantizeLinear -> :data:`WEIGHT_FORMS` ``weight_form`` (same values or 7 bits)."""
+    dtype, qmax, zero = WEIGHT_FORMS[weight_form]
+    for dq in [n for n in g.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in g.consts]:
+        w8 = g.consts[dq.input[0]]
+        if w8.dtype != np.int8:
+            continue
+        scale = np.asarray(g.consts[dq.input[1]], dtype=np.float64)
+        q = w8.astype(np.int32)
+        if qmax != INT8_MAX:  # the same amax in fewer steps: re-quantize the int8 values (round half to even)
+            q = np.clip(np.rint(q * (qmax / INT8_MAX)), -qmax, qmax).astype(np.int32)
+            scale = scale * (INT8_MAX / qmax)
+        base = g.fresh(dq.input[0])
+        dq.input[:] = [g.add_const(dq.input[0], (q + zero).astype(dtype)),  # keeps its name (<layer>.weight)
+                       g.add_const(f"{base}_scale", scale.astype(np.float32)),
+                       g.add_const(f"{base}_zero_point", np.full(scale.shape, zero, dtype))]
 
 
 def _axis(node) -> int:
@@ -396,6 +427,8 @@ def _fold_weight(g: _Graph, node, producers: dict) -> None:
     shape = [1] * w8.ndim
     if scale.ndim == 1 and scale.size > 1:
         shape[_axis(dq)] = -1
+    if len(dq.input) > 2 and dq.input[2] in g.consts:  # uint8 weights: zero point 128
+        w8 = w8 - np.asarray(g.consts[dq.input[2]], dtype=np.float32).reshape(shape if scale.size > 1 else [])
     base = dq.input[0].removesuffix("_quantized")
     name = base if base != dq.input[0] else f"{base}_float"  # an INT8 initializer keeps its own name
     g.add_const(name, (w8 * scale.reshape(shape)).astype(np.float32))

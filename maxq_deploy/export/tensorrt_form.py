@@ -358,7 +358,7 @@ class _ExportJob:
             if not self.parity.passed:
                 raise ParityError(
                     f"ONNX parity check failed ({self.precision}): {self.parity.describe()}, ONNX Runtime vs "
-                    f"{self.parity.reference}; nothing was written to {self.output}"
+                    f"{self.parity.reference}{self.parity.where()}; nothing was written to {self.output}"
                 )
         self.onnx_sha256 = sha256_file(self.output)
         self.size_bytes = self.output.stat().st_size

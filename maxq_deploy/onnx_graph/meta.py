@@ -17,6 +17,8 @@ INPUT_SIZE = PREFIX + "input_size"
 SOURCE_SHA256 = PREFIX + "source_sha256"
 TOOL_VERSION = PREFIX + "tool_version"
 TARGET = PREFIX + "target"
+#: int8 CPU form: "portable" (exact on every x86 CPU) or "vnni" (fastest with VNNI/AMX; saturates without); see maxq_deploy.onnx_graph.cpu_isa
+CPU_ISA = PREFIX + "cpu_isa"
 
 
 def key(name: str) -> str:

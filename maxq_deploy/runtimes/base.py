@@ -39,6 +39,7 @@ class ModelInfo:
     batch_range: tuple[int, int | None] = (1, None)
     metadata: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    warning: str | None = None  # one line eval and bench print (e.g. an int8 form that saturates on this CPU)
 
     @property
     def fixed_batch(self) -> int | None:

@@ -16,6 +16,7 @@ import numpy as np
 from maxq_deploy.onnx_graph import meta as onnx_meta
 from maxq_deploy.core.files import check_input_file
 from maxq_deploy.core.errors import BackendUnavailableError, DataError, InputFileError, OptionError, first_line
+from maxq_deploy.onnx_graph.cpu_isa import saturation_warning
 from maxq_deploy.runtimes.base import ModelInfo, Runner
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -39,15 +40,20 @@ def providers_for(device: str | None) -> list[str]:
     return ["CUDAExecutionProvider", CPU_PROVIDER] if dev == "cuda" else [CPU_PROVIDER]
 
 
-def session_from_onnx(path: str | os.PathLike[str], threads: int | None = None, providers: list[str] | None = None) -> Any:
+def session_from_onnx(path: str | os.PathLike[str], threads: int | None = None, providers: list[str] | None = None, *,
+                      reference_arithmetic: bool = False, model: bytes | None = None) -> Any:
     """An ``InferenceSession`` (graph optimization level ALL) over ``path``.
 
     ``threads`` sets the intra-op threads (None: ONNX Runtime's default); ``providers`` defaults
     to the CPU provider. A missing provider or an unloadable graph is a one-line error.
+    ``reference_arithmetic``: graph optimizations off, so Q/DQ runs as ONNX defines it (what
+    TensorRT computes), not through the u8 x s8 kernels that saturate on CPUs without VNNI
+    (:mod:`maxq_deploy.onnx_graph.cpu_isa`). ``model``: the serialized graph to run instead of the
+    file (an edited copy of ``path``, which then only names it in messages).
     """
     import onnxruntime as ort
 
-    p = check_input_file(path, "ONNX model")
+    p = check_input_file(path, "ONNX model") if model is None else Path(path)
     if threads is not None and threads < 1:
         raise OptionError(f"threads must be >= 1, got {threads}")
     available = ort.get_available_providers()
@@ -59,13 +65,14 @@ def session_from_onnx(path: str | os.PathLike[str], threads: int | None = None, 
             "CUDA needs the onnxruntime-gpu package"
         )
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if reference_arithmetic
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: keep ORT's warnings off the CLI output
     try:
-        return ort.InferenceSession(str(p), sess_options=options, providers=providers)
+        return ort.InferenceSession(str(p) if model is None else model, sess_options=options, providers=providers)
     except ort_errors() as exc:
         raise InputFileError(f"{p} cannot be loaded by ONNX Runtime: {first_line(exc, 300)}") from None
 
@@ -119,6 +126,8 @@ class OnnxRuntimeRunner(Runner):
             batch_range=(dims[0], dims[0]) if dims[0] is not None else (1, None),
             metadata=metadata,
             options={"threads": threads, "providers": ",".join(used)},
+            warning=saturation_warning(metadata, "onnxruntime", path.name if path else "the ONNX model")
+            if used and used[0] == CPU_PROVIDER else None,
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
