@@ -164,7 +164,8 @@ def export_ort_int8_from_quantized(
         steps = ["tensorrt-form q/dq", "rewrite", "check"]
         for step in track.track(steps, total=len(steps), description="export onnxruntime int8 (checkpoint ranges)"):
             if step == "tensorrt-form q/dq":
-                qdq = export_onnx(source, qdq_path, precision="int8", opset=opset, input_size=input_size, parity_batch=parity_batch)
+                qdq = export_onnx(source, qdq_path, precision="int8", opset=opset, input_size=input_size, parity_batch=parity_batch,
+                                  float_regions="fp32")  # rewritten below: ONNX Runtime's form keeps float32 scales
                 notes.extend(qdq.notes)
             elif step == "rewrite":
                 model = load_onnx(qdq_path)

@@ -99,7 +99,7 @@ def check_cpu_isa(value: str | None) -> str:
 
 def saturation_warning(metadata: dict[str, str], backend: str, name: str = "this graph", flags: set[str] | None = None) -> str | None:
     """One warning line when a graph's int8 form can saturate on this CPU with ``backend``; else None."""
-    from maxq_deploy.onnx_graph.layers import meta as onnx_meta
+    from maxq_deploy.onnx_graph import meta as onnx_meta
 
     if metadata.get(onnx_meta.PRECISION) != "int8" or backend != "onnxruntime":
         return None
