@@ -275,7 +275,7 @@ def test_float_regions_option_is_checked_before_any_work(tmp_path) -> None:
         export_model(tmp_path / "x.pt", tmp_path / "x.onnx", "onnxruntime", float_regions="fp16")
 
 
-@pytest.mark.parametrize("installed, expected", [(None, "fp16"), ("11.0.0.114", "fp16"), ("10.13.3.9", "fp16"),
+@pytest.mark.parametrize("installed, expected", [(None, "fp32"), ("11.0.0.114", "fp16"), ("10.13.3.9", "fp16"),
                                                  ("10.8.0.43", "fp32")])
 def test_float_regions_default_follows_the_installed_release(monkeypatch, installed, expected: str) -> None:
     from maxq_deploy.export.tensorrt_form import ExportOptions
@@ -300,7 +300,7 @@ def test_int8_export_with_fp16_float_regions_is_parity_checked(tmp_path, monkeyp
     from maxq_deploy.reference.train import save_digits_npz
     from maxq_deploy.runtimes import tensorrt_api as _trt
 
-    monkeypatch.setattr(_trt, "installed_tensorrt_version", lambda: None)
+    monkeypatch.setattr(_trt, "installed_tensorrt_version", lambda: "11.4.0")  # a strongly typed release: fp16 by default
     train, _test = save_digits_npz(tmp_path, 32)
     save_checkpoint(make_checkpoint("resnet18", "2:4", num_classes=10, seed=0), tmp_path / "r.pth.tar")
     fold_checkpoint(tmp_path / "r.pth.tar", tmp_path / "r.folded.pt")

@@ -147,8 +147,9 @@ class ExportOptions:
         if installed is not None and parse_version(installed)[0] == 10 and parse_version(installed) < (10, 12):
             return "fp32", (f"default for the installed TensorRT {installed} (weakly typed: its FP16 flag picks fp16 "
                             "for the float regions)")
-        return "fp16", ("default: TensorRT 11.x and 10.12+ build strongly typed and run the float regions in the graph's type"
-                        + ("" if installed else " (no TensorRT installed here)"))
+        if installed is None:  # the graph will run on CPU runtimes here (OpenVINO refuses fp16 float regions)
+            return "fp32", "default without TensorRT installed; pass --float-regions fp16 for a TensorRT 11.x / 10.12+ build"
+        return "fp16", "default: TensorRT 11.x and 10.12+ build strongly typed and run the float regions in the graph's type"
 
     @property
     def is_dynamic(self) -> bool:
