@@ -63,6 +63,10 @@ def eval_command(
             row.append(None if agreement is None else f"{agreement:.2f}")
         rows.append(row)
     console.print(table("Accuracy", columns, rows, [c for c in columns if c not in ("model", "kind", "backend", "precision")]))
+    for r in results:
+        if r.non_finite:
+            console.print(f"[yellow]{escape(Path(r.model).name)} ({r.backend}): {r.non_finite} of {r.images} images gave NaN or Inf "
+                          "outputs, counted as wrong answers[/]", highlight=False)
     skipped = max(r.skipped_corrupt for r in results)
     if skipped:
         example = f", e.g. {escape(first.skipped_files[0])}" if first.skipped_files else ""
