@@ -347,6 +347,8 @@ def open_dataset(
     root = Path(path)
     if not root.exists():
         raise DataError(f"data not found: {root}")
+    if not root.is_file() and not root.is_dir():
+        raise DataError(f"data {root} is not a regular file or folder (a FIFO, device or socket): give a folder of images or a .npy/.npz file")
     if root.is_file():
         if root.suffix.lower() not in ARRAY_SUFFIXES:
             raise DataError(
