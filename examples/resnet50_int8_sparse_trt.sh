@@ -35,7 +35,7 @@ maxq-deploy eval "$CKPT" "$WORK/folded.pt" "$WORK/int8.pt" "$WORK/int8_qdq.onnx"
 if ! python -c "import tensorrt, torch; assert torch.cuda.is_available()" 2>/dev/null; then
   set +x
   echo "no TensorRT or no CUDA GPU here: build the engines on a GPU machine with:"
-  maxq-deploy export trt "$WORK/int8_qdq.onnx" -o "$WORK/int8_sparse.engine" --trtexec
+  maxq-deploy export trt "$WORK/int8_qdq.onnx" -o "$WORK/int8_sparse.engine" --trtexec --trt-version 11
   exit 0
 fi
 maxq-deploy export trt "$WORK/int8_qdq.onnx" -o "$WORK/int8_sparse.engine" --timing-cache "$WORK/timing.cache"

@@ -236,7 +236,10 @@ def run_demo(
         return True, f"batch 8 on {os.cpu_count()} CPU cores: {detail}", r
 
     rec.step("bench onnxruntime (CPU)", work / "bench.json", bench)
+    from maxq_deploy.runtimes.tensorrt_api import installed_tensorrt_version
+
+    release = None if installed_tensorrt_version() else "11"  # without TensorRT here: the command for TensorRT 11
     for name in ("fp32", "int8 Q/DQ (TensorRT)"):
         engine = onnx_paths[name].with_suffix(".engine")
-        result.trtexec.append(trtexec_for_onnx(onnx_paths[name], engine).command_line)
+        result.trtexec.append(trtexec_for_onnx(onnx_paths[name], engine, trt_version=release).command_line)
     return result

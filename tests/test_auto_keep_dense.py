@@ -41,8 +41,7 @@ def test_auto_keeps_the_costly_layers_within_the_budget(labelled, tmp_path, cli)
     assert full_drop > 0  # projecting 19 random 4:8 layers changes predictions
     budget = full_drop / 2
     out = tmp_path / "auto.pt"
-    result = cli(["fold", str(src), "-o", str(out), "--project", "--auto", "--max-drop", str(budget), "--data", str(data),
-                  "--limit", "32", "--json"])
+    result = cli("fold", src, "-o", out, "--project", "--auto", "--max-drop", budget, "--data", data, "--limit", 32, "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     auto = summary["auto"]
