@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 def _run(argv: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, COLUMNS="160", **(env or {}))
+    # the example scripts call `python` and `maxq-deploy`: the ones of the interpreter running the tests
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    full_env = dict(os.environ, COLUMNS="160", PATH=path, **(env or {}))
     return subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
