@@ -66,18 +66,41 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(1) from None
         except (typer.Exit, typer.Abort, ClickException):
             raise
+        except OSError as exc:
+            if exc.errno in _machine_errnos() and not os.environ.get("MAXQ_DEPLOY_DEBUG"):
+                # the machine failed (a full disk, an I/O error) where no writer turned it into one line
+                remove_live_temps()
+                where = f" ({exc.filename})" if exc.filename else ""
+                print_error(f"{exc.strerror or os.strerror(exc.errno)}{where}: the machine could not read or write a file; "
+                            "unfinished outputs were removed")
+                raise typer.Exit(1) from None
+            _internal_error(exc)
         except Exception as exc:  # noqa: BLE001 - the last net: a bug still gets one line
-            remove_live_temps()
-            if os.environ.get("MAXQ_DEPLOY_DEBUG"):
-                raise
-            from maxq_deploy.core.errors import first_line
-
-            first = first_line(exc, 300)
-            print_error(f"internal error {type(exc).__name__}: {first} (a bug in maxq-deploy: please report it; "
-                        "MAXQ_DEPLOY_DEBUG=1 shows the traceback)")
-            raise typer.Exit(70) from None
+            _internal_error(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _machine_errnos() -> frozenset[int]:
+    from maxq_deploy.core.files import WRITE_ERRNOS
+
+    return WRITE_ERRNOS
+
+
+def _internal_error(exc: Exception) -> None:
+    """A bug: one line naming it, exit 70 (the traceback with MAXQ_DEPLOY_DEBUG=1)."""
+    import os
+
+    from maxq_deploy.core.errors import first_line
+    from maxq_deploy.core.files import remove_live_temps
+
+    remove_live_temps()
+    if os.environ.get("MAXQ_DEPLOY_DEBUG"):
+        raise exc
+    first = first_line(exc, 300)
+    print_error(f"internal error {type(exc).__name__}: {first} (a bug in maxq-deploy: please report it; "
+                "MAXQ_DEPLOY_DEBUG=1 shows the traceback)")
+    raise typer.Exit(70) from None
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -94,7 +117,9 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
 
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout (nothing else is printed there with --json)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+    from maxq_deploy.core.files import json_text
+
+    sys.stdout.write(json_text(data, default=_json_default) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

@@ -36,3 +36,28 @@ def resolve_device(device: str | None) -> torch.device:
                 f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
     return dev
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's share), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> int | None:
+    """Refuse a thread count below 1 or above the CPUs this process may use (thousands of threads on
+    2 cores make the machine unusable and the run unmeasurable); None (the runtime's default) passes."""
+    from maxq_deploy.core.errors import OptionError
+
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise OptionError(f"{option} must be a whole number >= 1, got {threads!r}")
+    cpus = usable_cpus()
+    if threads > cpus:
+        raise OptionError(f"{option} {threads} is more than the {cpus} CPU(s) this process may use: refused; pass at most {cpus}")
+    return threads

@@ -6,19 +6,24 @@ The promises every command that writes keeps (the hostile-input tests check each
   same inode: symbolic and hard links included) to an input of the command or to another output
   of the same run, an existing output that is read-only or not a regular file (``/dev/null``, a
   FIFO), and a file name whose extension does not name the format written.
-- :func:`atomic_output` writes to ``.maxq-deploy-<pid>-<name>.tmp`` beside the output and renames
-  it into place only when the block succeeds; :func:`temp_folder` makes scratch folders the same
-  way (never in the system temp folder: model-sized data stays on the output's disk).
+- :func:`atomic_output` writes to ``.maxq-deploy-<pid>.<pid namespace>.<host>-<n>-<name>.tmp``
+  beside the output and renames it into place only when the block succeeds; :func:`temp_folder`
+  makes scratch folders the same way (never in the system temp folder: model-sized data stays on
+  the output's disk). The owner holds an advisory lock (``flock``) on each temp file or folder
+  for as long as it lives; the kernel releases it when the process dies, however it dies.
 - SIGTERM and SIGHUP behave like Ctrl-C (:func:`install_signal_handlers`): the temp files are
   removed, one line is printed and the exit code is 128 + the signal number.
-- Temp files of a process that is gone (SIGKILL, power loss) are removed by the next run that
-  writes into the same folder (:func:`remove_stale_temps`).
+- Temp files of a process that is gone (SIGKILL, power loss) are removed by the next run on the
+  same host that writes into the same folder (:func:`remove_stale_temps`): a temp file is stale
+  only when its lock can be taken, never because a pid looks dead (another container or host
+  sharing the folder has its own pids).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import itertools
 import os
@@ -32,9 +37,9 @@ from pathlib import Path
 
 from maxq_deploy.core.errors import InputFileError, OutputPathError
 
-#: Every temp file or folder this tool makes starts with this, then the owning process id.
+#: Every temp file or folder this tool makes starts with this, then who owns it: pid, pid namespace, host.
 TEMP_PREFIX = ".maxq-deploy-"
-_TEMP_RE = re.compile(r"^\.maxq-deploy-(\d+)-.*\.tmp(\.d)?$")
+_TEMP_RE = re.compile(r"^\.maxq-deploy-(\d+)\.(\d+)\.([A-Za-z0-9_]+)-\d+-.*\.tmp(\.d)?$")
 _counter = itertools.count()
 #: File name endings that name each format this tool writes (compared case-insensitively).
 TORCH_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".ckpt")
@@ -49,6 +54,8 @@ _FORMAT_NAMES = {".pt": "a PyTorch checkpoint", ".onnx": "an ONNX model", ".engi
                  ".json": "JSON", ".csv": "CSV", ".png": "a PNG image"}
 #: Temp paths of this process that still exist (removed on error, signal or success).
 _LIVE_TEMPS: set[Path] = set()
+#: The open descriptor holding each live temp's ownership lock (closed when it is renamed or removed).
+_LOCKS: dict[Path, int] = {}
 
 
 # ------------------------------------------------------------------------------ the output guard
@@ -196,44 +203,111 @@ def check_input_file(path: str | os.PathLike[str], what: str = "file") -> Path:
 # ------------------------------------------------------------------------------ temp files
 
 
+def _host() -> str:
+    """This machine's name in temp names: letters, digits and ``_`` only, at most 32 characters."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname() or "host")[:32] or "host"
+
+
+def _pid_namespace() -> int:
+    """The inode of this process's pid namespace (containers on one kernel differ), 0 where unknown."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _owner() -> str:
+    return f"{os.getpid()}.{_pid_namespace()}.{_host()}"
+
+
 def temp_path_for(out: Path, folder: bool = False) -> Path:
-    """``.maxq-deploy-<pid>-<n>-<name>.tmp`` beside ``out`` (``.tmp.d`` for a folder)."""
+    """``.maxq-deploy-<pid>.<pid namespace>.<host>-<n>-<name>.tmp`` beside ``out`` (``.tmp.d`` for a folder)."""
     parent = out.parent if str(out.parent) else Path(".")
     name = out.name
-    if len(name.encode()) > 160:  # keep the temp name within the 255-byte limit of most file systems
+    if len(name.encode()) > 120:  # keep the temp name within the 255-byte limit of most file systems
         name = hashlib.sha256(name.encode()).hexdigest()[:16] + "".join(out.suffixes[-1:])[:16]
-    return parent / f"{TEMP_PREFIX}{os.getpid()}-{next(_counter)}-{name}.tmp{'.d' if folder else ''}"
+    return parent / f"{TEMP_PREFIX}{_owner()}-{next(_counter)}-{name}.tmp{'.d' if folder else ''}"
 
 
-def _pid_alive(pid: int) -> bool:
+def _lock(fd: int) -> bool:
+    """Take the exclusive advisory lock on ``fd`` without waiting; False if another process holds it."""
+    import fcntl
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
         return False
-    except (PermissionError, OSError):
-        return True  # another user's process: alive, not ours to judge
-    return True
+
+
+def _create_owned(tmp: Path, folder: bool) -> None:
+    """Create ``tmp`` already locked: made as ``<tmp>.init`` (a name no sweep matches), locked, then renamed.
+
+    A sweep can never find the temp unlocked between its creation and its lock.
+    """
+    init = tmp.with_name(tmp.name + ".init")
+    if folder:
+        init.mkdir()
+        fd = os.open(init, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        fd = os.open(init, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies: usual permissions
+    try:
+        _lock(fd)
+        os.rename(init, tmp)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            init.rmdir() if folder else init.unlink()
+        raise
+    _LOCKS[tmp] = fd
+
+
+def _release(tmp: Path) -> None:
+    fd = _LOCKS.pop(tmp, None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove temp files/folders of this tool in ``folder`` whose owning process is gone."""
+    """Remove temp files/folders of this tool in ``folder`` whose owner is gone: their lock can be taken.
+
+    Ownership is the advisory lock the owner holds while alive, not a guess from a pid (which
+    sees only this pid namespace). Temps named for another host are left alone: a lock taken
+    over a network file system may not be seen here. Links are never followed or removed.
+    """
     removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
+    me, host = f"{os.getpid()}.{_pid_namespace()}", _host()
     for entry in entries:
         match = _TEMP_RE.match(entry.name)
-        if not match or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
+        if not match or match.group(3) != host or f"{match.group(1)}.{match.group(2)}" == me:
             continue
-        with contextlib.suppress(OSError):
+        try:
             if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
+                fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             elif entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
             else:
                 continue  # a link or anything else with our name: not made by us, left alone
-            removed.append(Path(entry.path))
+        except OSError:
+            continue
+        try:
+            if not _lock(fd):
+                continue  # its owner is alive
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        finally:
+            os.close(fd)
     return removed
 
 
@@ -243,6 +317,7 @@ def _discard(tmp: Path) -> None:
             shutil.rmtree(tmp)
         else:
             tmp.unlink()
+    _release(tmp)  # after the removal: a sweep never sees it unlocked
     _LIVE_TEMPS.discard(tmp)
 
 
@@ -259,20 +334,54 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
     try:
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies: usual permissions
+            _create_owned(tmp, folder=False)
         except OSError as exc:
             raise OutputPathError(f"cannot create a file in {tmp.parent} ({exc.strerror})") from None
-        os.close(fd)
         yield tmp
         check_output_path(out)  # it may have become a folder or read-only while we worked
         try:
             os.replace(tmp, out)
         except OSError as exc:
             raise OutputPathError(f"cannot move the finished output into place at {out} ({exc.strerror}); nothing was written") from None
+        _release(tmp)
         _LIVE_TEMPS.discard(tmp)
-    except BaseException:
+    except BaseException as exc:
+        failure = write_failure(exc, out)  # judged before the temp file is removed (it holds the used space)
         _discard(tmp)
+        if failure is not None:
+            raise failure from None
         raise
+
+
+#: errno values that mean "the machine could not store the bytes": a full disk or quota, an I/O
+#: error, a file-size limit, a file system turned read-only.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
+#: What torch's zip writer says when a write under it failed (it hides the errno).
+_TORCH_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed")
+
+
+def write_failure(exc: BaseException, out: Path) -> OutputPathError | None:
+    """The one-line error for a write that the machine failed (ENOSPC, EIO, ...), else None (not a write failure).
+
+    torch's writer reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos``; the free space of the output's file system then tells whether it was full.
+    """
+    parent = out.parent if str(out.parent) else Path(".")
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        reason = os.strerror(exc.errno)
+    elif isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in _TORCH_WRITE_FAILURES):
+        reason = "the write failed"
+    else:
+        return None
+    try:
+        st = os.statvfs(parent)
+        free = st.f_bavail * st.f_frsize
+        where = f"; {free / 2**20:.1f} MiB free on the file system of {parent}"
+        if reason == "the write failed" and free < 2**20:
+            reason = os.strerror(errno.ENOSPC)
+    except OSError:
+        where = ""
+    return OutputPathError(f"cannot write {out}: {reason}{where}; nothing was written (free some space or choose another output folder)")
 
 
 @contextlib.contextmanager
@@ -284,10 +393,16 @@ def temp_folder(near: str | os.PathLike[str]) -> Iterator[Path]:
     _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
     try:
         try:
-            tmp.mkdir()
+            _create_owned(tmp, folder=True)
         except OSError as exc:
             raise OutputPathError(f"cannot create a scratch folder in {tmp.parent} ({exc.strerror})") from None
-        yield tmp
+        try:
+            yield tmp
+        except (OSError, RuntimeError) as exc:
+            failure = write_failure(exc, out)
+            if failure is not None:
+                raise failure from None
+            raise
     finally:
         _discard(tmp)
 
@@ -329,6 +444,21 @@ def install_signal_handlers() -> None:
                 signal.signal(sig, _on_signal)
 
 
+def quiet_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of every DataLoader: decoding workers leave interrupts to the main process.
+
+    Ctrl-C reaches the whole process group; a worker that raised KeyboardInterrupt printed its own
+    traceback (61 lines for 2 workers), or died first and made the main process fail with
+    "DataLoader worker exited unexpectedly" instead of exit 130. SIGTERM/SIGHUP (the main
+    process's handlers are inherited through fork) end a worker silently; the main process shuts
+    its workers down itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 # ------------------------------------------------------------------------------ hashes, provenance
 
 
@@ -356,15 +486,49 @@ def provenance(source: str | os.PathLike[str] | None, source_sha256: str | None 
     return info
 
 
+def json_safe(obj: object) -> object:
+    """``obj`` with every NaN/Inf float (also in numpy scalars) made ``None``: JSON has no NaN.
+
+    Used by every JSON this tool prints or writes (``json.dumps(..., allow_nan=False)`` after it),
+    so a reader never meets the non-standard ``NaN`` token.
+    """
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if type(obj).__module__.split(".")[0] in ("numpy", "torch") and hasattr(obj, "tolist"):
+        try:
+            return json_safe(obj.tolist())  # numpy/torch scalars and arrays
+        except (TypeError, ValueError, RuntimeError):
+            return obj
+    return obj
+
+
+def json_text(data: object, *, indent: int | None = 2, default=None) -> str:
+    """Strict JSON text (never ``NaN``/``Infinity``: they become ``null``)."""
+    import json
+
+    return json.dumps(json_safe(data), indent=indent, default=default, allow_nan=False)
+
+
 def guard_bench_outputs(
     json_path: str | os.PathLike[str] | None, plot_path: str | os.PathLike[str] | None,
-    models: Iterable[str | os.PathLike[str]],
+    models: Iterable[str | os.PathLike[str]], csv_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Path]:
-    """``bench --json X.json`` (+ ``X.csv`` beside it) and ``--plot X.png``, guarded against the models."""
+    """``bench --json X.json``, ``--csv X.csv`` and ``--plot X.png``, guarded against the models and each other.
+
+    Only files the user named are written (a CSV is no longer made beside the JSON unasked: it
+    silently replaced an unrelated ``results.csv``).
+    """
     specs: dict[str, Output] = {}
     if json_path is not None:
         specs["json"] = Output(Path(json_path), JSON_SUFFIXES, "--json output")
-        specs["csv"] = Output(Path(json_path).with_suffix(".csv"), CSV_SUFFIXES, "CSV beside --json")
+    if csv_path is not None:
+        specs["csv"] = Output(Path(csv_path), CSV_SUFFIXES, "--csv output")
     if plot_path is not None:
         specs["plot"] = Output(Path(plot_path), PNG_SUFFIXES, "--plot output")
     return dict(zip(specs, guard_outputs(specs.values(), list(models))))
