@@ -325,10 +325,23 @@ def _projection_drift(ckpt: MaxQCheckpoint, result: FoldResult, probe_shape: tup
 
 
 def save_folded(result: FoldResult, path: str | os.PathLike[str]) -> Path:
-    """Write the deploy checkpoint atomically."""
+    """Write the deploy checkpoint atomically, after the reader's own checks passed on it.
+
+    The writer refuses what :func:`folded_from_dict` would refuse (a bias that overflowed to
+    -inf from extreme BatchNorm statistics, ...): no command writes a file the next one calls damaged.
+    """
     out = check_output_path(path)
+    ckpt = result.to_checkpoint()
+    try:
+        folded_from_dict(ckpt, out)
+    except InputFileError as exc:
+        detail = str(exc).removeprefix(f"{out}: ").removesuffix("; re-create it from its source")
+        raise CheckpointFormatError(
+            f"refusing to write {out}: folding {result.source.get('source_path', 'the checkpoint')} gives a {detail}: "
+            "its BatchNorm statistics or weights overflow float32"
+        ) from None
     with atomic_output(out) as tmp:
-        torch.save(result.to_checkpoint(), tmp)
+        torch.save(ckpt, tmp)
     result.output = out
     return out
 
@@ -422,26 +435,60 @@ class FoldedCheckpoint:
         return model.eval()
 
 
+def architecture_layers(arch: str, num_classes: int) -> dict[str, tuple[str, int]]:
+    """Every conv of the folded ``arch``: name -> (role, conv groups), from the architecture itself.
+
+    "sparse" is a MaxQ conv-bn layer (meant to hold N:M), "dense" a plain conv + BN pair: what a
+    verifier expects comes from here, never from the labels a file carries.
+    """
+    meta_model = build_model(arch, num_classes, "maxq", device="meta")
+    roles = {name: ("sparse", 1) for name, mod in meta_model.named_modules() if isinstance(mod, MaxQConvBN)}
+    roles.update({conv_name: ("dense", conv.groups) for conv_name, conv, _ in _dense_conv_bn_pairs(meta_model)})
+    return roles
+
+
+def layers_from_dict(obj: dict, path: Path, what: str) -> list[FoldedLayer]:
+    """The layer report of a folded/quantized checkpoint with role and groups from the architecture.
+
+    A record naming a layer the architecture lacks is damage; a record whose role or groups
+    differ from the architecture's is corrected (so ``verify`` judges every sparse layer).
+    """
+    roles = architecture_layers(obj["arch"], int(obj["num_classes"]))
+    records: dict[str, FoldedLayer] = {}
+    try:
+        for record in obj["layers"]:
+            layer = FoldedLayer(**record)
+            if not isinstance(layer.name, str) or layer.name not in roles:
+                raise InputFileError(
+                    f"{path}: damaged {what} (its layer record {layer.name!r} names no layer of {obj['arch']})"
+                )
+            records[layer.name] = layer
+    except TypeError as exc:
+        raise InputFileError(f"{path}: damaged {what} (a layer record {exc})") from None
+    layers = []
+    for name, (role, groups) in roles.items():
+        layer = records.get(name) or FoldedLayer(name, role, [], groups, None)
+        layer.role, layer.groups = role, groups
+        layers.append(layer)
+    return layers
+
+
 def folded_from_dict(obj: dict, path: Path) -> FoldedCheckpoint:
-    """Validate a loaded folded checkpoint (version, metadata, keys, shapes, finite weights)."""
-    from maxq_deploy.load.checks import check_finite_tensors, check_metadata
+    """Validate a loaded folded checkpoint (version, metadata, keys, shapes, dtypes, finite weights)."""
+    from maxq_deploy.load.checks import check_metadata, check_state_dict
 
     check_format(obj, FOLDED_FORMAT, path)
     check_metadata(obj, path, "folded checkpoint")
-    try:
-        layers = [FoldedLayer(**layer) for layer in obj["layers"]]
-        result = FoldedCheckpoint(
-            path=path, arch=obj["arch"], num_classes=int(obj["num_classes"]), nm=obj.get("nm"),
-            layers=layers, state_dict=obj["state_dict"],
-            meta={k: v for k, v in obj.items() if k != "state_dict"},
-        )
-    except (KeyError, TypeError) as exc:
-        raise InputFileError(f"{path}: damaged folded checkpoint ({exc})") from None
+    state = check_state_dict(obj.get("state_dict"), path, "folded checkpoint")
+    layers = layers_from_dict(obj, path, "folded checkpoint")
+    result = FoldedCheckpoint(
+        path=path, arch=obj["arch"], num_classes=int(obj["num_classes"]), nm=obj.get("nm"),
+        layers=layers, state_dict=state, meta={k: v for k, v in obj.items() if k != "state_dict"},
+    )
     expected = state_dict_shapes(result.arch, result.num_classes, "folded")
     got = {k: tuple(v.shape) for k, v in result.state_dict.items()}
     if got != expected:
         raise InputFileError(f"{path}: folded weights do not match {result.arch} with {result.num_classes} classes")
-    check_finite_tensors(result.state_dict, path, "folded checkpoint")
     return result
 
 

@@ -9,9 +9,13 @@ One place decides what "damaged" means, and the one loader of each format
   refused naming the version the tool reads.
 - metadata: ``arch`` a registered architecture, ``num_classes`` a positive integer, ``nm``
   absent/None or a valid N:M such as ``2:4``, ``layers`` a list of layer records.
-- tensors: every floating-point weight finite.
+- tensors (:func:`check_state_dict`): a dict of string keys to dense CPU tensors of real floats
+  (integer only for BatchNorm's ``num_batches_tracked``), every value finite; no two keys the same
+  after the DataParallel/compile prefixes are removed.
 - quantizer ranges (``amax``): tensors, finite, never negative (input and residual ranges
-  positive), and one value per tensor or one per output channel of the weight they quantize.
+  positive), a non-zero range between :data:`MIN_RANGE` and :data:`MAX_RANGE` (its scale
+  ``amax / 127`` a normal float32), and one value per tensor or one per output channel of the
+  weight they quantize.
 """
 
 from __future__ import annotations
@@ -52,6 +56,40 @@ def check_metadata(obj: dict, path: Path, what: str) -> None:
         raise InputFileError(f"{path}: damaged {what} (its 'layers' entry is not a list of layer records)")
 
 
+#: Entries that are integer counters, not weights.
+INTEGER_KEYS = ("num_batches_tracked",)
+_REAL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_state_dict(state: object, path: Path, what: str, where: str = "state_dict") -> dict:
+    """A dict of named dense CPU tensors of real floats, all finite: the one strict check of weights.
+
+    Refused, each with one line naming the entry: a state dict that is not a dict, a key that is
+    not a string, a value that is not a tensor (a list, a number), a sparse, quantized or meta
+    tensor, a tensor of complex, integer or bool values (an integer is allowed only for
+    ``num_batches_tracked``), NaN or Inf in a float tensor.
+    """
+    damaged = f"{path}: damaged {what}"
+    if not isinstance(state, dict):
+        raise InputFileError(f"{damaged} ({where!r} is a {type(state).__name__}, not a dict of named tensors)")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise InputFileError(f"{damaged} ({where} has a key {key!r} of type {type(key).__name__}; keys are layer names)")
+        if not isinstance(value, torch.Tensor):
+            raise InputFileError(f"{damaged} ({key} holds a {type(value).__name__}, not a tensor)")
+        if value.layout != torch.strided or value.is_quantized:
+            kind = "quantized" if value.is_quantized else str(value.layout).replace("torch.", "").replace("_", " ")
+            raise InputFileError(f"{damaged} ({key} is a {kind} tensor; weights are stored dense)")
+        if value.device.type == "meta":
+            raise InputFileError(f"{damaged} ({key} is a meta tensor: it holds no values)")
+        integer_ok = key.endswith(INTEGER_KEYS) and not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
+        if value.dtype not in _REAL_FLOATS and not integer_ok:
+            dtype = str(value.dtype).replace("torch.", "")
+            raise InputFileError(f"{damaged} ({key} holds {dtype} values; weights and masks are real floating-point numbers)")
+    check_finite_tensors(state, path, what)
+    return state
+
+
 def check_finite_tensors(state: dict, path: Path, what: str) -> None:
     """Every floating-point tensor finite; the first bad one is named with its first bad index."""
     for key, value in state.items():
@@ -62,6 +100,11 @@ def check_finite_tensors(state: dict, path: Path, what: str) -> None:
                 raise InputFileError(
                     f"{path}: damaged {what} ({key} holds NaN or Inf, first at index {index}); re-create it from its source"
                 )
+
+
+#: A range (amax) gives the INT8 scale amax / 127, which must be a normal float32 number.
+MIN_RANGE = 127 * float(torch.finfo(torch.float32).tiny)
+MAX_RANGE = float(torch.finfo(torch.float32).max)
 
 
 def check_quantizer_ranges(quantizers: dict, state: dict, path: Path, *, positive_weight_ranges: bool = False) -> None:
@@ -84,6 +127,13 @@ def check_quantizer_ranges(quantizers: dict, state: dict, path: Path, *, positiv
         zero_allowed = weight_quantizer and not positive_weight_ranges
         if bool((values < 0).any()) or (not zero_allowed and bool((values <= 0).any())):
             raise InputFileError(f"{where} is {'negative' if bool((values < 0).any()) else 'zero'}: {float(values.min()):g})")
+        nonzero = values[values != 0]
+        if nonzero.numel() and (float(nonzero.min()) < MIN_RANGE or float(nonzero.max()) > MAX_RANGE):
+            bad = float(nonzero.min()) if float(nonzero.min()) < MIN_RANGE else float(nonzero.max())
+            raise InputFileError(
+                f"{where} is {bad:g}: outside what an INT8 scale can hold, {MIN_RANGE:.3g} to {MAX_RANGE:.3g}, "
+                "since scale = range / 127 must be a normal float32)"
+            )
         if weight_quantizer:
             weight = state.get(name.removesuffix("._weight_quantizer") + ".weight")
             channels = int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() > 0 else None

@@ -6,6 +6,7 @@ Everything a MaxQ file holds is tensors, numbers, strings and dicts, so it is al
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import warnings
@@ -32,20 +33,20 @@ from maxq_deploy.core.sparsity import NMPattern, dense_groups_for, groups_along,
 PREFIXES = ("module.", "_orig_mod.")
 
 
-def torch_load_safe(path: str | os.PathLike[str], what: str = "checkpoint", mmap: bool = True) -> object:
+def torch_load_safe(path: str | os.PathLike[str], what: str = "checkpoint") -> object:
     """``torch.load`` with ``weights_only=True``, turning every failure into a one-line error.
 
-    ``mmap`` maps tensors from the file instead of copying them, which keeps peak memory near
-    the size of what is actually touched.
+    The file is read into memory, never memory-mapped: a checkpoint that a training job rewrites
+    or truncates while a command has it mapped would kill the process with SIGBUS (no message, no
+    cleanup). Reading costs one copy of the file in memory for the command's duration.
     """
     p = check_input_file(path, what)
     if p.stat().st_size == 0:
         raise InputFileError(f"{what} is empty: {p}")
     try:
-        use_mmap = mmap and zipfile.is_zipfile(p)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about the pickle protocol of foreign files
-            return torch.load(p, map_location="cpu", weights_only=True, mmap=use_mmap)
+            return torch.load(p, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as exc:
         if "global" in str(exc).lower() or _pickle_references_code(p):
             raise InputFileError(
@@ -87,34 +88,56 @@ def _pickle_references_code(path: Path) -> bool:
         return False
 
 
-def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove DataParallel (``module.``) and torch.compile (``_orig_mod.``) prefixes, nested too."""
-    out = {}
+def strip_prefixes(state: dict[str, torch.Tensor], path: Path | None = None) -> dict[str, torch.Tensor]:
+    """Remove DataParallel (``module.``) and torch.compile (``_orig_mod.``) prefixes, nested too.
+
+    Two keys that become one (``module.fc.weight`` and ``fc.weight``) are refused: which of
+    them is the weight cannot be known.
+    """
+    out: dict[str, torch.Tensor] = {}
+    original: dict[str, str] = {}
     for key, value in state.items():
+        name = key
         changed = True
         while changed:
             changed = False
             for prefix in PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        out[key] = value
+                if name.startswith(prefix):
+                    name, changed = name[len(prefix):], True
+        if name in out:
+            where = f"{path}: " if path is not None else ""
+            raise CheckpointFormatError(
+                f"{where}damaged checkpoint: {original[name]!r} and {key!r} are both {name!r} once the "
+                f"{'/'.join(PREFIXES)} prefixes are removed; keep one of them"
+            )
+        out[name], original[name] = value, key
     return out
 
 
 def extract_state_dict(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state dict, the rest of the training dict) from a full training dict or a bare state dict."""
+    """(state dict, the rest of the training dict) from a full training dict or a bare state dict.
+
+    The state dict passes :func:`maxq_deploy.load.checks.check_state_dict` (string keys, dense
+    real-float tensors, finite) and its keys are unique once prefixes are stripped.
+    """
+    from maxq_deploy.load.checks import check_state_dict
+
     if not isinstance(obj, dict):
         raise InputFileError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     if is_tool_artifact(obj):
         raise InputFileError(f"{path} is a {format_of(obj)} artifact written by maxq-deploy, not a MaxQ training checkpoint")
-    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+    if "state_dict" in obj:
         state, meta = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}
     else:
         state, meta = obj, {}
-    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise InputFileError(f"{path} has no tensors under 'state_dict' or at the top level: not a MaxQ checkpoint")
-    return strip_prefixes(tensors), meta
+        if not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise InputFileError(f"{path} has no tensors under 'state_dict' or at the top level: not a MaxQ checkpoint")
+    check_state_dict(state, path, "checkpoint", "state_dict" if "state_dict" in obj else "the top level")
+    if not state:
+        raise InputFileError(f"{path} has no tensors under 'state_dict': not a MaxQ checkpoint")
+    for key in ("epoch", "best_acc1"):
+        _scalar(meta.get(key), int if key == "epoch" else float, f"{path}: damaged checkpoint ({key}")
+    return strip_prefixes(state, path), meta
 
 
 def _num_classes(state: dict[str, torch.Tensor], path: Path) -> int:
@@ -249,22 +272,34 @@ class MaxQCheckpoint:
         }
 
 
-def _check_shapes(state: dict[str, torch.Tensor], arch: str, num_classes: int, path: Path) -> None:
+def _arch_hint(state: dict[str, torch.Tensor], arch: str, num_classes: int, source: str) -> str:
+    """What to do when the weights are not ``arch``: name the architecture the keys match, if any."""
+    found = infer_arch(state, num_classes)
+    match = f"its keys match {found}: pass --arch {found}" if found and found != arch else "pass --arch NAME if the weights are one of them"
+    if source == "option":
+        return f"is --arch right? {match}" if found and found != arch else "is --arch right?"
+    if source == "file":
+        return f"the file's 'arch' entry says {arch}; {match}"
+    return match
+
+
+def _check_shapes(state: dict[str, torch.Tensor], arch: str, num_classes: int, path: Path, source: str = "option") -> None:
     expected = state_dict_shapes(arch, num_classes)
     for key, shape in expected.items():
         if key not in state:
             if key.endswith(".mask"):
                 continue  # DenseConv2dBN layers carry no mask
-            raise CheckpointFormatError(f"{path}: key {key!r} missing for {arch} (is --arch right?)")
+            raise CheckpointFormatError(f"{path}: key {key!r} missing for {arch} ({_arch_hint(state, arch, num_classes, source)})")
         if tuple(state[key].shape) != shape:
             what = "mask and weight have different shapes" if key.endswith(".mask") else "shape mismatch"
+            hint = "" if key.endswith(".mask") else f" ({_arch_hint(state, arch, num_classes, source)})"
             raise CheckpointFormatError(
-                f"{path}: {what} at {key!r}: {tuple(state[key].shape)} in the file, {arch} needs {shape}"
+                f"{path}: {what} at {key!r}: {tuple(state[key].shape)} in the file, {arch} needs {shape}{hint}"
             )
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CheckpointFormatError(
-            f"{path}: {len(extra)} key(s) that {arch} does not have, e.g. {extra[0]!r} (is --arch right?)"
+            f"{path}: {len(extra)} key(s) that {arch} does not have, e.g. {extra[0]!r} ({_arch_hint(state, arch, num_classes, source)})"
         )
 
 
@@ -301,11 +336,22 @@ def _describe_layer(name: str, state: dict[str, torch.Tensor], nm: NMPattern | N
     )
 
 
-def _scalar(value: object, kind: type) -> int | float | None:
-    """A number stored as int, float or 0-d tensor (MaxQ saves best_acc1 either way)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _scalar(value: object, kind: type, damaged: str = "damaged checkpoint (value") -> int | float | None:
+    """A number stored as int, float or 0-d tensor (MaxQ saves best_acc1 either way); None if absent.
+
+    Anything else (NaN, Inf, a list, a tensor of many values, a string) is refused: ``damaged``
+    starts the message.
+    """
+    if value is None:
+        return None
+    number = value
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.layout == torch.strided and value.device.type != "meta" \
+            and not value.is_complex():
+        number = value.item()
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        shown = f"a {type(value).__name__}" if not isinstance(value, (int, float)) else repr(value)
+        raise InputFileError(f"{damaged} is {shown}, not a finite number)")
+    return kind(number)
 
 
 def load_checkpoint(
@@ -325,7 +371,12 @@ def load_checkpoint(
     if arch is not None:
         arch_name, arch_source = normalize_arch(arch), "option"
     elif isinstance(meta.get("arch"), str):
-        arch_name, arch_source = normalize_arch(meta["arch"]), "file"
+        try:
+            arch_name, arch_source = normalize_arch(meta["arch"]), "file"
+        except UnsupportedArchitectureError as exc:
+            found = infer_arch(state, num_classes)
+            hint = f"its keys match {found}: pass --arch {found}" if found else "pass --arch NAME if the weights are one of them"
+            raise UnsupportedArchitectureError(f"{p}: the file's 'arch' entry: {exc}; {hint}") from None
     else:
         found = infer_arch(state, num_classes)
         if found is None:
@@ -333,10 +384,7 @@ def load_checkpoint(
                 f"{p}: its keys match no supported architecture ({', '.join(list_archs())}); pass --arch if it is one"
             )
         arch_name, arch_source = found, "keys"
-    _check_shapes(state, arch_name, num_classes, p)
-    from maxq_deploy.load.checks import check_finite_tensors
-
-    check_finite_tensors(state, p, "checkpoint")  # a NaN mask or weight is damage, not unfinished sparsity
+    _check_shapes(state, arch_name, num_classes, p, arch_source)
 
     meta_model = build_model(arch_name, num_classes, "maxq", device="meta")
     names = [name for name, mod in meta_model.named_modules() if isinstance(mod, MaxQConvBN)]
@@ -353,8 +401,8 @@ def load_checkpoint(
         arch=arch_name,
         arch_source=arch_source,
         num_classes=num_classes,
-        epoch=_scalar(meta.get("epoch"), int),
-        best_acc1=_scalar(meta.get("best_acc1"), float),
+        epoch=_scalar(meta.get("epoch"), int, f"{p}: damaged checkpoint (epoch"),
+        best_acc1=_scalar(meta.get("best_acc1"), float, f"{p}: damaged checkpoint (best_acc1"),
         nm=model_nm,
         nm_source="option" if pattern is not None else "masks",
         state_dict=state,

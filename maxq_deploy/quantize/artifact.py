@@ -118,21 +118,24 @@ def quantized_from_dict(obj: dict, path: Path, *, positive_weight_ranges: bool =
     ``positive_weight_ranges``: also refuse a zero weight range (see
     :func:`maxq_deploy.load.checks.check_quantizer_ranges`), for targets that divide by it.
     """
-    from maxq_deploy.load.checks import check_finite_tensors, check_metadata, check_quantizer_ranges
+    from maxq_deploy.fold import layers_from_dict
+    from maxq_deploy.load.checks import check_metadata, check_quantizer_ranges, check_state_dict
 
     check_format(obj, QUANTIZED_FORMAT, path)
     check_metadata(obj, path, "quantized checkpoint")
-    try:
-        layers = [FoldedLayer(**layer) for layer in obj["layers"]]
-        ckpt = QuantizedCheckpoint(
-            path=path, arch=obj["arch"], num_classes=int(obj["num_classes"]), nm=obj.get("nm"), layers=layers,
-            quantizers=dict(obj["quantizers"]), state_dict=obj["state_dict"],
-            meta={k: v for k, v in obj.items() if k != "state_dict"}, kept_float=list(obj.get("kept_float") or []),
-        )
-        if not all(isinstance(name, str) for name in ckpt.kept_float):
-            raise TypeError("kept_float is not a list of layer names")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputFileError(f"{path}: damaged quantized checkpoint ({exc})") from None
+    state = check_state_dict(obj.get("state_dict"), path, "quantized checkpoint")
+    quantizers = obj.get("quantizers")
+    if not isinstance(quantizers, dict) or not all(isinstance(k, str) for k in quantizers):
+        raise InputFileError(f"{path}: damaged quantized checkpoint (its 'quantizers' entry is not a dict of named ranges)")
+    layers = layers_from_dict(obj, path, "quantized checkpoint")
+    kept_float = obj.get("kept_float") or []
+    if not isinstance(kept_float, (list, tuple)) or not all(isinstance(name, str) for name in kept_float):
+        raise InputFileError(f"{path}: damaged quantized checkpoint (kept_float is not a list of layer names)")
+    ckpt = QuantizedCheckpoint(
+        path=path, arch=obj["arch"], num_classes=int(obj["num_classes"]), nm=obj.get("nm"), layers=layers,
+        quantizers=dict(quantizers), state_dict=state, meta={k: v for k, v in obj.items() if k != "state_dict"},
+        kept_float=list(kept_float),
+    )
     expected = state_dict_shapes(ckpt.arch, ckpt.num_classes, "folded")
     got = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
     if got != expected:
@@ -145,9 +148,22 @@ def quantized_from_dict(obj: dict, path: Path, *, positive_weight_ranges: bool =
                if layer.name not in ckpt.kept_float and weight_quantizer_name(layer.name) not in ckpt.quantizers]
     if bad or missing:
         raise InputFileError(f"{path}: damaged quantized checkpoint (no range for {(bad + missing)[0]})")
-    check_finite_tensors(ckpt.state_dict, path, "quantized checkpoint")
     check_quantizer_ranges(ckpt.quantizers, ckpt.state_dict, path, positive_weight_ranges=positive_weight_ranges)
     return ckpt
+
+
+def refuse_unreadable(ckpt: dict, out: Path) -> None:
+    """The writer's side of :func:`quantized_from_dict`: refuse to write what every reader would refuse."""
+    from maxq_deploy.core.errors import QuantizationError
+
+    try:
+        quantized_from_dict(ckpt, Path(out))
+    except InputFileError as exc:
+        detail = str(exc).removeprefix(f"{out}: ").removesuffix("; re-create it from its source")
+        raise QuantizationError(
+            f"refusing to write {out}: the result would be a {detail}; nothing was written (calibrate on other data, "
+            "or fine-tune with a smaller --lr)"
+        ) from None
 
 
 def read_folded_input(path: str | os.PathLike[str]) -> tuple[FoldedCheckpoint, dict]:

@@ -13,7 +13,7 @@ from maxq_deploy.data import Preprocess
 from maxq_deploy.core.progress import Progress
 from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.config import keep_float_layers, split_names
-from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
+from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input, refuse_unreadable
 from maxq_deploy.quantize.calibrate import (
     DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, model_preprocess, open_data, resolve_device,
     validated_ranges,
@@ -67,6 +67,7 @@ def quantize_ptq(
 
     backend = f"pytorch-quantization {pq_adapter.version()}"
     ckpt = checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), backend, kept_float=kept)
+    refuse_unreadable(ckpt, out)
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)
     notes = [f"{r.name}: {n}" for r in report for n in r.notes]

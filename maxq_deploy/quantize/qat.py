@@ -33,7 +33,7 @@ from maxq_deploy.core.errors import DataError, PatternViolationError, Quantizati
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.config import QuantizeConfig, keep_float_layers, split_names
-from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input
+from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input, refuse_unreadable
 from maxq_deploy.quantize.calibrate import (
     DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, model_preprocess, open_data, resolve_device,
     validated_ranges,
@@ -227,6 +227,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
         history.append(EpochReport(0, 0.0, None, None, round(start_top1, 4), round(time.perf_counter() - t0, 3)))
         best_epoch, best_top1, best_state = 0, start_top1, _weights_of(model)
     steps = 0
+    first_loss: float | None = None  # the calibrated network's loss on the first batch
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         epoch_lr = opt.param_groups[0]["lr"]
@@ -252,10 +253,13 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
                     f"QAT loss became non-finite ({float(loss.detach())}) at epoch {epoch}, step {steps}: the training "
                     f"data holds extreme values or --lr {lr:g} is too high; nothing was written"
                 )
+            if first_loss is None:
+                first_loss = float(loss.detach())
             loss_sum += float(loss.detach()) * labels.numel()
             correct += int((logits.detach().argmax(1) == labels).sum())
             seen += int(labels.numel())
         loss_sum, correct, seen = all_reduce([loss_sum, correct, seen])
+        _check_diverged(loss_sum / max(seen, 1), first_loss, folded.num_classes, epoch, lr)
         val_top1 = _validate(model, val_loader, ctx, target) if val_loader is not None else None
         history.append(EpochReport(
             epoch, epoch_lr, round(loss_sum / max(seen, 1), 6), round(100.0 * correct / max(seen, 1), 4),
@@ -292,6 +296,21 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     )
 
 
+#: An epoch whose mean loss is this many times the larger of the starting loss and chance's ln(classes) diverged.
+DIVERGENCE_FACTOR = 100.0
+
+
+def _check_diverged(mean_loss: float, first_loss: float | None, num_classes: int, epoch: int, lr: float) -> None:
+    """Refuse a diverged fine-tune (a loss that exploded, e.g. --lr 1e10) instead of keeping its weights."""
+    start = first_loss if first_loss is not None else 0.0
+    bound = DIVERGENCE_FACTOR * max(start, math.log(max(num_classes, 2)))
+    if not math.isfinite(mean_loss) or mean_loss > bound:
+        raise QuantizationError(
+            f"QAT diverged: epoch {epoch} mean loss {mean_loss:.3g} against {start:.3g} at the start (limit {bound:.3g}); "
+            f"lower --lr (now {lr:g}); nothing was written"
+        )
+
+
 def _save_then_release(folded, out: Path, state, ranges, stats, checks, backend, training, ctx: DistContext,
                        kept: list[str]) -> None:
     """Rank 0 writes; then every rank learns whether it worked (a broadcast that doubles as barrier)."""
@@ -299,6 +318,7 @@ def _save_then_release(folded, out: Path, state, ranges, stats, checks, backend,
     if ctx.is_main:
         try:
             ckpt = checkpoint_dict(folded, state, ranges, stats, checks, provenance(folded.path), backend, training, kept_float=kept)
+            refuse_unreadable(ckpt, out)
             with atomic_output(out) as tmp:
                 torch.save(ckpt, tmp)
         except BaseException as exc:  # re-raised below, after the other ranks were told
