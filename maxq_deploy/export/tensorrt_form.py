@@ -341,6 +341,14 @@ class _ExportJob:
     def write_checked(self) -> None:
         import onnx
 
+        from maxq_deploy.core.errors import InputFileError
+        from maxq_deploy.onnx_graph.index import check_onnx_numbers
+
+        try:  # the writer refuses what every reader refuses (fp16 overflowing to Inf, a zero Q/DQ scale)
+            check_onnx_numbers(self.model, self.output)
+        except InputFileError as exc:
+            detail = str(exc).removeprefix(f"{self.output}: ").removesuffix("; re-export it from its checkpoint")
+            raise InputFileError(f"refusing to write {self.output}: the graph would be a {detail}") from None
         with atomic_output(self.output) as tmp:
             onnx.save(self.model, str(tmp))
             size = self.options.input_size

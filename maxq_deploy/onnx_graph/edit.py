@@ -96,13 +96,15 @@ def graph_to_fp16(graph) -> None:
         raise RuntimeError(f"bug: fp16 conversion does not know {', '.join(unsupported)}; check and add to FP16_OPS")
     for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+            with np.errstate(over="ignore"):  # a value past fp16's range becomes Inf: the writer's check refuses it in one line
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
     for node in graph.node:
         if node.op_type != "Constant":
             continue
         for attr in node.attribute:
             if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
+                with np.errstate(over="ignore"):
+                    attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
     del graph.value_info[:]
     for value in (*graph.input, *graph.output):
         if value.type.tensor_type.elem_type == TensorProto.FLOAT:

@@ -210,3 +210,42 @@ def load_onnx(path: str | os.PathLike[str], what: str = "ONNX model", *, load_ex
     if model.ir_version == 0 or not model.graph.node:
         raise InputFileError(f"{p} is not an ONNX model (empty, or no graph nodes)")
     return model
+
+
+def check_onnx_numbers(model, path: str | os.PathLike[str]) -> None:
+    """Refuse a graph whose constants make every output garbage: the one numeric check of ONNX models.
+
+    Every floating-point initializer and Constant is finite, and every constant scale of a
+    QuantizeLinear/DequantizeLinear is a positive normal number of its type (a scale of 0, NaN,
+    Inf or a denormal such as 1e-45 divides into Inf/NaN). ``verify``, ``eval`` and ``bench`` call it.
+    """
+    from onnx import numpy_helper
+
+    def damaged(what: str) -> InputFileError:
+        return InputFileError(f"{path}: damaged ONNX model ({what}); re-export it from its checkpoint")
+
+    def check_finite(name: str, value: np.ndarray) -> None:
+        if np.issubdtype(value.dtype, np.floating) and value.size and not np.isfinite(value).all():
+            first = [int(i) for i in np.argwhere(~np.isfinite(value))[0]]
+            raise damaged(f"{name} holds NaN or Inf, first at index {first}")
+
+    graph = model.graph
+    for init in graph.initializer:
+        check_finite(f"initializer {init.name}", numpy_helper.to_array(init))
+    index = GraphIndex(graph)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            value = constant_node_value(node)
+            if value is not None:
+                check_finite(f"Constant {node.output[0] if node.output else node.name}", value)
+        elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            scale = index.param(node, 1)
+            if scale is None or not np.issubdtype(np.asarray(scale).dtype, np.floating):
+                continue  # computed at run time, or an exotic type: the runtime judges it
+            scale = np.asarray(scale)
+            tiny = float(np.finfo(scale.dtype).tiny)
+            bad = ~np.isfinite(scale) | (scale < tiny)
+            if bad.any():
+                value = float(scale.reshape(-1)[int(np.argmax(bad.reshape(-1)))])
+                raise damaged(f"scale of {node.op_type} {node.name or node.output[0]} is {value:g}; a scale must be a positive "
+                              f"normal {scale.dtype} number, at least {tiny:.3g}")

@@ -103,6 +103,10 @@ def open_runner(
             raise OptionError(f"backend {name.strip()!r} takes no option after ':' (only openvino does: openvino:f32)")
         precision = precision or option.strip() or None
     chosen = resolve_backend(p, backend)
+    if p.suffix.lower() == ".onnx":  # NaN weights or a zero Q/DQ scale: refused before any runtime scores them
+        from maxq_deploy.onnx_graph.index import check_onnx_numbers, load_onnx
+
+        check_onnx_numbers(load_onnx(p), p)
     if chosen != "openvino":
         if precision is not None:
             raise OptionError(f"an inference precision ({precision}) is an OpenVINO option; the {chosen} backend takes none")

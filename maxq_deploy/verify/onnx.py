@@ -37,7 +37,7 @@ from maxq_deploy import verify
 from maxq_deploy.core.files import check_input_file
 from maxq_deploy.core.errors import InputFileError, first_line
 from maxq_deploy.core.sparsity import NMPattern
-from maxq_deploy.onnx_graph.index import ConstantWeight, GraphIndex, attributes, load_onnx  # noqa: F401  (GraphIndex: part of this module's API)
+from maxq_deploy.onnx_graph.index import ConstantWeight, GraphIndex, attributes, check_onnx_numbers, load_onnx  # noqa: F401  (GraphIndex: part of this module's API)
 
 #: metadata_props keys written by ``export onnx`` (see DEVELOPING.md).
 META_SPARSE_LAYERS = onnx_meta.SPARSE_LAYERS
@@ -150,6 +150,7 @@ def verify_onnx(path: str | os.PathLike[str], pattern: NMPattern | str = "2:4") 
     pattern = NMPattern.parse(pattern)
     p = Path(path)
     model = load_onnx(p)
+    check_onnx_numbers(model, p)  # NaN weights, a zero or NaN Q/DQ scale: damaged, whatever the pattern says
     layers = find_weight_layers(model.graph)
     if not layers:
         raise InputFileError(
