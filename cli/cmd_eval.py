@@ -65,6 +65,10 @@ def eval_command(
     console.print(table("Accuracy", columns, rows, [c for c in columns if c not in ("model", "kind", "backend", "precision")]))
     for warning in dict.fromkeys(r.warning for r in results if r.warning):
         console.print(f"[yellow]{escape(warning)}[/]", highlight=False)
+    for r in results:
+        if r.non_finite:
+            console.print(f"[yellow]{escape(Path(r.model).name)} ({r.backend}): {r.non_finite} of {r.images} images gave NaN or Inf "
+                          "outputs, counted as wrong answers[/]", highlight=False)
     skipped = max(r.skipped_corrupt for r in results)
     if skipped:
         example = f", e.g. {escape(first.skipped_files[0])}" if first.skipped_files else ""

@@ -59,6 +59,7 @@ class EvalResult:
     options: dict = field(default_factory=dict)  # runtime settings that can change results (threads, inference precision)
     skipped_files: list[str] = field(default_factory=list)  # the first few, "path: reason"
     warning: str | None = None  # the runner's one-line warning (an int8 form that saturates on this CPU)
+    non_finite: int = 0  # images whose logits hold NaN or Inf: each counted as a wrong answer
     predictions: np.ndarray | None = field(default=None, repr=False)  # top-1 class per image, data order; None when distributed
 
     def summary(self) -> dict:
@@ -73,6 +74,7 @@ class EvalResult:
             "images": self.images,
             "skipped_corrupt": self.skipped_corrupt,
             "skipped_files": self.skipped_files,
+            "non_finite_outputs": self.non_finite,
             "top1": self.top1,
             "top5": self.top5,
             "correct1": self.correct1,
@@ -95,10 +97,20 @@ class EvalResult:
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
-    """How many labels rank among the ``k`` highest logits (ties count in the label's favour)."""
+    """How many labels rank among the ``k`` highest logits (ties count in the label's favour).
+
+    A row holding NaN or Inf is a wrong answer, never a tie: a broken model scores 0, not 100 %.
+    """
+    finite = np.isfinite(logits).all(axis=1)
     label_logit = logits[np.arange(len(labels)), labels]
     rank = (logits > label_logit[:, None]).sum(axis=1)
-    return int((rank < k).sum())
+    return int(((rank < k) & finite).sum())
+
+
+def top1_predictions(logits: np.ndarray) -> np.ndarray:
+    """The top-1 class per row; -1 (no class, a wrong answer) for a row holding NaN or Inf."""
+    finite = np.isfinite(logits).all(axis=1)
+    return np.where(finite, np.nan_to_num(logits).argmax(axis=1), -1)
 
 
 def _check_classes(model_classes: int | None, dataset: ImageDataset, model: str) -> None:
@@ -146,7 +158,7 @@ def evaluate_runner(
     loader = make_loader(subset, batch_size=batch_size, workers=workers, distributed=world > 1, pad_shards=False)
     track = (progress or SILENT) if rank == 0 else SILENT
 
-    correct1 = correct5 = seen = 0
+    correct1 = correct5 = seen = non_finite = 0
     use_top5: bool | None = None
     predictions: list[np.ndarray] = []
     start = time.perf_counter()
@@ -161,7 +173,8 @@ def evaluate_runner(
         y = labels.numpy()
         if int(y.max()) >= logits.shape[1]:
             raise DataError(f"{Path(name).name} predicts {logits.shape[1]} classes but a label is {int(y.max())}: wrong model or data?")
-        top1 = logits.argmax(axis=1)
+        top1 = top1_predictions(logits)
+        non_finite += int((top1 < 0).sum())
         predictions.append(top1)
         correct1 += int((top1 == y).sum())
         if use_top5:
@@ -171,7 +184,8 @@ def evaluate_runner(
     report = loader.report
     skipped = report.skipped
     if world > 1:
-        seen, correct1, correct5, skipped, flag5 = (int(v) for v in all_reduce([seen, correct1, correct5, skipped, int(bool(use_top5))], "sum"))
+        seen, correct1, correct5, skipped, flag5, non_finite = (
+            int(v) for v in all_reduce([seen, correct1, correct5, skipped, int(bool(use_top5)), non_finite], "sum"))
         use_top5 = flag5 > 0
         (seconds,) = all_reduce([seconds], "max")
     if seen == 0:
@@ -196,6 +210,7 @@ def evaluate_runner(
         precision=info.precision,
         options={k: v for k, v in info.options.items() if v is not None}, warning=info.warning,
         skipped_files=report.skipped_files,
+        non_finite=non_finite,
         predictions=np.concatenate(predictions) if world == 1 and predictions else None,
     )
 
@@ -262,8 +277,10 @@ def evaluate_models(
     The data set is opened once; the results come in (model, backend) order, so the first is the
     reference that the others' prediction agreement is measured against.
     """
+    from maxq_deploy.core.devices import check_threads
     from maxq_deploy.runtimes.backends import backend_pairs, parse_backend_list
 
+    check_threads(threads)
     if not model_paths:
         raise DataError("no models given; pass one or more checkpoints, ONNX models or engines")
     specs = parse_backend_list(backends)

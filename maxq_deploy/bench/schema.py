@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from maxq_deploy.core.files import atomic_output
+from maxq_deploy.core.files import atomic_output, json_text
 from maxq_deploy.bench.stats import LatencyStats
 from maxq_deploy.core.errors import OptionError
 from maxq_deploy.runtimes.base import Runner
@@ -96,8 +95,9 @@ class BenchSettings:
             raise OptionError(f"seconds must be a positive number, got {self.seconds}")
         if self.block < 1:
             raise OptionError(f"block must be >= 1 iteration, got {self.block}")
-        if self.threads is not None and self.threads < 1:
-            raise OptionError(f"threads must be >= 1, got {self.threads}")
+        from maxq_deploy.core.devices import check_threads
+
+        check_threads(self.threads)
         if self.input_size is not None and self.input_size < 1:
             raise OptionError(f"input size must be >= 1 pixel, got {self.input_size}")
         if self.device not in DEVICES:
@@ -148,7 +148,7 @@ class BenchResult:
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
         with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+            tmp.write_text(json_text(self.to_dict(), default=str) + "\n")
         return Path(path)
 
     def write_csv(self, path: str | os.PathLike[str]) -> Path:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxq_deploy.core.files import atomic_output, check_input_file
+from maxq_deploy.core.files import atomic_output, json_text, check_input_file
 from maxq_deploy.core.errors import InputFileError
 from maxq_deploy.onnx_graph.layers import OnnxLayer
 from maxq_deploy.tensorrt.inspector_json import (  # noqa: F401 - re-exported: the report's public names
@@ -211,7 +211,7 @@ def report_path_for(engine_path: str | os.PathLike[str]) -> Path:
 def save_engine_report(report: EngineReport, path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     with atomic_output(out) as tmp:
-        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        tmp.write_text(json_text(report.to_dict()) + "\n")
     return out
 
 
