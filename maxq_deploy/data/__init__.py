@@ -51,8 +51,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maxq_deploy.core.errors import DataError, first_line
 from maxq_deploy.data.decode import (  # noqa: F401  (part of this module's API)
-    NonFinite, NonFiniteImageError, Unreadable, check_finite, first_non_finite, load_rgb, to_rgb8)
+    NonFinite,
+    NonFiniteImageError,
+    Unreadable,
+    check_finite,
+    first_non_finite,
+    MAX_RESIZED_PIXELS,
+    load_rgb,
+    to_rgb8,
+)
+from maxq_deploy.core.files import quiet_worker
 from maxq_deploy.core.memory import FORWARD_MEMORY_FACTOR, available_memory_bytes, check_batch_memory  # noqa: F401
+from maxq_deploy.data.labels import MAX_LABEL, check_labels, read_labels  # noqa: F401  (part of this module's API)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -102,14 +112,27 @@ class Preprocess:
                 raise DataError(f"Preprocess.std must be 3 positive numbers, got {value!r}")
             object.__setattr__(self, name, values)
 
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size an image of ``width`` x ``height`` is resized to (shorter side = ``resize``)."""
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize, int(self.resize * long / max(short, 1))
+        return (new_short, new_long) if width <= height else (new_long, new_short)
+
+    def check_size(self, width: int, height: int) -> None:
+        """Refuse (before decoding) an image whose resized form would exceed the pixel limit (extreme aspect ratios)."""
+        new_w, new_h = self.resized_size(width, height)
+        limit = max(MAX_RESIZED_PIXELS, 4 * self.resize * self.resize)
+        if new_w * new_h > limit:
+            raise ValueError(f"{width}x{height} pixels would be resized to {new_w}x{new_h} ({new_w * new_h:,} pixels, more than "
+                             f"the limit of {limit:,}): an extreme aspect ratio, refused before decoding")
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> normalized float32 CHW tensor of ``image_size`` x ``image_size``."""
         from PIL import Image
 
         width, height = image.size
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.resize, int(self.resize * long / short)
-        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+        self.check_size(width, height)
+        new_w, new_h = self.resized_size(width, height)
         if (new_w, new_h) != (width, height):
             image = image.resize((new_w, new_h), Image.BILINEAR)
         size = self.image_size
@@ -177,7 +200,7 @@ class ImageDataset(Dataset):
             return torch.from_numpy(sample), self.label(index)
         path = self.files[index]
         try:
-            image = load_rgb(path)
+            image = load_rgb(path, getattr(self.preprocess, "check_size", None))
         except NonFiniteImageError as exc:
             return NonFinite(path, exc.index), self.label(index)
         except Exception as exc:  # any decoder failure means "unreadable file", whatever Pillow raises
@@ -257,40 +280,6 @@ def _images_under(folder: Path) -> list[str]:
     return _Walk().images_under(folder)
 
 
-def _read_labels(path: Path, count: int, what: str) -> np.ndarray:
-    """Integer labels from a .npy array or a text file (one per line), checked against ``count``."""
-    if not path.is_file():
-        raise DataError(f"labels file not found: {path}")
-    if path.suffix.lower() == ".npy":
-        try:
-            raw = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"{path} is not a readable .npy labels array ({exc})") from None
-    else:
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-            raw = np.asarray([int(line) for line in lines], dtype=np.int64)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"{path}: a labels text file needs one integer per line ({exc})") from None
-    return _check_labels(raw, count, f"{path}", what)
-
-
-def _check_labels(raw: np.ndarray, count: int, source: str, what: str) -> np.ndarray:
-    if raw.ndim != 1:
-        hint = " (one-hot? store class indices: labels.argmax(1))" if raw.ndim == 2 else ""
-        raise DataError(f"labels in {source} must be a 1-D array of class indices, got shape {raw.shape}{hint}")
-    if raw.dtype.kind not in "iu":
-        if raw.dtype.kind == "f" and raw.size and np.all(raw == np.round(raw)):
-            raw = raw.astype(np.int64)
-        else:
-            raise DataError(f"labels in {source} must be integers, got dtype {raw.dtype}")
-    if len(raw) != count:
-        raise DataError(f"{len(raw)} labels in {source} but {count} {what}: counts must match")
-    if raw.size and raw.min() < 0:
-        raise DataError(f"labels in {source} must be >= 0, found {int(raw.min())}")
-    return raw.astype(np.int64)
-
-
 def _check_images_array(images: np.ndarray, source: str) -> np.ndarray:
     if images.ndim != 4:
         raise DataError(f"images in {source} must be a 4-D NCHW array, got shape {images.shape}")
@@ -340,9 +329,9 @@ def _arrays_from(loaded, path: Path, labels: str | os.PathLike[str] | None) -> t
         images = loaded
     images = _check_images_array(images, str(path))
     if labels is not None:
-        return images, _read_labels(Path(labels), len(images), f"images in {path}")
+        return images, read_labels(Path(labels), len(images), f"images in {path}")
     if found_labels is not None:
-        return images, _check_labels(found_labels, len(images), str(path), "images")
+        return images, check_labels(found_labels, len(images), str(path), "images")
     return images, None
 
 
@@ -404,6 +393,13 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, preprocess: 
     class_names = [e.name for e in entries if _is_dir(e) and not e.name.startswith(".")]
     per_class = [walk.images_under(root / name) for name in class_names]
     if any(per_class):
+        loose = [e.name for e in entries if _is_image(e.name) and not _is_dir(e)]
+        if loose:  # an ImageFolder reading only the sub-folders would drop these without a word
+            folders = [name for name, group in zip(class_names, per_class) if group]
+            raise DataError(
+                f"{root} holds {len(loose)} image(s) directly (e.g. {loose[0]}) and {len(folders)} sub-folder(s) of images "
+                f"(e.g. {folders[0]}/): a data folder is either flat or one sub-folder per class; move the images so it is one of them"
+            )
         if labels is not None:
             raise DataError(f"{root} is an ImageFolder tree whose labels come from its class folders: drop --labels")
         files = [f for group in per_class for f in group]
@@ -434,7 +430,7 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, preprocess: 
         raise DataError(
             f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)} files, directly or in class sub-folders)"
         )
-    label_array = _read_labels(Path(labels), len(files), f"images in {root}") if labels is not None else None
+    label_array = read_labels(Path(labels), len(files), f"images in {root}") if labels is not None else None
     dataset = ImageDataset(root, "flat", files=files, labels=label_array, preprocess=preprocess)
     dataset.unreadable, dataset.duplicates = walk.unreadable, walk.duplicates
     return dataset
@@ -596,4 +592,5 @@ def make_loader(
         drop_last=drop_last,
         generator=generator,
         persistent_workers=False,
+        worker_init_fn=quiet_worker if workers > 0 else None,  # Ctrl-C is the main process's to handle
     )

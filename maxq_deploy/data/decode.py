@@ -97,13 +97,23 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(grey), "L").convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode an image file fully and convert it to 8-bit RGB (raises on any decoder failure)."""
+#: The most pixels an image may have once resized (before the crop): 64 Mi pixels (192 MiB as RGB).
+MAX_RESIZED_PIXELS = 64 * 2**20
+
+
+def load_rgb(path: str | os.PathLike[str], check_size=None) -> Image.Image:
+    """Decode an image file fully and convert it to 8-bit RGB (raises on any decoder failure).
+
+    ``check_size(width, height)`` runs on the header's size before any pixel is decoded (the
+    preprocessing's own limit on the resized image: a 372-byte 300000x1 PNG must not become GBs).
+    """
     from PIL import Image
 
     if not os.path.isfile(path):  # a FIFO or device named like an image would block or never end
         raise ValueError("not a regular file")
     with Image.open(path) as image:
+        if check_size is not None:
+            check_size(*image.size)
         image.load()
         return to_rgb8(image)
 
