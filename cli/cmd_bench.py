@@ -25,7 +25,8 @@ def bench_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU intra-op threads (default: the runtime's own)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size for checkpoints (default: the size each records, 32 for the CIFAR ResNets, 224 for the others); ONNX files use their own."),
     sparse: bool = typer.Option(False, "--sparse", help="torch on CUDA: fp16 dense vs fp16 with 2:4 layers as semi-structured sparse matmuls."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here, and as CSV beside it (same stem)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the results as CSV here (one row per model and batch size)."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart of throughput per batch size."),
 ) -> None:
     """Latency and throughput of one or more models, measured interleaved, as an A/B table against the first.
@@ -38,7 +39,7 @@ def bench_command(
     result = benchmark(
         models, backend=backend, device=device, batch_sizes=batch_sizes, warmup=warmup, iters=iters, seconds=seconds,
         threads=threads, input_size=input_size, sparse=sparse, json_path=json_path, plot_path=plot_path,
-        progress=RichProgress(),
+        csv_path=csv_path, progress=RichProgress(),
     )
     rows = []
     for m in result.measurements:

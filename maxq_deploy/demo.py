@@ -228,7 +228,7 @@ def run_demo(
 
     def bench():
         r = benchmark(list(onnx_paths.values()), batch_sizes=(1, 8), iters=bench_iters, warmup=5, progress=progress,
-                      json_path=work / "bench.json", plot_path=work / "bench.png")
+                      json_path=work / "bench.json", plot_path=work / "bench.png", csv_path=work / "bench.csv")
         data = r.to_dict()
         result.bench = data
         best = [m for m in r.measurements if m.batch == 8]

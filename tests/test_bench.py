@@ -225,7 +225,8 @@ def test_benchmark_onnx_json_csv_plot(tiny_onnx, tmp_path: Path) -> None:
     a, b = tiny_onnx
     out = tmp_path / "res.json"
     plot = tmp_path / "res.png"
-    result = benchmark([a, b], batch_sizes="1,3", warmup=1, iters=4, threads=1, json_path=out, plot_path=plot)
+    result = benchmark([a, b], batch_sizes="1,3", warmup=1, iters=4, threads=1, json_path=out, plot_path=plot,
+                       csv_path=tmp_path / "res.csv")
     data = json.loads(out.read_text())
     assert data["schema"] == "maxq-deploy/bench" and data["schema_version"] == 1
     assert {"tool_version", "created", "settings", "environment", "models", "results", "outputs"} <= set(data)
@@ -310,7 +311,7 @@ def test_cli_end_to_end(cli, tiny_onnx, tmp_path: Path) -> None:
     a, b = tiny_onnx
     out, plot = tmp_path / "r.json", tmp_path / "r.png"
     res = cli("bench", a, b, "--batch-sizes", "1,2", "--iters", "3", "--warmup", "1", "--threads", "1",
-              "--json", out, "--plot", plot)
+              "--json", out, "--csv", tmp_path / "r.csv", "--plot", plot)
     assert res.exit_code == 0, res.stderr
     assert "vs first" in res.stdout and "baseline" in res.stdout and "b.onnx" in res.stdout
     assert "environment:" in res.stdout and "threads 1" in res.stdout

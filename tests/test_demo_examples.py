@@ -48,6 +48,8 @@ def test_demo_and_examples_end_to_end(tmp_path: Path) -> None:
     assert all(r["throughput_ips"] > 0 for r in bench["results"])
     assert (work / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any("--sparsity=enable" in line for line in summary["trtexec"])
+    hidden = sorted(p.name for p in work.iterdir() if p.name.startswith("."))
+    assert hidden == [], hidden  # no lock file (.digits.lock) or temp file left in the user's folder
 
     env = {"WORK": str(work)}
     cpu = _run(["bash", str(REPO / "examples" / "cpu_onnxruntime.sh")], tmp_path, env)

@@ -181,11 +181,12 @@ def benchmark(
     json_path: str | os.PathLike[str] | None = None,
     plot_path: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    csv_path: str | os.PathLike[str] | None = None,
 ) -> BenchResult:
     """Measure ``models`` side by side (interleaved) at every batch size; write JSON/CSV/PNG if asked.
 
     ``iters`` timed iterations per model and batch size (default 30), or ``seconds`` of measured
-    time per model and batch size. ``json_path`` also writes a CSV beside it (same stem).
+    time per model and batch size. ``json_path``, ``csv_path`` and ``plot_path`` are the only files written.
     """
     if not models:
         raise OptionError("no models given; pass one or more ONNX files, engines or checkpoints")
@@ -194,7 +195,7 @@ def benchmark(
         warmup=warmup, iters=iters, seconds=seconds,
         block=block, threads=threads, input_size=input_size, sparse=sparse,
     )
-    outputs = guard_bench_outputs(json_path, plot_path, models)
+    outputs = guard_bench_outputs(json_path, plot_path, models, csv_path)
     opened = open_models(models, backend, device, threads, input_size, sparse, settings.batch_sizes)
     try:
         measurements = measure(opened, settings, progress)
@@ -206,8 +207,9 @@ def benchmark(
     if "plot" in outputs:
         result.write_plot(outputs["plot"])
         result.outputs["plot"] = str(outputs["plot"])
-    if "json" in outputs:
-        result.outputs["json"], result.outputs["csv"] = str(outputs["json"]), str(outputs["csv"])
+    result.outputs.update({kind: str(path) for kind, path in outputs.items() if kind != "plot"})
+    if "csv" in outputs:
         result.write_csv(outputs["csv"])
+    if "json" in outputs:
         result.write_json(outputs["json"])
     return result

@@ -205,12 +205,11 @@ def prepare_digits_example(
 ) -> DigitsExample:
     """Train (or reuse, when already made with the same settings) a MaxQ network on digits.
 
-    Safe to call from several processes at once (pytest-xdist workers, torchrun ranks): a file
-    lock makes one of them train while the others wait and then reuse its files.
+    Safe to call from several processes at once (pytest-xdist workers, torchrun ranks): a lock on
+    the work folder itself (``flock`` on its descriptor: no lock file is left behind in the user's
+    folder) makes one of them train while the others wait and then reuse its files.
     """
-    from filelock import FileLock
-
-    from maxq_deploy.core.files import atomic_output
+    import fcntl
 
     out = Path(workdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,26 +217,37 @@ def prepare_digits_example(
               "image_size": image_size, "seed": seed, "version": 1}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     info_path = out / f"digits_{arch}_{key}.json"
-    with FileLock(str(out / ".digits.lock")):
-        cached = _read_example(info_path)
-        if cached is not None:
-            return cached
-        train_npz, test_npz = save_digits_npz(out, image_size, seed=seed, prefix=f"digits{image_size}")
-        with np.load(train_npz) as tr, np.load(test_npz) as te:
-            train = array_loader(tr["images"], tr["labels"], batch_size, shuffle=True, seed=seed)
-            test = array_loader(te["images"], te["labels"], 256)
-            torch.manual_seed(seed)
-            model = build_reference_model(arch, 10, nm, layer_type)
-            history = train_reference(model, train, epochs, lr, val_loader=test, seed=seed, progress=progress)
-        ckpt_path = out / f"digits_{arch}_{key}.pth.tar"
-        checkpoint = make_checkpoint(arch, nm, layer_type, 10, model=model, epoch=epochs)
-        checkpoint["best_acc1"] = torch.tensor(float(history.final_val_top1 or 0.0))
-        save_checkpoint(checkpoint, ckpt_path)
-        example = DigitsExample(out, ckpt_path, train_npz, test_npz, arch, nm, image_size, float(history.final_val_top1 or 0.0),
-                                [asdict(e) for e in history.epochs])
-        with atomic_output(info_path) as tmp:
-            tmp.write_text(json.dumps(asdict(example), default=str, indent=2))
-        return example
+    lock = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor closes, or the process dies
+        return _train_or_reuse(out, info_path, key, arch, nm, layer_type, epochs, lr, batch_size, image_size, seed, progress)
+    finally:
+        os.close(lock)
+
+
+def _train_or_reuse(out: Path, info_path: Path, key: str, arch: str, nm: str, layer_type: str, epochs: int, lr: float,
+                    batch_size: int, image_size: int, seed: int, progress) -> DigitsExample:
+    from maxq_deploy.core.files import atomic_output
+
+    cached = _read_example(info_path)
+    if cached is not None:
+        return cached
+    train_npz, test_npz = save_digits_npz(out, image_size, seed=seed, prefix=f"digits{image_size}")
+    with np.load(train_npz) as tr, np.load(test_npz) as te:
+        train = array_loader(tr["images"], tr["labels"], batch_size, shuffle=True, seed=seed)
+        test = array_loader(te["images"], te["labels"], 256)
+        torch.manual_seed(seed)
+        model = build_reference_model(arch, 10, nm, layer_type)
+        history = train_reference(model, train, epochs, lr, val_loader=test, seed=seed, progress=progress)
+    ckpt_path = out / f"digits_{arch}_{key}.pth.tar"
+    checkpoint = make_checkpoint(arch, nm, layer_type, 10, model=model, epoch=epochs)
+    checkpoint["best_acc1"] = torch.tensor(float(history.final_val_top1 or 0.0))
+    save_checkpoint(checkpoint, ckpt_path)
+    example = DigitsExample(out, ckpt_path, train_npz, test_npz, arch, nm, image_size, float(history.final_val_top1 or 0.0),
+                            [asdict(e) for e in history.epochs])
+    with atomic_output(info_path) as tmp:
+        tmp.write_text(json.dumps(asdict(example), default=str, indent=2))
+    return example
 
 
 def _read_example(info_path: Path) -> DigitsExample | None:
