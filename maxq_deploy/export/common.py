@@ -15,9 +15,11 @@ the layers after it; a wrong scale, axis or missing Q/DQ gives errors of order 1
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -173,3 +175,18 @@ def op_counts(model) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
+
+
+@contextlib.contextmanager
+def scratch_step(scratch: str | os.PathLike[str], output: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """An intermediate graph written to ``scratch`` on the way to ``output``: an error names the user's
+    ``output`` (and the step), never the internal scratch path, which is gone when the user reads it."""
+    from maxq_deploy.core.errors import MaxQDeployError
+
+    try:
+        yield
+    except MaxQDeployError as exc:
+        text = str(exc).replace(str(scratch), f"{Path(output).name} ({what})")
+        error = type(exc).__new__(type(exc))
+        error.args = (f"{output}: {what} failed: {text}",)
+        raise error from None

@@ -51,7 +51,7 @@ from maxq_deploy.core.errors import BackendUnavailableError, DataError, OptionEr
 from maxq_deploy.onnx_graph import meta as onnx_meta
 from maxq_deploy.onnx_graph.index import load_onnx
 from maxq_deploy.core.progress import SILENT, Progress
-from maxq_deploy.export.common import ExportSummary, op_counts
+from maxq_deploy.export.common import ExportSummary, op_counts, scratch_step
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 TARGET = "onnxruntime"
@@ -293,7 +293,8 @@ def export_ort_int8(
         steps = ["fp32 export", "quantize", "check"]
         for step in track.track(steps, total=len(steps), description="export onnxruntime int8"):
             if step == "fp32 export":
-                fp32 = _export_fp32(source, fp32_path, options.opset, input_size, obj)
+                with scratch_step(fp32_path, out, "the intermediate float32 graph"):
+                    fp32 = _export_fp32(source, fp32_path, options.opset, input_size, obj)
                 del obj  # the file was read once, above
                 notes.extend(fp32.notes)
             elif step == "quantize":
@@ -443,8 +444,12 @@ def export_for_onnxruntime(
         from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
 
         return export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress, cpu_isa=cpu_isa)
+    for name, value in (("--calib-batches", calib_batches), ("--calib-batch-size", calib_batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise OptionError(f"{name} must be a whole number >= 1, got {value!r}")  # a typed 0 is no request for the default
     preprocess = found.preprocess(input_size, resize)
-    return export_ort_int8(model, output, calib, calib_batches=calib_batches or 8, batch_size=calib_batch_size or 8,
+    return export_ort_int8(model, output, calib, calib_batches=8 if calib_batches is None else calib_batches,
+                           batch_size=8 if calib_batch_size is None else calib_batch_size,
                            preprocess=preprocess, input_size=input_size, progress=progress,
                            options=OrtQuantOptions(calibrate_method=calibrate_method or "minmax", opset=opset,
                                                    reduce_range=cpu_isa != VNNI))

@@ -20,7 +20,7 @@ import numpy as np
 from maxq_deploy.onnx_graph import meta as onnx_meta
 from maxq_deploy.core.files import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
 from maxq_deploy.core.errors import OptionError, ParityError
-from maxq_deploy.export.common import ExportSummary, op_counts
+from maxq_deploy.export.common import ExportSummary, op_counts, scratch_step
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
@@ -164,8 +164,9 @@ def export_ort_int8_from_quantized(
         steps = ["tensorrt-form q/dq", "rewrite", "check"]
         for step in track.track(steps, total=len(steps), description="export onnxruntime int8 (checkpoint ranges)"):
             if step == "tensorrt-form q/dq":
-                qdq = export_onnx(source, qdq_path, precision="int8", opset=opset, input_size=input_size, parity_batch=parity_batch,
-                                  float_regions="fp32")  # rewritten below: ONNX Runtime's form keeps float32 scales
+                with scratch_step(qdq_path, out, "the intermediate TensorRT-form Q/DQ graph"):
+                    qdq = export_onnx(source, qdq_path, precision="int8", opset=opset, input_size=input_size, parity_batch=parity_batch,
+                                      float_regions="fp32")  # rewritten below: ONNX Runtime's form keeps float32 scales
                 notes.extend(qdq.notes)
             elif step == "rewrite":
                 model = load_onnx(qdq_path)

@@ -37,7 +37,11 @@ def resolve_input_size(arch: str | None, meta: dict | None = None, requested: in
                        what: str = "--input-size") -> int:
     """``requested``, else the size ``meta`` records, else ``arch``'s default (224 when unknown); checked."""
     known = arch if arch in ARCHS else None
-    size = requested or stored_input_size(meta) or (default_input_size(known) if known else 224)
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        from maxq_deploy.core.errors import OptionError
+
+        raise OptionError(f"{what} must be a positive number of pixels, got {requested!r}")  # 0 is no request for the default
+    size = requested if requested is not None else (stored_input_size(meta) or (default_input_size(known) if known else 224))
     if known:
         check_input_size(known, size, what if requested else "its recorded input size")
     return size
@@ -80,12 +84,13 @@ def artifact_input_size(path: str | os.PathLike[str]) -> ArtifactSize:
     """Architecture and default input size of any model file, read without building the model.
 
     Torch artifacts: their ``arch``/``input_size`` entries (a MaxQ training checkpoint: its
-    architecture's default). ONNX: the ``maxq_deploy.*`` metadata, else the fixed input shape.
+    architecture's default). ONNX: the graph's fixed input shape, else the ``maxq_deploy.*`` metadata
+    (metadata is never trusted over the graph).
     TensorRT engines and unreadable files: unknown (the caller's default applies).
     """
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix in ENGINE_SUFFIXES or not p.is_file():
+    if suffix in ENGINE_SUFFIXES or suffix == ".xml" or not p.is_file():  # engines, OpenVINO IR: the runner reads its shape
         return ArtifactSize(None, None)
     if suffix in ONNX_SUFFIXES:
         return _onnx_input_size(p)
@@ -124,9 +129,9 @@ def _onnx_input_size(path: Path) -> ArtifactSize:
     meta = {p.key: p.value for p in model.metadata_props}
     arch = meta.get(onnx_meta.ARCH)
     arch = arch if arch in ARCHS else None
-    size = stored_input_size(meta)
-    if size is None and model.graph.input:
+    size = None
+    if model.graph.input:  # the graph's real input shape wins over what its metadata claims
         dims = model.graph.input[0].type.tensor_type.shape.dim
         if len(dims) == 4 and dims[2].dim_value > 0:
             size = int(dims[2].dim_value)
-    return ArtifactSize(arch, size)
+    return ArtifactSize(arch, size if size is not None else stored_input_size(meta))
