@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -83,7 +85,7 @@ def test_atomic_output_names_its_temp_and_leaves_nothing_on_failure(tmp_path):
     out = tmp_path / "o.pt"
     with pytest.raises(RuntimeError):
         with atomic_output(out) as tmp:
-            assert tmp.name.startswith(f".maxq-deploy-{os.getpid()}-") and tmp.name.endswith("-o.pt.tmp")
+            assert tmp.name.startswith(f".maxq-deploy-{os.getpid()}.") and tmp.name.endswith("-o.pt.tmp")
             tmp.write_bytes(b"half")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
@@ -101,22 +103,66 @@ def test_long_output_names_get_short_temp_names(tmp_path):
     assert len(temp_path_for(tmp_path / name).name.encode()) < 255
 
 
-def test_stale_temps_of_dead_processes_are_removed_others_kept(tmp_path):
-    dead = 2**22 + 12345  # above the usual pid_max of 4194304: no such process
-    stale_file = tmp_path / f".maxq-deploy-{dead}-0-f.pt.tmp"
+def _held_lock(path) -> subprocess.Popen:
+    """Another process (as if in another container: its pid means nothing here) holding the lock on ``path``."""
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "print('locked', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_stale_temps_are_those_whose_lock_is_free(tmp_path):
+    from maxq_deploy.core.files import _host, _pid_namespace
+
+    host, ns = _host(), _pid_namespace()
+    dead = 2**22 + 12345  # above the usual pid_max: in this namespace no such process, yet maybe alive elsewhere
+    stale_file = tmp_path / f".maxq-deploy-{dead}.{ns}.{host}-0-f.pt.tmp"
     stale_file.write_bytes(b"x")
-    stale_dir = tmp_path / f".maxq-deploy-{dead}-1-o.onnx.tmp.d"
+    stale_dir = tmp_path / f".maxq-deploy-{dead}.{ns}.{host}-1-o.onnx.tmp.d"
     stale_dir.mkdir()
     (stale_dir / "fp32.onnx").write_bytes(b"x")
-    mine = tmp_path / f".maxq-deploy-{os.getpid()}-0-mine.pt.tmp"
+    other_container = tmp_path / f".maxq-deploy-{dead}.{ns + 1}.{host}-2-live.pt.tmp"  # its pid looks dead here
+    other_container.write_bytes(b"in use")
+    other_dir = tmp_path / f".maxq-deploy-{dead}.{ns + 1}.{host}-3-live.onnx.tmp.d"
+    other_dir.mkdir()
+    other_host = tmp_path / f".maxq-deploy-{dead}.{ns}.elsewhere_{host}-4-nfs.pt.tmp"  # never judged from here
+    other_host.write_bytes(b"maybe in use")
+    mine = tmp_path / f".maxq-deploy-{os.getpid()}.{ns}.{host}-0-mine.pt.tmp"
     mine.write_bytes(b"in use")
+    old_style = tmp_path / f".maxq-deploy-{dead}-0-old.pt.tmp"  # an older version's name: cannot be judged, kept
+    old_style.write_bytes(b"x")
     victim = tmp_path / "precious.pt"
     victim.write_bytes(b"keep")
-    link = tmp_path / f".maxq-deploy-{dead}-2-evil.tmp"
+    link = tmp_path / f".maxq-deploy-{dead}.{ns}.{host}-5-evil.tmp"
     link.symlink_to(victim)  # named like ours but a link: never followed, never removed
     other = tmp_path / "user.tmp"
     other.write_bytes(b"not ours")
-    removed = remove_stale_temps(tmp_path)
+    holders = [_held_lock(other_container), _held_lock(other_dir)]
+    try:
+        removed = remove_stale_temps(tmp_path)
+    finally:
+        for proc in holders:
+            proc.kill()
+            proc.wait()
     assert sorted(p.name for p in removed) == sorted([stale_file.name, stale_dir.name])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, victim.name, link.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in [other_container, other_dir, other_host, mine, old_style, victim, link, other])
     assert victim.read_bytes() == b"keep"
+    # the owners are gone now (their locks went with them): the next sweep removes their temps
+    assert sorted(p.name for p in remove_stale_temps(tmp_path)) == sorted([other_container.name, other_dir.name])
+
+
+def test_a_live_temp_is_locked_by_its_owner(tmp_path):
+    """While a write is under way its temp file is locked (another sweep keeps it); renamed into place, the lock goes."""
+    import fcntl
+
+    with atomic_output(tmp_path / "o.pt") as tmp:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        tmp.write_bytes(b"data")
+    assert [p.name for p in tmp_path.iterdir()] == ["o.pt"]
