@@ -336,9 +336,9 @@ def save_folded(result: FoldResult, path: str | os.PathLike[str]) -> Path:
         folded_from_dict(ckpt, out)
     except InputFileError as exc:
         detail = str(exc).removeprefix(f"{out}: ").removesuffix("; re-create it from its source")
+        cause = ": its BatchNorm statistics or weights overflow float32" if "NaN or Inf" in detail else ""
         raise CheckpointFormatError(
-            f"refusing to write {out}: folding {result.source.get('source_path', 'the checkpoint')} gives a {detail}: "
-            "its BatchNorm statistics or weights overflow float32"
+            f"refusing to write {out}: folding {result.source.get('source_path', 'the checkpoint')} gives a {detail}{cause}"
         ) from None
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)

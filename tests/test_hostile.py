@@ -269,12 +269,12 @@ def _onnx_edit(source: str, name: str, edit: Callable) -> Callable[[Path, Path],
     return make
 
 
-def _nan_initializer(model) -> None:
+def _nan_initializer(model, suffix: str = ".weight", bad: float = np.nan) -> None:
     from onnx import numpy_helper
 
-    init = next(i for i in model.graph.initializer if i.name.endswith(".weight"))
+    init = next(i for i in model.graph.initializer if i.name.endswith(suffix))
     value = numpy_helper.to_array(init).copy()
-    value.flat[3] = np.nan
+    value.flat[min(3, value.size - 1)] = bad
     init.CopyFrom(numpy_helper.from_array(value, init.name))
 
 
@@ -505,6 +505,33 @@ CASES: list[Case] = [
       if importlib.util.find_spec("openvino") else []),  # the optional [openvino] extra
     Case("eval-onnx-metadata-lies-about-size", ["eval", "l.onnx", "--data", "{S}/imgs", "--workers", "0"], 0, None,
          _onnx_edit("model.onnx", "l.onnx", _lying_size), stdout=r"16 image files"),
+    # issue 19: the fresh hostile run (cases of our own design, the cheap ones)
+    Case("fold-arch-entry-not-a-name", ["fold", "a.pth", "-o", "f.pt"], 2, r"its 'arch' entry 5 is not an architecture name.*--arch mobilenet_v1",
+         _torch_edit("mb.pth", "a.pth", lambda o: dict(o, arch=5))),
+    Case("fold-zero-classes", ["fold", "a.pth", "-o", "f.pt"], 2, r"classifier 'fc\.weight' has shape \[0, \d+\]: no classes",
+         _torch_edit("mb.pth", "a.pth", _state("fc.weight", lambda t: t[:0]))),
+    Case("fold-state-dict-none", ["fold", "a.pth", "-o", "f.pt"], 2, r"'state_dict' is a NoneType, not a dict",
+         _torch_edit("mb.pth", "a.pth", lambda o: dict(o, state_dict=None))),
+    Case("inspect-nested-prefix-duplicate", ["inspect", "a.pth"], 2, r"'fc\.bias' and '_orig_mod\.module\.fc\.bias' are both 'fc\.bias'",
+         _torch_edit("mb.pth", "a.pth", lambda o: dict(o, state_dict={**o["state_dict"], "_orig_mod.module.fc.bias": torch.zeros(10)}))),
+    Case("fold-bool-counter", ["fold", "a.pth", "-o", "f.pt"], 2, r"num_batches_tracked holds bool values",
+         _torch_edit("mb.pth", "a.pth", _state("num_batches_tracked", lambda t: t.bool()))),
+    Case("verify-range-is-a-list", ["verify", "q.pt"], 2, r"range of conv1\.0\._input_quantizer is a list, not a tensor",
+         _torch_edit("quant.pt", "q.pt", _quantizer("conv1.0._input_quantizer", lambda t: [1.0]))),
+    Case("eval-range-past-float32", ["eval", "q.pt", "--data", "{S}/calib.npz"], 2, r"is 1e\+39: outside what an INT8 scale can hold",
+         _torch_edit("quant.pt", "q.pt", _quantizer("conv1.0._input_quantizer", lambda t: torch.tensor(1e39, dtype=torch.float64)))),
+    Case("eval-stored-input-size-negative", ["eval", "f.pt", "--data", "{S}/calib.npz"], 2, r"input_size -5 is not a positive number",
+         _torch_edit("folded.pt", "f.pt", lambda o: dict(o, input_size=-5))),
+    Case("verify-onnx-inf-bias", ["verify", "b.onnx"], 2, r"initializer .*\.bias holds NaN or Inf",
+         _onnx_edit("model.onnx", "b.onnx", lambda m: _nan_initializer(m, ".bias", np.inf))),
+    Case("eval-data-is-fifo", ["eval", "{S}/folded.pt", "--data", "p.npz"], 2, r"data p\.npz is not a regular file or folder \(a FIFO",
+         _fifo("p.npz")),
+    Case("eval-label-arabic-digit", ["eval", "{S}/folded.pt", "--data", "{S}/nolabels.npz", "--labels", "l.txt"], 2,
+         r"line 1: '\u0663' is not a class index", _file("l.txt", "\u0663\n".encode() * 16)),
+    Case("eval-labels-npy-1e300", ["eval", "{S}/folded.pt", "--data", "{S}/nolabels.npz", "--labels", "y.npy"], 2,
+         r"class indices below 2,147,483,648, found 1e\+300", lambda s, c: np.save(c / "y.npy", np.full(16, 1e300))),
+    Case("bench-csv-and-json-one-file", ["bench", "{S}/model.onnx", "--json", "r.json", "--csv", "r.json"], 2,
+         r"--csv output r\.json would hold CSV"),
     # successes: outputs appear, nothing else
     Case("fold-replaces-writable-output", ["fold", "{S}/mb.pth", "-o", "out.pth"], 0, None, _file("out.pth", b"old"),
          replaced=("out.pth",)),

@@ -351,6 +351,9 @@ def open_dataset(
     root = Path(path)
     if not root.exists():
         raise DataError(f"data not found: {root}" + (f". {idx.FASHION_MNIST_HINT}" if idx.looks_like_fashion(root) else ""))
+    if not root.is_file() and not root.is_dir():
+        raise DataError(f"data {root} is not a regular file or folder (a FIFO, device or socket): "
+                        "give a folder of images, a .npy/.npz file or an IDX file")
     if root.is_file() and idx.is_idx_path(root):
         dataset: ImageDataset = idx.open_idx(root, labels, preprocess)
     elif root.is_file():

@@ -51,6 +51,9 @@ def check_metadata(obj: dict, path: Path, what: str) -> None:
             NMPattern.parse(nm)
         except SparsityPatternError:
             raise InputFileError(f"{path}: damaged {what} (nm {nm!r} is not an N:M pattern such as '2:4')") from None
+    size = obj.get("input_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise InputFileError(f"{path}: damaged {what} (input_size {size!r} is not a positive number of pixels)")
     layers = obj.get("layers")
     if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
         raise InputFileError(f"{path}: damaged {what} (its 'layers' entry is not a list of layer records)")

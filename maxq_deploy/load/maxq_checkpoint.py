@@ -146,6 +146,8 @@ def _num_classes(state: dict[str, torch.Tensor], path: Path) -> int:
         raise UnsupportedArchitectureError(
             f"{path} has no classifier 'fc.weight'; supported architectures: {', '.join(list_archs())}"
         )
+    if fc.shape[0] < 1 or fc.shape[1] < 1:
+        raise CheckpointFormatError(f"{path}: damaged checkpoint (classifier 'fc.weight' has shape {list(fc.shape)}: no classes)")
     return int(fc.shape[0])
 
 
@@ -370,6 +372,10 @@ def load_checkpoint(
     num_classes = _num_classes(state, p)
     if arch is not None:
         arch_name, arch_source = normalize_arch(arch), "option"
+    elif meta.get("arch") is not None and not isinstance(meta.get("arch"), str):
+        found = infer_arch(state, num_classes)
+        hint = f"its keys match {found}: pass --arch {found}" if found else "pass --arch NAME"
+        raise UnsupportedArchitectureError(f"{p}: damaged checkpoint (its 'arch' entry {meta['arch']!r} is not an architecture name); {hint}")
     elif isinstance(meta.get("arch"), str):
         try:
             arch_name, arch_source = normalize_arch(meta["arch"]), "file"

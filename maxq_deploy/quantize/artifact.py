@@ -141,6 +141,9 @@ def quantized_from_dict(obj: dict, path: Path, *, positive_weight_ranges: bool =
     if got != expected:
         raise InputFileError(f"{path}: weights do not match {ckpt.arch} with {ckpt.num_classes} classes")
     bad = [name for name, value in ckpt.quantizers.items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        raise InputFileError(f"{path}: damaged quantized checkpoint (range of {bad[0]} is a {type(ckpt.quantizers[bad[0]]).__name__}, "
+                             "not a tensor)")
     unknown = sorted(set(ckpt.kept_float) - {layer.name for layer in layers})
     if unknown:
         raise InputFileError(f"{path}: damaged quantized checkpoint (kept_float names {unknown[0]!r}, not one of its conv layers)")
