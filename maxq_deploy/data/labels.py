@@ -43,7 +43,7 @@ def read_labels(path: Path, count: int, what: str) -> np.ndarray:
             if not line:
                 continue
             if not _INTEGER_LINE.fullmatch(line):  # int() would read "1_0" as 10 and " ٣" as 3
-                raise DataError(f"{path} line {number}: {line[:40]!r} is not a class index (one integer of digits 0-9 per line)")
+                raise DataError(f"{path} line {number}: {line[:40]!r} is not a class index (one integer per line, digits 0-9 only)")
             if len(line.lstrip("-")) > 18:
                 raise DataError(f"{path} line {number}: {line[:40]} is far too large for a class index")
             values.append(int(line))
