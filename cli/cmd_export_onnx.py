@@ -48,6 +48,7 @@ def export_onnx_command(
              "(8-bit weights: fastest on CPUs with AVX-512 VNNI/AVX-VNNI/AMX, saturates on AVX2-only CPUs). Recorded in "
              "the graph's maxq_deploy.cpu_isa metadata.",
     ),
+    exporter: Optional[str] = typer.Option(None, "--exporter", help="torch exporter (--target tensorrt): dynamo (default, torch's current one; writes opset 18, converted down to --opset) or torchscript (the legacy one). Both give the same graph."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Export to ONNX with checkpoint layer names and metadata; ends with an ONNX Runtime parity check."""
@@ -59,7 +60,7 @@ def export_onnx_command(
     result = export_model(
         model, output, target, precision=precision, opset=opset, batch=batch, dynamic_batch=True if dynamic_batch else None,
         input_size=input_size, calib=calib, calib_batches=calib_batches, calib_batch_size=calib_batch_size, resize=resize,
-        calibrate_method=calibrate_method, float_regions=float_regions, cpu_isa=cpu_isa,
+        calibrate_method=calibrate_method, float_regions=float_regions, cpu_isa=cpu_isa, exporter=exporter,
         progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
     )
     if json_out:
@@ -74,7 +75,7 @@ def export_onnx_command(
         ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
         ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'} ({result.source_kind})"),
         ("precision", f"{result.precision} inside, {result.io_dtype} input/output"),
-        ("graph", f"opset {result.opset}, input '{shape}', target {result.target}"),
+        ("graph", f"opset {result.opset}, input '{shape}', target {result.target}, {result.exporter}"),
         ("layers", f"{len(result.layers)} Conv/Gemm named after the checkpoint, {len(result.sparse_layers)} sparse"),
         ("parity", f"max abs {p.max_abs_error:.3g}, relative {p.relative_error:.3g} (tolerance {p.tolerance:g}), "
                    f"batch {'x'.join(map(str, p.batch_shape))} vs {p.reference}"),

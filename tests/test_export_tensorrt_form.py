@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,18 +12,15 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, numpy_helper
-from torch import nn
-from torch.nn.utils import parametrize
 from typer.testing import CliRunner
 
 from maxq_deploy.export import tensorrt_form as export_module
 from maxq_deploy.load.maxq_checkpoint import MaxQCheckpoint, load_checkpoint
-from maxq_deploy.load.formats import QUANTIZED_FORMAT
+
 from maxq_deploy.cli.app import app
-from maxq_deploy.core.errors import BackendUnavailableError, InputFileError, MaxQDeployError, OutputPathError, ParityError
+from maxq_deploy.core.errors import InputFileError, MaxQDeployError, OutputPathError, ParityError
 from maxq_deploy.export.tensorrt_form import ExportResult, export_onnx
 from maxq_deploy.fold import fold_masks_and_bn, save_folded
-from maxq_deploy.load.torch_model import LoadedModel, load_torch_model
 from maxq_deploy.verify.onnx import verify_onnx
 from maxq_deploy.reference import make_checkpoint, save_checkpoint
 
@@ -178,7 +174,9 @@ def test_verify_flags_a_graph_whose_weights_were_edited(exported, tmp_path, prec
 
 def test_static_batch_and_opset(made, tmp_path):
     out = tmp_path / "static.onnx"
-    result = export_onnx(made("mobilenet_v1").folded_path, out, batch=3, opset=13, input_size=SMALL)
+    with pytest.raises(MaxQDeployError, match=r"--opset 13: the dynamo exporter wrote opset 18 .*--exporter torchscript"):
+        export_onnx(made("mobilenet_v1").folded_path, out, batch=3, opset=13, input_size=SMALL)  # onnx cannot convert it
+    result = export_onnx(made("mobilenet_v1").folded_path, out, batch=3, opset=13, input_size=SMALL, exporter="torchscript")
     model = onnx.load(str(out))
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [3, 3, SMALL, SMALL]
     assert model.opset_import[0].version == 13 and result.parity.batch_shape == [3, 3, SMALL, SMALL]
@@ -244,82 +242,7 @@ def test_failed_parity_check_writes_nothing(made, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx"]  # no temporary file left
 
 
-# --- INT8: the quantize stage's hook, faked here with torch fake-quant ops -------------------
-
-
-class FakeQuantWeight(nn.Module):
-    """Symmetric per-output-channel INT8 fake quantization with a fixed scale (a parametrization)."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        amax = weight.detach().abs().flatten(1).amax(1).clamp_min(1e-8)
-        self.register_buffer("scale", amax / 127)
-        self.register_buffer("zero", torch.zeros_like(amax, dtype=torch.int32))
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return torch.fake_quantize_per_channel_affine(weight, self.scale, self.zero, 0, -128, 127)
-
-
-@torch.no_grad()
-def fake_quantized(module: nn.Module, calib: torch.Tensor) -> nn.Module:
-    """Per-tensor INT8 inputs (max-calibrated), per-channel INT8 weights, on every Conv/Linear."""
-    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    amax: dict[nn.Module, float] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, a: amax.__setitem__(m, float(a[0].abs().max()))) for m in layers]
-    module(calib)
-    for hook in hooks:
-        hook.remove()
-    for layer in layers:
-        parametrize.register_parametrization(layer, "weight", FakeQuantWeight(layer.weight))
-        scale = amax[layer] / 127
-        layer.register_forward_pre_hook(lambda m, a, s=scale: (torch.fake_quantize_per_tensor_affine(a[0], s, 0, -128, 127),))
-    return module.eval()
-
-
-@pytest.fixture
-def fake_quantize_stage(monkeypatch, made, tmp_path):
-    """A quantized checkpoint file and the two hooks of maxq_deploy.quantize the exporter uses."""
-    folded = made("mobilenet_v1").folded_path
-    folded_model = load_torch_model(folded)
-    quant_file = tmp_path / "mb.quant.pth"
-    torch.save({"format": QUANTIZED_FORMAT, "format_version": 1}, quant_file)
-
-    def load_quantized_model(path, obj):
-        module = fake_quantized(load_torch_model(folded).module, torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)))
-        return LoadedModel(Path(path), "quantized-checkpoint", folded_model.arch, folded_model.num_classes, folded_model.nm, module, folded_model.meta)
-
-    def export_qdq_onnx(loaded, dummy, path, opset, dynamic_batch):
-        axes = {"x": {0: "n"}, "logits": {0: "n"}} if dynamic_batch else None
-        torch.onnx.export(loaded.module, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=["x"], output_names=["logits"], dynamic_axes=axes)
-
-    monkeypatch.setattr("maxq_deploy.quantize.artifact.load_quantized_model", load_quantized_model)  # the loader formats.FORMATS names
-    monkeypatch.setattr("maxq_deploy.quantize.export_qdq_onnx", export_qdq_onnx, raising=False)
-    return quant_file
-
-
-def test_int8_qdq_export_uses_the_same_post_processing_and_parity(fake_quantize_stage, tmp_path):
-    out = tmp_path / "mb.int8.onnx"
-    result = export_onnx(fake_quantize_stage, out, input_size=SIZE)
-    assert result.precision == "int8" and result.parity.tolerance == 1e-1 and result.parity.passed
-    model = onnx.load(str(out))
-    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in model.graph.node}
-    assert (model.graph.input[0].name, model.graph.output[0].name) == ("input", "output")
-    convs = {node.name: node for node in conv_gemm_nodes(model)}
-    assert "features.3.3" in convs and "fc" in convs
-    initializers = {init.name for init in model.graph.initializer}
-    assert "features.3.3.weight" in initializers  # float weight -> QuantizeLinear -> DequantizeLinear -> Conv
-    report = verify_onnx(out, "2:4")
-    assert report.ok and {layer.dtype for layer in report.expected} == {"int8"}
-    with pytest.raises(MaxQDeployError, match="INT8 Q/DQ"):
-        export_onnx(fake_quantize_stage, tmp_path / "y.onnx", precision="fp16", input_size=SIZE)
-
-
-def test_int8_export_without_the_quantize_stage_is_a_backend_error(fake_quantize_stage, tmp_path, monkeypatch):
-    monkeypatch.delattr("maxq_deploy.quantize.export_qdq_onnx")
-    monkeypatch.setitem(sys.modules, "maxq_deploy.quantize.export", None)  # the module cannot be imported
-    with pytest.raises(BackendUnavailableError, match="maxq-deploy\\[quant\\]"):
-        export_onnx(fake_quantize_stage, tmp_path / "x.onnx", input_size=SMALL)
+# --- INT8: a real quantized checkpoint (the backend-free export is tests/test_export_dynamo.py) ----
 
 
 @pytest.mark.slow

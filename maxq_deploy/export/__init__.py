@@ -18,7 +18,7 @@ from maxq_deploy.export.common import ExportSummary
 #: Export targets: name -> the options ``export onnx`` may pass it (anything else given is refused).
 #: ``tensorrt``: symmetric Q/DQ, TensorRT's rules; ``onnxruntime``: the form ONNX Runtime's CPU kernels run fastest.
 EXPORT_TARGETS: dict[str, frozenset[str]] = {
-    "tensorrt": frozenset({"precision", "opset", "batch", "dynamic_batch", "input_size", "float_regions", "progress"}),
+    "tensorrt": frozenset({"precision", "opset", "batch", "dynamic_batch", "input_size", "float_regions", "exporter", "progress"}),
     "onnxruntime": frozenset({"precision", "opset", "input_size", "calib", "calib_batches", "calib_batch_size", "resize",
                               "calibrate_method", "cpu_isa", "progress"}),
 }

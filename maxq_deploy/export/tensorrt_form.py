@@ -4,8 +4,8 @@ The pipeline of one export:
 
 1. load the model (:func:`maxq_deploy.load.torch_model.load_torch_model`); a MaxQ training checkpoint is
    refused, because its soft masks and BatchNorm must be folded into constants first;
-2. produce the raw graph for the target: torch's TorchScript exporter for folded models,
-   the quantize stage's ``export_qdq_onnx`` hook for quantized ones;
+2. produce the raw graph for the target: a torch exporter (dynamo by default) for folded models,
+   the quantize stage's frozen Q/DQ network (``quantize.export.qdq_model``) for quantized ones;
 3. post-process it with the onnx API: I/O named ``input``/``output``, fp16 boundary casts,
    Conv/Gemm nodes and their weight initializers renamed after the checkpoint layers,
    ``maxq_deploy.*`` metadata, ``onnx.checker``;
@@ -13,12 +13,15 @@ The pipeline of one export:
    random batch, and rename it into place only if the check passes;
 5. measure the hardware N:M pattern on the written graph (:mod:`maxq_deploy.verify.onnx`).
 
-Exporter: ``torch.onnx.export(..., dynamo=False)``. torch 2.13 defaults to the dynamo exporter,
-but that one cannot emit opset < 18 (it keeps 18 and logs a failed down-conversion, so
-``--opset 17`` would be silently ignored), takes ~3x longer, and pytorch-quantization's
-fake-quant modules only export through TorchScript anyway. The TorchScript exporter gives a
-clean graph for these CNNs: Conv weights and biases as constant initializers named after the
-parameters, Gemm(transB=1) for ``fc``, no BatchNormalization (fold removed it), no mask Mul.
+Exporter: :func:`maxq_deploy.onnx_graph.from_torch.torch_to_onnx`, torch's current (dynamo)
+exporter by default, the TorchScript one with ``exporter="torchscript"``; both graphs are reduced
+to one canonical form (the same nodes, compared in ``tests/test_export_dynamo.py``). The dynamo
+exporter writes opset 18; ``--opset 17`` (the default, parsed by TensorRT 10 and 11) is reached
+by ``onnx.version_converter`` and refused in one line where that fails. INT8: the quantized
+network with every quantizer frozen to a constant scale (:mod:`maxq_deploy.quantize.frozen`),
+which both exporters write as QuantizeLinear/DequantizeLinear; no quantization backend runs.
+Measured on the digits ResNet-18 (2 shared cores): TorchScript ~3 s, dynamo ~8 s (fp32) and
+~15-27 s (int8, most of it onnxscript's optimizer); the written graphs are the same.
 
 FP16 typing: the graph computes in fp16 (fp16 weights, fp16 activations), with a Cast at each
 boundary, so ``input`` and ``output`` stay float32 for every precision. It is made from the fp32
@@ -39,18 +42,14 @@ Targets (:data:`maxq_deploy.export.EXPORT_TARGETS`, run by :func:`maxq_deploy.ex
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from maxq_deploy import __version__
 
@@ -72,6 +71,7 @@ from maxq_deploy.onnx_graph.edit import (  # noqa: F401  (graph post-processing,
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.export.common import PARITY_TOLERANCE, ExportSummary, ParityCheck, check_parity  # noqa: F401  (part of this module's API)
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
+from maxq_deploy.onnx_graph.from_torch import DEFAULT_EXPORTER, EXPORTERS, exporter_name, torch_to_onnx
 
 DEFAULT_OPSET = 17  # parsed by TensorRT 10 and 11; per-channel Q/DQ needs >= 13
 OPSET_RANGE = (13, 20)
@@ -79,7 +79,6 @@ FOLDED_PRECISIONS = ("fp32", "fp16")
 QUANTIZED_PRECISION = "int8"
 TARGETS = ("tensorrt",)
 BATCH_DIM = "batch"
-EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 
 
 @dataclass
@@ -95,8 +94,12 @@ class ExportOptions:
     parity_batch: int = 2
     #: INT8 Q/DQ graphs: "fp16" or "fp32" float regions (stem, epilogue); None: see resolve_float_regions
     float_regions: str | None = None
+    exporter: str = DEFAULT_EXPORTER  # "dynamo" (torch's current exporter) or "torchscript"
 
     def __post_init__(self) -> None:
+        self.exporter = str(self.exporter or DEFAULT_EXPORTER).lower()
+        if self.exporter not in EXPORTERS:
+            raise OptionError(f"--exporter {self.exporter!r} is not supported; choose one of {', '.join(EXPORTERS)}")
         if self.precision is not None:
             self.precision = str(self.precision).lower()
             allowed = (*FOLDED_PRECISIONS, QUANTIZED_PRECISION)
@@ -214,6 +217,7 @@ def export_onnx(
     parity_batch: int = 2,
     float_regions: str | None = None,
     source_obj: dict | None = None,
+    exporter: str | None = None,
 ) -> ExportResult:
     """Export a folded (fp32/fp16) or quantized (int8) checkpoint to ONNX, parity-checked.
 
@@ -221,12 +225,13 @@ def export_onnx(
     ``batch`` fixes the batch size; otherwise the batch axis is dynamic (``dynamic_batch``
     False gives a fixed batch of 1). Spatial size is fixed at ``input_size`` (default: the size
     the checkpoint records, else its architecture's; one the architecture cannot run at is
-    refused before the export). Raises
+    refused before the export). ``exporter``: ``dynamo`` (default) or ``torchscript``. Raises
     :class:`~maxq_deploy.core.errors.ParityError`, writing nothing, when ONNX Runtime disagrees with
     PyTorch beyond :data:`PARITY_TOLERANCE`. ``source_obj``: the artifact dict of ``model_path``
     where the caller has read it already (the file is then not read again).
     """
-    options = ExportOptions(precision, opset, batch, dynamic_batch, input_size, target, parity_batch, float_regions)
+    options = ExportOptions(precision, opset, batch, dynamic_batch, input_size, target, parity_batch, float_regions,
+                            exporter or DEFAULT_EXPORTER)
     (out,) = guard_outputs([Output(Path(output), ONNX_SUFFIXES, "ONNX output")], [model_path])
     check_input_file(model_path, "model")
     job = _ExportJob(Path(model_path), out, options, source_obj)
@@ -263,6 +268,12 @@ class _ExportJob:
                 "then export folded.pth"
             )
         self.loaded = load_torch_model(self.source, loaded=obj)  # the file is read once
+        if self.loaded.kind == "quantized-checkpoint":  # exported and checked as frozen (constant scales)
+            from dataclasses import replace
+
+            from maxq_deploy.quantize.export import frozen_module
+
+            self.loaded = replace(self.loaded, module=frozen_module(self.loaded.module, self.loaded.arch, self.loaded.num_classes))
         del obj
         self.source_obj = None
         self.options.input_size = resolve_input_size(self.loaded.arch, self.loaded.meta, self.options.input_size)
@@ -374,7 +385,7 @@ class _ExportJob:
 
     def _reference(self) -> str:
         if self.precision == QUANTIZED_PRECISION:
-            return "the fake-quantized PyTorch model"
+            return "the fake-quantized PyTorch model (constant scales)"
         return "the float32 PyTorch folded model"
 
     def verify_pattern(self) -> None:
@@ -406,9 +417,7 @@ class _ExportJob:
         return self.options.opset
 
     def _exporter_name(self) -> str:
-        if self.precision == QUANTIZED_PRECISION:
-            return "maxq_deploy.quantize.export_qdq_onnx"
-        return EXPORTER
+        return exporter_name(self.options.exporter)
 
 
 def _sparse_layer_names(meta: dict) -> list[str] | None:
@@ -444,37 +453,20 @@ def _dummy_input(options: ExportOptions) -> torch.Tensor:
 
 
 def raw_graph_from_torch(loaded, options: ExportOptions, precision: str, scratch: Path):
-    """A folded model through the TorchScript exporter (fp32; fp16 is converted afterwards)."""
-    import onnx
-
-    module: nn.Module = loaded.module
-    dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if options.is_dynamic else None
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(
-            module, (_dummy_input(options),), buffer, dynamo=False, opset_version=options.opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
-            do_constant_folding=True, export_params=True, keep_initializers_as_inputs=False,
-        )
-    return onnx.load_from_string(buffer.getvalue())
+    """A folded model through the chosen torch exporter (fp32; fp16 is converted afterwards)."""
+    return torch_to_onnx(loaded.module, _dummy_input(options), options.opset, options.is_dynamic, options.exporter)
 
 
 def raw_graph_from_quantized(loaded, options: ExportOptions, precision: str, scratch: Path):
-    """The quantize stage writes the raw Q/DQ graph; post-processing and parity are shared."""
+    """The quantize stage makes the raw Q/DQ graph (frozen scales); post-processing and parity are shared."""
     try:
-        from maxq_deploy.quantize import export_qdq_onnx
+        from maxq_deploy.quantize.export import qdq_model
     except ImportError:
         raise BackendUnavailableError(
-            "exporting a quantized checkpoint needs the quantize stage (maxq_deploy.quantize.export_qdq_onnx) "
-            "and pytorch-quantization: pip install 'maxq-deploy[quant]'"
+            "exporting a quantized checkpoint needs the quantize stage (maxq_deploy.quantize.export); reinstall maxq-deploy"
         ) from None
-    with tempfile.TemporaryDirectory(prefix=".maxq-deploy-qdq-", dir=scratch) as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            export_qdq_onnx(loaded, _dummy_input(options), raw, options.opset, options.is_dynamic)
-        return load_onnx(raw)
+    model, _summary = qdq_model(loaded, _dummy_input(options), options.opset, options.is_dynamic, options.exporter)
+    return model
 
 
 #: (target, quantized) -> producer of the raw graph, called with the export's scratch folder

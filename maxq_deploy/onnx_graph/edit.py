@@ -200,3 +200,170 @@ def _assert_clean_graph(graph) -> None:
     """
     if any(node.op_type == "BatchNormalization" for node in graph.node):
         raise RuntimeError("bug: exported graph still has BatchNormalization nodes (fold should have removed them)")
+
+
+# --- one canonical form, whichever exporter wrote the graph ------------------------------------
+
+
+def canonical_form(model) -> None:
+    """Rewrite an exported graph in place into the one form both torch exporters are reduced to.
+
+    The TorchScript and the dynamo exporter spell the same network differently; after this the
+    two graphs have the same nodes (``tests/test_export_dynamo.py`` compares them node for node):
+
+    - Constant nodes become initializers, and an Identity of a constant is read through;
+    - a Clip right after an int8 QuantizeLinear whose bounds cover [-128, 127] (a no-op) goes;
+    - ``ReduceMean`` over H and W keeping dims (dynamo's ``AdaptiveAvgPool2d(1)``) becomes
+      ``GlobalAveragePool``, and the rank-2 ``Reshape`` of its output ``Flatten(axis=1)``;
+    - QuantizeLinear (then DequantizeLinear) nodes that read the same tensor with the same scale,
+      zero point and axis are one node (the dynamo exporter merges them, TorchScript does not;
+      TensorRT duplicates a Q/DQ pair per consumer as it needs);
+    - nodes whose outputs nobody reads, and initializers nobody reads, go;
+    - attributes spelled out at their schema default (``auto_pad="NOTSET"``, ``axis=1`` of a
+      per-tensor Q/DQ) are left implicit.
+    """
+    graph = model.graph
+    _constants_to_initializers(graph)
+    _drop_noop_clips(graph)
+    _global_pools(model)
+    _merge_duplicate_qdq(graph)
+    _prune(graph)
+    _drop_default_attributes(model)
+
+
+def _constants_to_initializers(graph) -> None:
+    from onnx import numpy_helper
+
+    index = GraphIndex(graph)
+    for node in list(graph.node):
+        if node.op_type == "Constant" and len(node.output) == 1:
+            value = index.constant_array(node.output[0])
+            if value is not None:
+                graph.initializer.append(numpy_helper.from_array(np.asarray(value), node.output[0]))
+                graph.node.remove(node)
+    inits = {init.name for init in graph.initializer}
+    outputs = {value.name for value in graph.output}
+    for node in list(graph.node):
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
+            _rename_in_nodes(graph, node.output[0], node.input[0])
+            graph.node.remove(node)
+
+
+def _drop_noop_clips(graph) -> None:
+    from onnx import TensorProto
+
+    index = GraphIndex(graph)
+    outputs = {value.name for value in graph.output}
+    for node in list(graph.node):
+        if node.op_type != "Clip" or node.output[0] in outputs:
+            continue
+        producer = index.producers.get(node.input[0])
+        if producer is None or producer.op_type != "QuantizeLinear" or len(producer.input) < 3:
+            continue
+        zp = index.initializers.get(producer.input[2])
+        lo, hi = index.param(node, 1), index.param(node, 2)
+        if zp is None or zp.data_type != TensorProto.INT8:
+            continue
+        if (lo is None or float(lo) <= -128) and (hi is None or float(hi) >= 127):
+            _rename_in_nodes(graph, node.output[0], node.input[0])
+            graph.node.remove(node)
+
+
+def _global_pools(model) -> None:
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    index = GraphIndex(graph)
+    pooled: dict[str, object] = {}
+    for node in list(graph.node):
+        if node.op_type != "ReduceMean":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = index.param(node, 1)
+        if axes is None or attrs.get("keepdims", 1) != 1 or sorted(int(a) for a in np.ravel(axes)) not in ([2, 3], [-2, -1]):
+            continue
+        pool = helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
+        graph.node.insert(list(graph.node).index(node), pool)
+        graph.node.remove(node)
+        pooled[node.output[0]] = pool
+    if not pooled:
+        return
+    shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    for node in list(graph.node):
+        if node.op_type != "Reshape" or node.input[0] not in pooled:
+            continue
+        out = shapes.get(node.output[0])
+        dims = out.type.tensor_type.shape.dim if out is not None else []
+        if len(dims) == 2 and dims[1].HasField("dim_value"):
+            flatten = helper.make_node("Flatten", [node.input[0]], list(node.output), name=node.name, axis=1)
+            graph.node.insert(list(graph.node).index(node), flatten)
+            graph.node.remove(node)
+
+
+def _qdq_key(index: GraphIndex, node) -> tuple | None:
+    scale, zp = index.param(node, 1), index.param(node, 2)
+    if scale is None:
+        return None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    zp_key = (str(zp.dtype), np.asarray(zp).tobytes()) if zp is not None else None
+    return node.op_type, node.input[0], np.asarray(scale, dtype=np.float32).tobytes(), zp_key, axis if np.ndim(scale) else None
+
+
+def _merge_duplicate_qdq(graph) -> None:
+    outputs = {value.name for value in graph.output}
+    for op in ("QuantizeLinear", "DequantizeLinear"):
+        index = GraphIndex(graph)
+        kept: dict[tuple, object] = {}
+        for node in list(graph.node):
+            if node.op_type != op or node.output[0] in outputs:
+                continue
+            key = _qdq_key(index, node)
+            if key is None:
+                continue
+            first = kept.setdefault(key, node)
+            if first is not node:
+                _rename_in_nodes(graph, node.output[0], first.output[0])
+                graph.node.remove(node)
+
+
+def _prune(graph) -> None:
+    outputs = {value.name for value in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        dead = [node for node in graph.node if not any(out in used for out in node.output if out)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input} | outputs
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)
+    names = {out for node in graph.node for out in node.output}
+    for value in list(graph.value_info):
+        if value.name not in names:
+            graph.value_info.remove(value)
+
+
+def _drop_default_attributes(model) -> None:
+    from onnx import defs, helper
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        return
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = defs.get_schema(node.op_type, opset)
+        except Exception:  # an op this onnx does not know: leave it as written
+            continue
+        for attr in list(node.attribute):
+            spec = schema.attributes.get(attr.name)
+            if spec is None or not spec.default_value.name:
+                continue
+            if helper.get_attribute_value(attr) == helper.get_attribute_value(spec.default_value):
+                node.attribute.remove(attr)

@@ -195,13 +195,24 @@ def load_quantized_checkpoint(path: str | os.PathLike[str]) -> QuantizedCheckpoi
 
 
 def load_quantized_model(path: Path, obj: dict):
-    """``models.load_torch_model`` hook: the fake-quantized network (eval mode, CPU)."""
+    """``models.load_torch_model`` hook: the fake-quantized network (eval mode, CPU).
+
+    pytorch-quantization's network where it is installed (what PTQ calibrated and QAT trained);
+    without it, the same network with constant-scale quantizers (:mod:`maxq_deploy.quantize.frozen`,
+    plain torch: what the Q/DQ graph computes), so eval, bench and export need no backend.
+    """
+    from maxq_deploy.core.errors import BackendUnavailableError
     from maxq_deploy.load.torch_model import LoadedModel
     from maxq_deploy.quantize import pq_adapter
     from maxq_deploy.quantize.pool_quant import is_pool_quantizer
 
     ckpt = quantized_from_dict(obj, Path(path))
-    pq_adapter.require_pytorch_quantization()
+    try:
+        pq_adapter.require_pytorch_quantization()
+    except BackendUnavailableError:
+        from maxq_deploy.quantize.frozen import frozen_from_checkpoint
+
+        return LoadedModel(Path(path), "quantized-checkpoint", ckpt.arch, ckpt.num_classes, ckpt.nm, frozen_from_checkpoint(ckpt), ckpt.meta)
     model = pq_adapter.build_quant_model(ckpt.arch, ckpt.num_classes)
     pq_adapter.load_weights(model, ckpt.state_dict)
     pq_adapter.keep_float(model, ckpt.kept_float)

@@ -2,25 +2,25 @@
 
 TensorRT's rules: QuantizeLinear/DequantizeLinear pairs with zero point 0 (int8), per-channel
 weight scales on axis 0 (opset >= 13), per-tensor activation scales, nothing between Conv and
-ReLU, the residual input of every Add quantized. The fake-quant network already has exactly
-these quantizers; :func:`pq_adapter.onnx_export_mode` makes them export as Q/DQ. Weights are then
-stored as INT8 initializers followed by DequantizeLinear (:mod:`maxq_deploy.quantize.int8_weights`).
+ReLU, the residual input of every Add quantized. The quantized network already has exactly
+these quantizers; it is exported frozen (:mod:`maxq_deploy.quantize.frozen`: every range a
+constant scale), through either torch exporter (:func:`maxq_deploy.onnx_graph.from_torch.torch_to_onnx`),
+with no quantization backend involved. Weights are stored as INT8 initializers followed by
+DequantizeLinear (:mod:`maxq_deploy.quantize.int8_weights`).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from maxq_deploy.core.errors import QuantizationError
-from maxq_deploy.quantize import pq_adapter
 
 MIN_OPSET = 13  # per-channel QuantizeLinear (axis attribute)
-INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
 @dataclass
@@ -33,50 +33,57 @@ class QdqSummary:
     zero_points: str  # "int8 zeros"
 
 
-def export_qdq_onnx(loaded, dummy: torch.Tensor, path: str | os.PathLike[str], opset: int, dynamic_batch: bool) -> QdqSummary:
-    """Write the Q/DQ ONNX graph of ``loaded`` (a quantized-checkpoint LoadedModel) to ``path``.
+def frozen_module(module: nn.Module, arch: str, num_classes: int, kept_float: list[str] | tuple[str, ...] = ()) -> nn.Module:
+    """``module`` with every quantizer frozen to a constant scale (a frozen module is returned as is).
 
-    Input ``input``, output ``output``, batch axis ``batch`` dynamic when ``dynamic_batch``.
-    pytorch-quantization 2.2+ exports inside ``enable_onnx_export()``, 2.1.x through
-    ``TensorQuantizer.use_fb_fake_quant``; both with torch's TorchScript exporter
-    (``dynamo=False``), the only one that handles its fake-quant modules. Global state is
-    restored on exit, also on failure.
+    Reads the ranges from the module's own state (``<quantizer>._amax``, the backends' buffer),
+    so whatever backend built it, the export needs none.
     """
-    if opset < MIN_OPSET:
-        raise QuantizationError(f"--opset {opset}: INT8 Q/DQ with per-channel weight scales needs opset {MIN_OPSET} or newer")
-    module = loaded.module
-    module.eval()
-    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    with pq_adapter.onnx_export_mode(), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
-        torch.onnx.export(
-            module, (dummy,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True, export_params=True,
-        )
-    _weights_to_int8(path)
-    return check_qdq_graph(path)
+    from maxq_deploy.quantize.frozen import FixedQuantizer, build_frozen_model
+
+    if any(isinstance(m, FixedQuantizer) for m in module.modules()):
+        return module.eval()
+    state = module.state_dict()
+    ranges = {k[: -len("._amax")]: v for k, v in state.items() if k.endswith("._amax")}
+    weights = {k: v for k, v in state.items() if not k.endswith("._amax")}
+    return build_frozen_model(arch, num_classes, weights, ranges, "quantized model", kept_float)
 
 
-def _weights_to_int8(path: str | os.PathLike[str]) -> None:
-    """INT8 initializers + DequantizeLinear for every weight (TensorRT's pre-quantized form, ~4x smaller)."""
-    import onnx
-
-    from maxq_deploy.onnx_graph.index import load_onnx
+def qdq_model(loaded, dummy: torch.Tensor, opset: int, dynamic_batch: bool, exporter: str = "dynamo"):
+    """The Q/DQ ONNX ModelProto of ``loaded`` (a quantized-checkpoint LoadedModel) and its summary."""
+    from maxq_deploy.onnx_graph.from_torch import torch_to_onnx
     from maxq_deploy.quantize.int8_weights import store_weights_as_int8
 
-    model = load_onnx(path)
-    if store_weights_as_int8(model):
-        onnx.save(model, str(path))
+    if opset < MIN_OPSET:
+        raise QuantizationError(f"--opset {opset}: INT8 Q/DQ with per-channel weight scales needs opset {MIN_OPSET} or newer")
+    module = frozen_module(loaded.module, loaded.arch, loaded.num_classes, loaded.meta.get("kept_float") or ())
+    model = torch_to_onnx(module, dummy, opset, dynamic_batch, exporter)
+    store_weights_as_int8(model)  # the TorchScript form (float weight -> Q -> DQ); dynamo writes int8 already
+    return model, summarize_qdq(model)
+
+
+def export_qdq_onnx(loaded, dummy: torch.Tensor, path: str | os.PathLike[str], opset: int, dynamic_batch: bool,
+                    exporter: str = "dynamo") -> QdqSummary:
+    """Write the Q/DQ ONNX graph of ``loaded`` to ``path`` (input ``input``, output ``output``)."""
+    import onnx
+
+    model, summary = qdq_model(loaded, dummy, opset, dynamic_batch, exporter)
+    onnx.save(model, str(path))
+    return summary
 
 
 def check_qdq_graph(path: str | os.PathLike[str]) -> QdqSummary:
+    """Every Q/DQ node of the file must have an int8 zero point equal to 0; there must be some."""
+    import onnx
+
+    return summarize_qdq(onnx.load(str(path)), Path(path).name)
+
+
+def summarize_qdq(model, name: str = "the graph") -> QdqSummary:
     """Every Q/DQ node must have an int8 zero point equal to 0; there must be some."""
     import numpy as np
     from onnx import TensorProto, numpy_helper
 
-    from maxq_deploy.onnx_graph.index import load_onnx
-
-    model = load_onnx(path)
     graph = model.graph
     consts = {init.name: init for init in graph.initializer}
     for node in graph.node:
@@ -87,7 +94,7 @@ def check_qdq_graph(path: str | os.PathLike[str]) -> QdqSummary:
     q = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
     if not q or not dq:
-        raise RuntimeError(f"bug: {Path(path).name} has no QuantizeLinear/DequantizeLinear nodes after a Q/DQ export")
+        raise RuntimeError(f"bug: {name} has no QuantizeLinear/DequantizeLinear nodes after a Q/DQ export")
     per_channel = 0
     for node in q + dq:
         if len(node.input) < 3 or node.input[2] not in consts:
