@@ -18,7 +18,7 @@ def quantize_command(
     folded: Path = typer.Argument(..., help="Folded checkpoint (from maxq-deploy fold)."),
     output: Path = typer.Option(..., "-o", "--output", help="Quantized checkpoint to write."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images: ImageFolder tree, flat image folder, .npy/.npz NCHW float32 arrays or IDX *-idx3-ubyte[.gz] (labels not needed; IDX labels are read from the *-labels-idx1-ubyte file beside). QAT: defaults to --train-data."),
-    calibrator: str = typer.Option("percentile", "--calibrator", help="Activation ranges: max, entropy, mse or percentile (weights: per-channel max)."),
+    calibrator: Optional[str] = typer.Option(None, "--calibrator", help="Activation ranges: max, entropy, mse or percentile (weights: per-channel max). Default: percentile (pytorch-quantization), max (modelopt)."),
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile of |x| kept by --calibrator percentile."),
     calib_batches: int = typer.Option(16, "--calib-batches", min=1, help="Calibration batches (a seeded shuffle of the data)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per batch (calibration and QAT)."),
@@ -36,6 +36,7 @@ def quantize_command(
     optimizer: str = typer.Option("sgd", "--optimizer", help="QAT optimizer: sgd (momentum 0.9) or adamw."),
     train_batches: Optional[int] = typer.Option(None, "--train-batches", min=1, help="QAT: at most this many batches per epoch (per process)."),
     keep_float: Optional[str] = typer.Option(None, "--keep-float", help="Comma-separated conv layers left without quantizers: float in the checkpoint, without Q/DQ in its ONNX graphs (see maxq-deploy sensitivity). Recorded as kept_float; verify reports them as kept float."),
+    backend: str = typer.Option("pytorch-quantization", "--backend", help="Quantization backend: pytorch-quantization (default) or modelopt (NVIDIA Model Optimizer, pip install 'maxq-deploy[modelopt]'; PTQ with --calibrator max). Same checkpoint either way."),
     json_out: bool = JsonOpt,
 ) -> None:
     """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""
@@ -48,11 +49,13 @@ def quantize_command(
     found = artifact_input_size(folded)
     image_size = found.resolve(image_size, "--image-size")
     preprocess = found.preprocess(image_size, resize, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+    if calibrator is None:
+        calibrator = "max" if backend.strip().lower() == "modelopt" else "percentile"
     config = QuantizeConfig(
         qat=qat, calib_data=calib, calibrator=calibrator, percentile=percentile, calib_batches=calib_batches,
         batch_size=batch_size, preprocess=preprocess, workers=workers, device=device, train_data=train_data,
         val_data=val_data, epochs=epochs, lr=lr, optimizer=optimizer, train_batches=train_batches,
-        keep_float=keep_float or (),
+        keep_float=keep_float or (), backend=backend,
     )
     result = quantize(folded, output, config, progress=RichProgress(enabled=not json_out and main_rank))
     if not main_rank:

@@ -65,6 +65,14 @@ def quantize(folded: str | os.PathLike[str], output: str | os.PathLike[str], con
             preprocess=config.preprocess, workers=config.workers, seed=config.seed, device=config.device,
             distributed=config.distributed, progress=progress, keep_float=config.keep_float,
         )
+    if config.backend == "modelopt":
+        from maxq_deploy.quantize.modelopt_ptq import quantize_ptq_modelopt
+
+        return quantize_ptq_modelopt(
+            folded, output, config.calib_data, calibrator=config.calibrator, calib_batches=config.calib_batches,
+            batch_size=config.batch_size, preprocess=config.preprocess, workers=config.workers, progress=progress,
+            device=config.device, seed=config.seed,
+        )
     from maxq_deploy.quantize.ptq import quantize_ptq
 
     return quantize_ptq(

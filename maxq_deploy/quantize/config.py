@@ -21,6 +21,9 @@ DEFAULT_PERCENTILE = 99.99
 HISTOGRAM_METHODS = ("entropy", "mse", "percentile")
 CALIBRATORS = ("max", *HISTOGRAM_METHODS)
 OPTIMIZERS = ("sgd", "adamw")
+#: Quantization backends: pytorch-quantization (the default) and NVIDIA Model Optimizer.
+BACKENDS = ("pytorch-quantization", "modelopt")
+DEFAULT_BACKEND = "pytorch-quantization"
 
 
 def _positive_int(value: Any, option: str) -> None:
@@ -96,9 +99,15 @@ class QuantizeConfig:
     train_batches: int | None = None
     distributed: bool | None = None
     keep_float: tuple[str, ...] = ()
+    backend: str = DEFAULT_BACKEND
 
     def __post_init__(self) -> None:
         self.keep_float = split_names(self.keep_float, "--keep-float")
+        self.backend = str(self.backend or DEFAULT_BACKEND).lower()
+        if self.backend not in BACKENDS:
+            raise QuantizationError(f"--backend {self.backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
+        if self.backend == "modelopt" and self.qat:
+            raise QuantizationError("--backend modelopt --qat is not implemented yet; QAT runs with the default backend (pytorch-quantization)")
         self.calibrator, self.percentile = check_calibration(self.calibrator, self.percentile, self.calib_batches, self.batch_size)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise QuantizationError(f"--workers must be an integer >= 0, got {self.workers!r}")

@@ -1,0 +1,90 @@
+"""``quantize --backend modelopt``: NVIDIA Model Optimizer PTQ into the same quantized checkpoint.
+
+The ModelOpt tests need ``nvidia-modelopt`` (the ``[modelopt]`` extra) and skip without it; the
+missing-backend message is tested everywhere (ModelOpt made unimportable).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+ROOT = Path(__file__).resolve().parents[1]
+HAS_MODELOPT = importlib.util.find_spec("modelopt") is not None
+needs_modelopt = pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed (pip install 'maxq-deploy[modelopt]')")
+INPUT = 32
+
+
+def _cli(*args: str, block_modelopt: bool = False) -> subprocess.CompletedProcess:
+    prefix = "import sys; sys.modules['modelopt'] = None; " if block_modelopt else ""
+    code = prefix + "from maxq_deploy.cli.app import main; sys.argv = ['maxq-deploy', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", "import sys\n" + code, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900, env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.reference.train import prepare_digits_example
+
+    base = tmp_path_factory.getbasetemp()
+    example = prepare_digits_example((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "maxq_digits")
+    folded = example.workdir / "digits_resnet18.modelopt-folded.pth"
+    if not folded.exists():
+        fold_checkpoint(example.checkpoint, folded)
+    return example, folded
+
+
+def test_missing_backend_is_one_line_with_its_install_hint(tmp_path):
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.reference import make_checkpoint, save_checkpoint
+
+    save_checkpoint(make_checkpoint("resnet18", "2:4", num_classes=10, seed=0), tmp_path / "r.pth.tar")
+    fold_checkpoint(tmp_path / "r.pth.tar", tmp_path / "f.pt")
+    calib = tmp_path / "c.npy"
+    import numpy as np
+
+    np.save(calib, np.random.default_rng(0).standard_normal((32, 3, INPUT, INPUT)).astype(np.float32))
+    proc = _cli("quantize", str(tmp_path / "f.pt"), "-o", str(tmp_path / "q.pt"), "--calib", str(calib), "--backend", "modelopt",
+                block_modelopt=True)
+    assert proc.returncode != 0 and not (tmp_path / "q.pt").exists()
+    lines = [line for line in proc.stderr.splitlines() + proc.stdout.splitlines() if line.strip()]
+    assert lines == ["error: nvidia-modelopt is not installed: pip install 'maxq-deploy[modelopt]'"], lines
+    proc = _cli("quantize", str(tmp_path / "f.pt"), "-o", str(tmp_path / "q.pt"), "--calib", str(calib), "--backend", "modelopt",
+                "--qat", "--train-data", str(calib))
+    assert proc.returncode == 2 and "--backend modelopt --qat is not implemented yet" in proc.stderr + proc.stdout
+
+
+@needs_modelopt
+@pytest.mark.slow
+def test_modelopt_ptq_keeps_2_4_and_accuracy_and_exports_like_any_checkpoint(digits, tmp_path):
+    from maxq_deploy.evaluate import evaluate
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.quantize import QuantizeConfig, quantize
+    from maxq_deploy.quantize.artifact import load_quantized_checkpoint
+    from maxq_deploy.quantize.frozen import frozen_skeleton, quantizer_names
+    from maxq_deploy.verify import verify_artifact
+
+    example, folded = digits
+    out = tmp_path / "mo.pt"
+    result = quantize(folded, out, QuantizeConfig(calib_data=example.train_npz, calibrator="max", calib_batches=8, batch_size=32,
+                                                   workers=0, backend="modelopt"))
+    assert result.backend.startswith("nvidia-modelopt") and result.pattern_ok
+    assert sum(layer.violating_groups for layer in result.sparse_layers) == 0 and len(result.sparse_layers) == 19
+    ckpt = load_quantized_checkpoint(out)  # the same format and checks as the default backend
+    assert set(ckpt.quantizers) == set(quantizer_names(frozen_skeleton(ckpt.arch, ckpt.num_classes)))
+    assert verify_artifact(out).ok
+    fp32 = evaluate(folded, example.test_npz, batch_size=128, workers=0).top1
+    int8 = evaluate(out, example.test_npz, batch_size=128, workers=0).top1
+    assert int8 >= fp32 - 0.5, (int8, fp32)
+    exported = export_onnx(out, tmp_path / "mo.onnx", input_size=INPUT)
+    assert exported.parity.passed and exported.pattern_ok and exported.pattern_holding_layers == 19
+    assert "Q/DQ: 20 of 20 convs INT8 in and INT8 out" in exported.notes
+    assert torch.load(out, weights_only=True)["scheme"]["backend"].startswith("nvidia-modelopt")
