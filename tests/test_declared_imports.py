@@ -30,6 +30,7 @@ DISTRIBUTION_OF = {
     "google": "protobuf",  # google.protobuf
     "absl": "absl-py",
     "yaml": "pyyaml",
+    "modelopt": "nvidia-modelopt",
 }
 
 #: Imported, deliberately not declared, and why.

@@ -25,7 +25,8 @@ import torch
 
 from maxq_deploy.core.errors import DataError, first_line
 from maxq_deploy.core.memory import available_memory_bytes
-from maxq_deploy.data import MAX_IMAGE_SIDE, ImageDataset, _check_labels, _read_labels
+from maxq_deploy.data import MAX_IMAGE_SIDE, ImageDataset
+from maxq_deploy.data.labels import check_labels, read_labels
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -152,9 +153,9 @@ def read_idx_labels(path: str | os.PathLike[str], count: int, source: str) -> np
     """Labels from an IDX1 file, or from a ``.npy``/text file as for other data; checked against ``count``."""
     p = Path(path)
     if not is_idx_path(p):
-        return _read_labels(p, count, f"images in {source}")
+        return read_labels(p, count, f"images in {source}")
     labels = read_idx(p, 1, "labels")
-    return _check_labels(labels, count, str(p), f"images in {source}")
+    return check_labels(labels, count, str(p), f"images in {source}")
 
 
 def open_idx(path: Path, labels: str | os.PathLike[str] | None, preprocess) -> "IdxDataset":
