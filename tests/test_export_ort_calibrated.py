@@ -47,7 +47,7 @@ def test_qdq_export_written_and_described(qdq_export) -> None:
     assert inits["layer1.0.convbn1.weight_quantized"].data_type == onnx.TensorProto.INT8
     activation_zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
     assert activation_zps and all(zp.data_type == onnx.TensorProto.UINT8 for zp in activation_zps)  # uint8 activations
-    relu_zps = [onnx.numpy_helper.to_array(zp) for zp in activation_zps if "Relu" in zp.name]
+    relu_zps = [onnx.numpy_helper.to_array(zp) for zp in activation_zps if "relu" in zp.name.lower()]
     assert relu_zps and all(int(zp) == 0 for zp in relu_zps)  # ReLU outputs use the whole [0, 255] range
     summary = result.summary()
     assert summary["calibration"] == {"source": f"array {(16, 3, SIZE, SIZE)}", "batches": 2, "images": 16, "batch_size": 8}

@@ -212,7 +212,7 @@ def damage(src: Path, dst: Path, edit) -> Path:
         (lambda o: o["quantizers"].__setitem__("layer1.0.convbn2._input_quantizer", torch.tensor(-1.5)), "is negative"),
         (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._weight_quantizer", torch.ones(7, 1, 1, 1)), r"shape \[7, 1, 1, 1\]; expected one value or one per output channel \(64\)"),
         (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._input_quantizer", torch.ones(3)), "an activation range is one value"),
-        (lambda o: o["quantizers"].__setitem__("fc._input_quantizer", "big"), "no range for fc._input_quantizer"),
+        (lambda o: o["quantizers"].__setitem__("fc._input_quantizer", "big"), "range of fc._input_quantizer is a str, not a tensor"),
         (lambda o: o["quantizers"].__setitem__("layer1.0.convbn1._weight_quantizer",
                                                 torch.zeros_like(o["quantizers"]["layer1.0.convbn1._weight_quantizer"])), "is zero"),
         (lambda o: o.__setitem__("format_version", 2), "format version 2 is newer than this maxq-deploy reads"),

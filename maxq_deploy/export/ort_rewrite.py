@@ -150,6 +150,9 @@ def rewrite_for_onnxruntime(model, unsigned_relu: bool = True, weight_form: str 
     if weight_form not in WEIGHT_FORMS:
         raise ValueError(f"weight_form {weight_form!r}: choose one of {', '.join(WEIGHT_FORMS)}")
     graph = model.graph
+    # The exporter's value_info types the Q/DQ outputs int8; this rewrite changes many to uint8, and
+    # a stale type makes the checker refuse the graph ("x_zero_point has inconsistent type").
+    del graph.value_info[:]
     constants_to_initializers(graph)
     g = _Graph(graph)
     report = RewriteReport()

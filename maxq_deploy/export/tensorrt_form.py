@@ -273,7 +273,9 @@ class _ExportJob:
 
             from maxq_deploy.quantize.export import frozen_module
 
-            self.loaded = replace(self.loaded, module=frozen_module(self.loaded.module, self.loaded.arch, self.loaded.num_classes))
+            module = frozen_module(self.loaded.module, self.loaded.arch, self.loaded.num_classes,
+                                   self.loaded.meta.get("kept_float") or ())
+            self.loaded = replace(self.loaded, module=module)
         del obj
         self.source_obj = None
         self.options.input_size = resolve_input_size(self.loaded.arch, self.loaded.meta, self.options.input_size)
