@@ -20,7 +20,9 @@ fi
 SIZE=${SIZE:-224}
 RESIZE=${RESIZE:-256}
 set -x
-torchrun --standalone --nproc_per_node "$NPROC" -m maxq_deploy quantize "$FOLDED" -o "$WORK/qat.pt" --qat \
+# `python -m torch.distributed.run` is torchrun, run by the same python as maxq-deploy (a `torchrun`
+# found first on PATH may belong to another Python without maxq_deploy).
+python -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m maxq_deploy quantize "$FOLDED" -o "$WORK/qat.pt" --qat \
   --calib "$TRAIN" --train-data "$TRAIN" --val-data "$VAL" --epochs "$EPOCHS" --image-size "$SIZE" --resize "$RESIZE"
 maxq-deploy verify "$WORK/qat.pt"
 maxq-deploy eval "$FOLDED" "$WORK/qat.pt" --data "$VAL" --image-size "$SIZE" --resize "$RESIZE"

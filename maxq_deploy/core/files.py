@@ -321,6 +321,26 @@ def _discard(tmp: Path) -> None:
     _LIVE_TEMPS.discard(tmp)
 
 
+def _claim_temp(out: Path, folder: bool) -> Path:
+    """Sweep the dead neighbours' temps beside ``out``, then create (locked) and register a new temp of ours.
+
+    On failure the temp is discarded; the caller owns it (and discards it) once this returns.
+    """
+    remove_stale_temps(out.parent if str(out.parent) else ".")
+    tmp = temp_path_for(out, folder=folder)
+    _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
+    try:
+        _create_owned(tmp, folder=folder)
+    except OSError as exc:
+        _discard(tmp)
+        what = "scratch folder" if folder else "file"
+        raise OutputPathError(f"cannot create a {what} in {tmp.parent} ({exc.strerror})") from None
+    except BaseException:
+        _discard(tmp)
+        raise
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
@@ -329,14 +349,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     untouched.
     """
     out = check_output_path(path)
-    remove_stale_temps(out.parent if str(out.parent) else ".")
-    tmp = temp_path_for(out)
-    _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
+    tmp = _claim_temp(out, folder=False)
     try:
-        try:
-            _create_owned(tmp, folder=False)
-        except OSError as exc:
-            raise OutputPathError(f"cannot create a file in {tmp.parent} ({exc.strerror})") from None
         yield tmp
         check_output_path(out)  # it may have become a folder or read-only while we worked
         try:
@@ -388,14 +402,8 @@ def write_failure(exc: BaseException, out: Path) -> OutputPathError | None:
 def temp_folder(near: str | os.PathLike[str]) -> Iterator[Path]:
     """A scratch folder beside the output ``near``, removed afterwards whatever happens."""
     out = Path(near)
-    remove_stale_temps(out.parent if str(out.parent) else ".")
-    tmp = temp_path_for(out, folder=True)
-    _LIVE_TEMPS.add(tmp)  # before it exists: a signal right after creation still finds it
+    tmp = _claim_temp(out, folder=True)
     try:
-        try:
-            _create_owned(tmp, folder=True)
-        except OSError as exc:
-            raise OutputPathError(f"cannot create a scratch folder in {tmp.parent} ({exc.strerror})") from None
         try:
             yield tmp
         except (OSError, RuntimeError) as exc:

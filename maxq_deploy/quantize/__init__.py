@@ -57,29 +57,14 @@ def quantize(folded: str | os.PathLike[str], output: str | os.PathLike[str], con
     if config.qat:
         from maxq_deploy.quantize.qat import quantize_qat
 
-        return quantize_qat(
-            folded, output, config.train_data, config.val_data, epochs=config.epochs, lr=config.lr,
-            optimizer=config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay,
-            batch_size=config.batch_size, train_batches=config.train_batches, calib_data=config.calib_data,
-            calibrator=config.calibrator, percentile=config.percentile, calib_batches=config.calib_batches,
-            preprocess=config.preprocess, workers=config.workers, seed=config.seed, device=config.device,
-            distributed=config.distributed, progress=progress, keep_float=config.keep_float,
-        )
+        return quantize_qat(folded, output, config.train_data, config.val_data, progress=progress, **config.arguments("qat"))
     if config.backend == "modelopt":
         from maxq_deploy.quantize.modelopt_ptq import quantize_ptq_modelopt
 
-        return quantize_ptq_modelopt(
-            folded, output, config.calib_data, calibrator=config.calibrator, calib_batches=config.calib_batches,
-            batch_size=config.batch_size, preprocess=config.preprocess, workers=config.workers, progress=progress,
-            device=config.device, seed=config.seed,
-        )
+        return quantize_ptq_modelopt(folded, output, config.calib_data, progress=progress, **config.arguments("modelopt"))
     from maxq_deploy.quantize.ptq import quantize_ptq
 
-    return quantize_ptq(
-        folded, output, config.calib_data, calibrator=config.calibrator, percentile=config.percentile,
-        calib_batches=config.calib_batches, batch_size=config.batch_size, preprocess=config.preprocess,
-        workers=config.workers, progress=progress, device=config.device, seed=config.seed, keep_float=config.keep_float,
-    )
+    return quantize_ptq(folded, output, config.calib_data, progress=progress, **config.arguments("ptq"))
 
 
 def __getattr__(name: str):

@@ -66,6 +66,16 @@ def keep_float_layers(names: tuple[str, ...] | list[str], folded) -> list[str]:
     return [name for name in known if name in set(names)]
 
 
+#: The :class:`QuantizeConfig` fields each entry point takes by keyword (its data arguments and
+#: ``progress`` apart): ``quantize()`` passes ``config.arguments(entry)``, the one place a config is unpacked.
+ENTRY_FIELDS: dict[str, tuple[str, ...]] = {
+    "ptq": ("calibrator", "percentile", "calib_batches", "batch_size", "preprocess", "workers", "device", "seed", "keep_float"),
+    "modelopt": ("calibrator", "calib_batches", "batch_size", "preprocess", "workers", "device", "seed"),
+    "qat": ("epochs", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "train_batches", "calib_data", "calibrator",
+            "percentile", "calib_batches", "preprocess", "workers", "seed", "device", "distributed", "keep_float"),
+}
+
+
 @dataclass
 class QuantizeConfig:
     """INT8 quantization of a folded checkpoint.
@@ -100,6 +110,10 @@ class QuantizeConfig:
     distributed: bool | None = None
     keep_float: tuple[str, ...] = ()
     backend: str = DEFAULT_BACKEND
+
+    def arguments(self, entry: str) -> dict[str, Any]:
+        """The keyword arguments of entry point ``entry`` (a key of :data:`ENTRY_FIELDS`)."""
+        return {name: getattr(self, name) for name in ENTRY_FIELDS[entry]}
 
     def __post_init__(self) -> None:
         self.keep_float = split_names(self.keep_float, "--keep-float")

@@ -109,24 +109,23 @@ class FixedQuantizer(nn.Module):
         return f"scale={self.scale:.6g}" if self.axis is None else f"per-channel axis={self.axis} ({self.channel_scale.numel()})"
 
 
-class FrozenQuantConv2d(nn.Conv2d):
-    """A folded conv (bias, no BN) reading a quantized input and quantized weights."""
+class _InputAndWeightQuantizers:
+    """A layer whose input and weight pass a (not yet set) quantizer each."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._input_quantizer = FixedQuantizer()
         self._weight_quantizer = FixedQuantizer()
+
+
+class FrozenQuantConv2d(_InputAndWeightQuantizers, nn.Conv2d):
+    """A folded conv (bias, no BN) reading a quantized input and quantized weights."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self._input_quantizer(x), self._weight_quantizer(self.weight), self.bias)
 
 
-class FrozenQuantLinear(nn.Linear):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._input_quantizer = FixedQuantizer()
-        self._weight_quantizer = FixedQuantizer()
-
+class FrozenQuantLinear(_InputAndWeightQuantizers, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self._input_quantizer(x), self._weight_quantizer(self.weight), self.bias)
 

@@ -27,6 +27,14 @@ from maxq_deploy.runtimes.tensorrt_api import parse_version
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
 #: Precision builder flags deprecated from this version on (10.12 release notes).
 FLAGS_DEPRECATED_FROM = (10, 12)
+#: Weakly typed builds: the builder flags each graph precision sets, in order. INT8 graphs add FP16
+#: so layers outside the Q/DQ regions may run FP16 (``trtexec --int8 --fp16``).
+WEAK_FLAGS: dict[str, tuple[str, ...]] = {"int8": ("INT8", "FP16"), "fp16": ("FP16",)}
+#: (precision, flag) -> what a build without that flag risks (a missing FP16 of an INT8 build risks nothing).
+MISSING_FLAG: dict[tuple[str, str], str] = {
+    ("int8", "INT8"): "the Q/DQ graph may fail to build",
+    ("fp16", "FP16"): "the FP16 graph may run in FP32",
+}
 
 # What the Python bindings of each major version expose (pyCore.cpp of TensorRT OSS v10.x / v11.1),
 # for planning without TensorRT installed. Only the flags this module reasons about are listed.
@@ -103,21 +111,12 @@ def choose_builder_flags(
             notes.append("Q/DQ graph: quantized convs run INT8; layers outside Q/DQ keep the graph's float type")
     else:
         # Weak typing (TensorRT < 10.12): a precision flag lets TensorRT use that precision.
-        if precision == "int8":
-            if "INT8" in available:
-                builder.append("INT8")
-                trtexec.append("--int8")
-            else:
-                notes.append(f"TensorRT {trt_version} has no BuilderFlag.INT8: the Q/DQ graph may fail to build")
-            if "FP16" in available:
-                builder.append("FP16")  # layers outside the Q/DQ regions may run FP16 (trtexec --int8 --fp16)
-                trtexec.append("--fp16")
-        elif precision == "fp16":
-            if "FP16" in available:
-                builder.append("FP16")
-                trtexec.append("--fp16")
-            else:
-                notes.append(f"TensorRT {trt_version} has no BuilderFlag.FP16: the FP16 graph may run in FP32")
+        for flag in WEAK_FLAGS.get(precision, ()):
+            if flag in available:
+                builder.append(flag)
+                trtexec.append(f"--{flag.lower()}")
+            elif (precision, flag) in MISSING_FLAG:
+                notes.append(f"TensorRT {trt_version} has no BuilderFlag.{flag}: {MISSING_FLAG[precision, flag]}")
     if precision == "fp32":
         notes.append(
             "fp32 graph: sparse tensor cores pay off in FP16/INT8; export an fp16 or INT8 Q/DQ graph for sparse speedups"
