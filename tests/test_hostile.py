@@ -284,8 +284,9 @@ def _qdq_scale(value: float) -> Callable:
         from onnx import numpy_helper
 
         node = [n for n in model.graph.node if n.op_type == "QuantizeLinear"][3]
-        const = next(n for n in model.graph.node if n.op_type == "Constant" and n.output[0] == node.input[1])
-        t = const.attribute[0].t
+        inits = [i for i in model.graph.initializer if i.name == node.input[1]]  # the exporters write either form
+        consts = [n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.output[0] == node.input[1]]
+        t = (inits + consts)[0]
         arr = numpy_helper.to_array(t).copy()
         arr[...] = value
         t.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), t.name))
