@@ -74,9 +74,9 @@ def export_qdq_onnx(loaded, dummy: torch.Tensor, path: str | os.PathLike[str], o
 
 def check_qdq_graph(path: str | os.PathLike[str]) -> QdqSummary:
     """Every Q/DQ node of the file must have an int8 zero point equal to 0; there must be some."""
-    import onnx
+    from maxq_deploy.onnx_graph.index import load_onnx
 
-    return summarize_qdq(onnx.load(str(path)), Path(path).name)
+    return summarize_qdq(load_onnx(path), Path(path).name)
 
 
 def summarize_qdq(model, name: str = "the graph") -> QdqSummary:
