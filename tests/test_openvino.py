@@ -11,6 +11,7 @@ import pytest
 
 from maxq_deploy.core.errors import BackendUnavailableError, DataError, InputFileError, OptionError
 from maxq_deploy.runtimes.backends import BackendSpec, backend_label, backend_pairs, parse_backend, parse_backend_list
+from maxq_deploy.runtimes.openvino import shared_core
 
 SIZE = 32
 
@@ -127,7 +128,7 @@ def test_openvino_default_precision_is_recorded(fp32_onnx) -> None:
     from maxq_deploy.runtimes.openvino import OpenVINORunner
 
     _, path = fp32_onnx
-    core = ov.Core()
+    core = shared_core()
     default = str(core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name())
     expected = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[default]
     with OpenVINORunner(path) as runner:
@@ -211,7 +212,7 @@ def test_openvino_ir_xml_runs_by_suffix(fp32_onnx, tmp_path: Path) -> None:
 
     _, path = fp32_onnx
     xml = tmp_path / "r18.xml"
-    ov.save_model(ov.Core().read_model(str(path)), str(xml), compress_to_fp16=False)  # default: fp16 weights
+    ov.save_model(shared_core().read_model(str(path)), str(xml), compress_to_fp16=False)  # default: fp16 weights
     assert backend_for_file(xml) == "openvino"
     x = batch(2)
     with open_runner(path, backend="openvino:f32") as from_onnx, open_runner(xml, precision="f32") as from_ir:
@@ -230,6 +231,50 @@ def test_real_process_bad_device_is_one_line(fp32_onnx, cli_subprocess, tmp_path
     res = cli_subprocess("eval", path, "--data", images, "--labels", labels, "--backend", "openvino", "--device", "NPU7")
     assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
     assert res.stderr.startswith("error: OpenVINO device 'NPU7' is not available here; available: CPU")
+
+
+#: Run in a child process (a dangling alternate signal stack kills the process that has it): two
+#: OpenVINO runners closed first-opened-first, then signals caught by a Python handler.
+_ALTSTACK_CHILD = """
+import ctypes, gc, signal, subprocess, sys
+from maxq_deploy.runtimes.openvino import OpenVINORunner
+
+class stack_t(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+def altstack_mapped():
+    st = stack_t()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(st))
+    if not st.ss_sp or st.ss_flags & 2:  # SS_DISABLE
+        return True
+    spans = (line.split()[0].split("-") for line in open("/proc/self/maps"))
+    return any(int(lo, 16) <= st.ss_sp < int(hi, 16) for lo, hi in spans)
+
+first, second = OpenVINORunner(sys.argv[1]), OpenVINORunner(sys.argv[1], precision="f32")
+first.close(); del first; gc.collect()
+second.close(); del second; gc.collect()
+print("mapped", altstack_mapped(), flush=True)
+signal.signal(signal.SIGCHLD, lambda *args: None)  # what torch's DataLoader does with workers
+for _ in range(3):
+    subprocess.run(["true"], check=True)
+print("survived", flush=True)
+"""
+
+
+@needs_openvino
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_runners_closed_in_any_order_leave_a_valid_signal_stack(fp32_onnx) -> None:
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack per Core; the runners share one.
+
+    With a Core per runner this child died of SIGSEGV (exit -11) at the first SIGCHLD after the
+    two runners were closed: the alternate stack pointed at memory the plugin had unmapped.
+    """
+    import subprocess
+
+    _, path = fp32_onnx
+    proc = subprocess.run([sys.executable, "-c", _ALTSTACK_CHILD, str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert proc.stdout.split() == ["mapped", "True", "survived"]
 
 
 @pytest.mark.parametrize("text", [",", "", " , "])

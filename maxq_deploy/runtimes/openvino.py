@@ -43,6 +43,26 @@ def import_openvino():
     return openvino
 
 
+_CORE: list = []  # the process's one ov.Core (see shared_core)
+
+
+def shared_core():
+    """The one ``ov.Core`` of this process, made on first use and kept until exit.
+
+    One Core, not one per runner: OpenVINO's CPU plugin gives each thread that compiles a model
+    an alternate signal stack of its own (room for AMX state) and, when its Core is released, puts
+    back the stack it found and unmaps its own. Two Cores released in the order they were made
+    (first in, first out: two runners side by side, closed in turn) leave the thread's alternate
+    stack pointing at unmapped memory, and the next signal a Python handler catches (every Python
+    handler runs on that stack; torch's DataLoader sets one for SIGCHLD) kills the process with
+    SIGSEGV, or writes its frame over whatever was mapped there since. A Core kept for the
+    process's life never puts a stack back out of order (``tests/test_openvino.py`` shows both).
+    """
+    if not _CORE:
+        _CORE.append(import_openvino().Core())
+    return _CORE[0]
+
+
 def openvino_version() -> str:
     ov = import_openvino()
     return str(getattr(ov, "__version__", "unknown")).split("-")[0]
@@ -92,14 +112,14 @@ class OpenVINORunner(Runner):
         threads: int | None = None,
         precision: str | None = None,
     ):
-        ov = import_openvino()
+        import_openvino()  # the one-line install hint before anything else
         p = check_input_file(path, "model")
         if p.suffix.lower() not in SUFFIXES:
             raise InputFileError(f"OpenVINO runs ONNX (.onnx) or OpenVINO IR (.xml) files, not {p.name}")
         if threads is not None and threads < 1:
             raise OptionError(f"threads must be >= 1, got {threads}")
         hint = normalize_precision(precision)
-        core = ov.Core()
+        core = shared_core()
         dev = resolve_device(core, device)
         if hint != "default":
             capabilities = {str(c).upper() for c in core.get_property(dev, "OPTIMIZATION_CAPABILITIES")}

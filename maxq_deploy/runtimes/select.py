@@ -103,12 +103,16 @@ def open_runner(
             raise OptionError(f"backend {name.strip()!r} takes no option after ':' (only openvino does: openvino:f32)")
         precision = precision or option.strip() or None
     chosen = resolve_backend(p, backend)
+    if chosen != "openvino" and precision is not None:  # the options and the backend first: they need no file read
+        raise OptionError(f"an inference precision ({precision}) is an OpenVINO option; the {chosen} backend takes none")
+    if chosen == "openvino":
+        from maxq_deploy.runtimes.openvino import import_openvino
+
+        import_openvino()  # a missing OpenVINO is its install hint, whatever the file
     if p.suffix.lower() == ".onnx":  # NaN weights or a zero Q/DQ scale: refused before any runtime scores them
         from maxq_deploy.onnx_graph.index import check_onnx_numbers, load_onnx
 
         check_onnx_numbers(load_onnx(p), p)
     if chosen != "openvino":
-        if precision is not None:
-            raise OptionError(f"an inference precision ({precision}) is an OpenVINO option; the {chosen} backend takes none")
         return opener(chosen)(p, device=device, threads=threads)
     return opener(chosen)(p, device=device, threads=threads, precision=precision)
