@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from maxq_deploy.export.ort_rewrite import rewrite_for_onnxruntime
     from maxq_deploy.quantize import quantize_ptq, quantize_qat
     from maxq_deploy.reference.train import prepare_digits_example
-    from maxq_deploy.runtimes.openvino import OpenVINORunner
+    from maxq_deploy.runtimes.openvino import OpenVINORunner, shared_core
 
     started = time.perf_counter()
     work = args.workdir
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         graphs[f"{mode}/ort-u8u8"] = work / f"{mode}_ort_u8u8.onnx"
         onnx.save(model, str(graphs[f"{mode}/ort-u8u8"]))
 
-    core = ov.Core()
+    core = shared_core()  # one Core per process (see shared_core)
     ov_config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY",
                  "NUM_STREAMS": 1}
 
