@@ -137,3 +137,23 @@ def test_modelopt_qat_keeps_every_2_4_zero_and_deploys_on_onnxruntime_and_openvi
     tops = {(graph, backend): evaluate(tmp_path / graph, test, backend=backend, batch_size=128, workers=0, threads=1).top1
             for graph, backend in (("mo_qat_ort.onnx", "onnxruntime"), ("mo_qat_qdq.onnx", "openvino"))}
     assert all(top1 >= fp32 - 0.5 for top1 in tops.values()), (fp32, tops)
+
+
+@needs_modelopt
+@pytest.mark.slow
+def test_modelopt_histogram_calibrators_percentile_runs_and_mse_is_refused_on_a_cpu(digits, tmp_path):
+    from maxq_deploy.core.errors import QuantizationError
+    from maxq_deploy.evaluate import evaluate
+    from maxq_deploy.quantize import QuantizeConfig, quantize
+
+    example, folded = digits
+    calib = dict(calib_data=example.train_npz, calib_batches=8, batch_size=32, workers=0, backend="modelopt")
+    result = quantize(folded, tmp_path / "p.pt", QuantizeConfig(calibrator="percentile", **calib))
+    assert result.pattern_ok and result.calibration.method == "percentile" and result.calibration.percentile == 99.99
+    assert result.calibration.max_calibrated_inputs == ["conv1._input_quantizer"]  # the network input stays max
+    fp32 = evaluate(folded, example.test_npz, batch_size=128, workers=0).top1
+    assert evaluate(tmp_path / "p.pt", example.test_npz, batch_size=128, workers=0).top1 >= fp32 - 0.5
+    if not torch.cuda.is_available():
+        with pytest.raises(QuantizationError, match="--calibrator mse is refused on a CPU"):
+            quantize(folded, tmp_path / "m.pt", QuantizeConfig(calibrator="mse", **calib))
+        assert not (tmp_path / "m.pt").exists()
