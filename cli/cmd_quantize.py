@@ -36,7 +36,7 @@ def quantize_command(
     optimizer: str = typer.Option("sgd", "--optimizer", help="QAT optimizer: sgd (momentum 0.9) or adamw."),
     train_batches: Optional[int] = typer.Option(None, "--train-batches", min=1, help="QAT: at most this many batches per epoch (per process)."),
     keep_float: Optional[str] = typer.Option(None, "--keep-float", help="Comma-separated conv layers left without quantizers: float in the checkpoint, without Q/DQ in its ONNX graphs (see maxq-deploy sensitivity). Recorded as kept_float; verify reports them as kept float."),
-    backend: str = typer.Option("pytorch-quantization", "--backend", help="Quantization backend: pytorch-quantization (default) or modelopt (NVIDIA Model Optimizer, pip install 'maxq-deploy[modelopt]'; PTQ with --calibrator max). Same checkpoint either way."),
+    backend: str = typer.Option("pytorch-quantization", "--backend", help="Quantization backend: pytorch-quantization (default) or modelopt (NVIDIA Model Optimizer, pip install 'maxq-deploy[modelopt]'; PTQ and --qat; --calibrator max, entropy, percentile, and mse on a GPU). Same checkpoint either way."),
     json_out: bool = JsonOpt,
 ) -> None:
     """INT8-quantize a folded checkpoint keeping 2:4: PTQ with a calibrator, or --qat. Runs under torchrun for distributed QAT."""

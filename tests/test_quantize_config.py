@@ -41,6 +41,9 @@ def test_arguments_carry_the_validated_values() -> None:
     assert set(args) == set(ENTRY_FIELDS["ptq"])
 
 
-def test_modelopt_qat_is_refused_in_one_line() -> None:
-    with pytest.raises(QuantizationError, match="not implemented"):
-        QuantizeConfig(qat=True, backend="modelopt", train_data="x")
+def test_modelopt_qat_is_a_config_and_reaches_the_qat_entry() -> None:
+    config = QuantizeConfig(qat=True, backend="MODELOPT", train_data="x", calibrator="entropy")
+    args = config.arguments("qat")
+    assert args["backend"] == "modelopt" and args["calibrator"] == "entropy"
+    with pytest.raises(QuantizationError, match="--backend 'tensorrt' is not supported"):
+        QuantizeConfig(backend="tensorrt")

@@ -58,8 +58,9 @@ def test_missing_backend_is_one_line_with_its_install_hint(tmp_path):
     lines = [line for line in proc.stderr.splitlines() + proc.stdout.splitlines() if line.strip()]
     assert lines == ["error: nvidia-modelopt is not installed: pip install 'maxq-deploy[modelopt]'"], lines
     proc = _cli("quantize", str(tmp_path / "f.pt"), "-o", str(tmp_path / "q.pt"), "--calib", str(calib), "--backend", "modelopt",
-                "--qat", "--train-data", str(calib))
-    assert proc.returncode == 2 and "--backend modelopt --qat is not implemented yet" in proc.stderr + proc.stdout
+                "--qat", "--train-data", str(calib), block_modelopt=True)
+    lines = [line for line in proc.stderr.splitlines() + proc.stdout.splitlines() if line.strip()]
+    assert proc.returncode != 0 and lines == ["error: nvidia-modelopt is not installed: pip install 'maxq-deploy[modelopt]'"], lines
 
 
 @needs_modelopt
@@ -88,3 +89,71 @@ def test_modelopt_ptq_keeps_2_4_and_accuracy_and_exports_like_any_checkpoint(dig
     assert exported.parity.passed and exported.pattern_ok and exported.pattern_holding_layers == 19
     assert "Q/DQ: 20 of 20 convs INT8 in and INT8 out" in exported.notes
     assert torch.load(out, weights_only=True)["scheme"]["backend"].startswith("nvidia-modelopt")
+
+
+@needs_modelopt
+@pytest.mark.slow
+def test_modelopt_qat_keeps_every_2_4_zero_and_deploys_on_onnxruntime_and_openvino(digits, tmp_path):
+    """QAT with ModelOpt's quantizers: the folded zeros stay zeros, INT8 within 0.5 point, both ONNX targets run."""
+    pytest.importorskip("openvino")
+    from maxq_deploy.data import open_dataset
+    from maxq_deploy.evaluate import evaluate
+    from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.quantize import QuantizeConfig, quantize
+    from maxq_deploy.quantize.artifact import load_quantized_checkpoint
+    from maxq_deploy.quantize.frozen import frozen_skeleton, quantizer_names
+    from maxq_deploy.verify import verify_artifact
+
+    example, folded = digits
+    out = tmp_path / "mo_qat.pt"
+    result = quantize(folded, out, QuantizeConfig(
+        qat=True, train_data=example.train_npz, epochs=1, lr=1e-4, train_batches=12, calibrator="max", calib_batches=8,
+        batch_size=32, workers=0, backend="modelopt"))
+    assert result.mode == "qat" and result.backend.startswith("nvidia-modelopt") and result.pattern_ok
+    assert result.training.masked_layers == 19 and result.training.zeros_reintroduced == 0 and result.training.steps == 12
+    assert sum(layer.violating_groups for layer in result.sparse_layers) == 0 and len(result.sparse_layers) == 19
+    assert any("maxpool.input_quantizer" in note and "disabled" in note for note in result.notes), result.notes
+    ckpt = load_quantized_checkpoint(out)
+    assert set(ckpt.quantizers) == set(quantizer_names(frozen_skeleton(ckpt.arch, ckpt.num_classes)))
+    trained = torch.load(out, weights_only=True)
+    assert trained["scheme"]["backend"].startswith("nvidia-modelopt") and trained["training"]["steps"] == 12
+    start = torch.load(folded, weights_only=True)
+    moved = [k for k, v in start["state_dict"].items() if k.endswith(".weight") and not torch.equal(v, trained["state_dict"][k])]
+    assert moved, "QAT changed no weight"
+    for layer in result.sparse_layers:  # every folded zero is still exactly 0 after fine-tuning
+        before, after = start["state_dict"][f"{layer.name}.weight"], trained["state_dict"][f"{layer.name}.weight"]
+        assert bool((after[before == 0] == 0).all()), layer.name
+    assert verify_artifact(out).ok
+
+    test = open_dataset(example.test_npz, require_labels=True)
+    fp32 = evaluate(folded, test, batch_size=128, workers=0).top1
+    qdq = export_onnx(out, tmp_path / "mo_qat_qdq.onnx", input_size=INPUT)
+    assert qdq.parity.passed and qdq.pattern_ok and qdq.pattern_holding_layers == 19
+    ort = export_ort_int8_from_quantized(out, tmp_path / "mo_qat_ort.onnx", input_size=INPUT)
+    assert ort.ranges_match
+    for graph in (tmp_path / "mo_qat_qdq.onnx", tmp_path / "mo_qat_ort.onnx"):
+        assert verify_artifact(graph).ok, graph
+    tops = {(graph, backend): evaluate(tmp_path / graph, test, backend=backend, batch_size=128, workers=0, threads=1).top1
+            for graph, backend in (("mo_qat_ort.onnx", "onnxruntime"), ("mo_qat_qdq.onnx", "openvino"))}
+    assert all(top1 >= fp32 - 0.5 for top1 in tops.values()), (fp32, tops)
+
+
+@needs_modelopt
+@pytest.mark.slow
+def test_modelopt_histogram_calibrators_percentile_runs_and_mse_is_refused_on_a_cpu(digits, tmp_path):
+    from maxq_deploy.core.errors import QuantizationError
+    from maxq_deploy.evaluate import evaluate
+    from maxq_deploy.quantize import QuantizeConfig, quantize
+
+    example, folded = digits
+    calib = dict(calib_data=example.train_npz, calib_batches=8, batch_size=32, workers=0, backend="modelopt")
+    result = quantize(folded, tmp_path / "p.pt", QuantizeConfig(calibrator="percentile", **calib))
+    assert result.pattern_ok and result.calibration.method == "percentile" and result.calibration.percentile == 99.99
+    assert result.calibration.max_calibrated_inputs == ["conv1._input_quantizer"]  # the network input stays max
+    fp32 = evaluate(folded, example.test_npz, batch_size=128, workers=0).top1
+    assert evaluate(tmp_path / "p.pt", example.test_npz, batch_size=128, workers=0).top1 >= fp32 - 0.5
+    if not torch.cuda.is_available():
+        with pytest.raises(QuantizationError, match="--calibrator mse is refused on a CPU"):
+            quantize(folded, tmp_path / "m.pt", QuantizeConfig(calibrator="mse", **calib))
+        assert not (tmp_path / "m.pt").exists()

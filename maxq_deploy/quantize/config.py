@@ -70,9 +70,9 @@ def keep_float_layers(names: tuple[str, ...] | list[str], folded) -> list[str]:
 #: ``progress`` apart): ``quantize()`` passes ``config.arguments(entry)``, the one place a config is unpacked.
 ENTRY_FIELDS: dict[str, tuple[str, ...]] = {
     "ptq": ("calibrator", "percentile", "calib_batches", "batch_size", "preprocess", "workers", "device", "seed", "keep_float"),
-    "modelopt": ("calibrator", "calib_batches", "batch_size", "preprocess", "workers", "device", "seed"),
+    "modelopt": ("calibrator", "percentile", "calib_batches", "batch_size", "preprocess", "workers", "device", "seed", "keep_float"),
     "qat": ("epochs", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "train_batches", "calib_data", "calibrator",
-            "percentile", "calib_batches", "preprocess", "workers", "seed", "device", "distributed", "keep_float"),
+            "percentile", "calib_batches", "preprocess", "workers", "seed", "device", "distributed", "keep_float", "backend"),
 }
 
 
@@ -84,7 +84,8 @@ class QuantizeConfig:
     ``percentile``, ``calib_batches`` of ``batch_size``. QAT (``qat=True``): labelled
     ``train_data``, optional labelled ``val_data`` (selects the best epoch), ``epochs``, ``lr``,
     ``optimizer``, ``momentum``, ``weight_decay``, ``train_batches`` per epoch, ``distributed``
-    (None: under torchrun). ``preprocess`` is a :class:`maxq_deploy.data.Preprocess` or None.
+    (None: under torchrun). ``backend``: ``pytorch-quantization`` or ``modelopt`` (NVIDIA Model
+    Optimizer: PTQ and QAT, every calibrator; its histogram methods are ModelOpt's own). ``preprocess`` is a :class:`maxq_deploy.data.Preprocess` or None.
     ``keep_float``: conv layers left without quantizers (they run float; names checked against
     the folded checkpoint by :func:`keep_float_layers`).
     """
@@ -120,8 +121,6 @@ class QuantizeConfig:
         self.backend = str(self.backend or DEFAULT_BACKEND).lower()
         if self.backend not in BACKENDS:
             raise QuantizationError(f"--backend {self.backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
-        if self.backend == "modelopt" and self.qat:
-            raise QuantizationError("--backend modelopt --qat is not implemented yet; QAT runs with the default backend (pytorch-quantization)")
         self.calibrator, self.percentile = check_calibration(self.calibrator, self.percentile, self.calib_batches, self.batch_size)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise QuantizationError(f"--workers must be an integer >= 0, got {self.workers!r}")

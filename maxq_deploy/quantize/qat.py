@@ -11,6 +11,11 @@ Runs in one process or under ``torchrun --nproc_per_node K`` with DistributedDat
 ``WORLD_SIZE`` > 1). Every rank calibrates on the same images (rank 0's ranges are broadcast),
 trains on its DistributedSampler shard, validates its share of the validation images (counts
 summed), and only rank 0 writes the output.
+
+One loop for both backends: ``backend`` picks the hook that builds and calibrates the
+fake-quantized network and reads its ranges (:class:`PytorchQuantizationQat` here,
+:class:`maxq_deploy.quantize.modelopt_ptq.ModelOptQat` for NVIDIA Model Optimizer); masks,
+training, divergence check, INT8 2:4 check and writing are shared.
 """
 
 from __future__ import annotations
@@ -32,11 +37,11 @@ from maxq_deploy.core.distributed import DistContext, all_reduce, join_process_g
 from maxq_deploy.core.errors import DataError, PatternViolationError, QuantizationError
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.quantize import pq_adapter
-from maxq_deploy.quantize.config import QuantizeConfig, keep_float_layers, split_names
+from maxq_deploy.quantize.config import DEFAULT_BACKEND, QuantizeConfig, keep_float_layers, split_names
 from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input, refuse_unreadable
 from maxq_deploy.quantize.calibrate import (
-    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, model_preprocess, open_data, resolve_device,
-    validated_ranges,
+    DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, CalibrationStats, QuantizerRange, calibrate, check_classes,
+    check_data_size, model_preprocess, open_data, resolve_device, validated_ranges,
 )
 from maxq_deploy.quantize.result import EpochReport, QuantizeResult, TrainingReport, assert_pattern_kept, checkpoint_dict
 
@@ -68,16 +73,59 @@ def _setup_distributed(distributed: bool | None, device: str | None) -> tuple[Di
     return join_process_group(backend="nccl" if use_cuda else "gloo"), target
 
 
-def _broadcast_ranges(model: nn.Module, ctx: DistContext) -> None:
+class PytorchQuantizationQat:
+    """The backend hook of the default backend: pytorch-quantization's network, calibration and ranges.
+
+    A hook offers ``require()``, ``name()``, ``calibrated_model(folded, calib_set, options, kept, *,
+    workers, device, seed, progress) -> (model, stats)``, ``range_tensors(model)`` (what torchrun
+    broadcasts) and ``checked_ranges(model, folded, kept) -> (ranges, report, notes)``.
+    """
+
+    @staticmethod
+    def require() -> None:
+        pq_adapter.require_pytorch_quantization()
+
+    @staticmethod
+    def name() -> str:
+        return f"pytorch-quantization {pq_adapter.version()}"
+
+    @staticmethod
+    def calibrated_model(folded, calib_set, options: CalibrationOptions, kept: list[str], *, workers: int, device: torch.device,
+                         seed: int, progress: Progress) -> tuple[nn.Module, CalibrationStats]:
+        model = pq_adapter.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
+        pq_adapter.load_weights(model, folded.state_dict)
+        pq_adapter.keep_float(model, kept)
+        model.to(device)
+        return model, calibrate(model, calib_set, options, workers=workers, device=device, seed=seed, progress=progress)
+
+    @staticmethod
+    def range_tensors(model: nn.Module) -> list[torch.Tensor]:
+        amaxes = (getattr(q, "_amax", None) for q in pq_adapter.quantizers(model).values())
+        return [amax for amax in amaxes if isinstance(amax, torch.Tensor)]
+
+    @staticmethod
+    def checked_ranges(model: nn.Module, folded, kept: list[str]) -> tuple[dict[str, torch.Tensor], list[QuantizerRange], list[str]]:
+        ranges, report = validated_ranges(model)
+        return ranges, report, [f"{r.name}: {n}" for r in report for n in r.notes]
+
+
+def _qat_backend(name: str):
+    """The backend hook for ``--backend name`` (ModelOpt's imported only when asked for)."""
+    if name == "modelopt":
+        from maxq_deploy.quantize.modelopt_ptq import MODELOPT_QAT
+
+        return MODELOPT_QAT
+    return PytorchQuantizationQat()
+
+
+def _broadcast_ranges(tensors: list[torch.Tensor], ctx: DistContext) -> None:
     """Every rank uses rank 0's ranges (calibration is deterministic, this makes it certain)."""
     if not ctx.enabled:
         return
     import torch.distributed as dist
 
-    for q in pq_adapter.quantizers(model).values():
-        amax = getattr(q, "_amax", None)
-        if isinstance(amax, torch.Tensor):
-            dist.broadcast(amax.data, src=0)
+    for amax in tensors:
+        dist.broadcast(amax.data, src=0)
 
 
 def sparsity_masks(model: nn.Module, layers) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
@@ -114,9 +162,10 @@ def _validate(model: nn.Module, loader, ctx: DistContext, device: torch.device) 
     return 100.0 * correct / max(total, 1)
 
 
-def _weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The folded-layout weights (no quantizer ranges), detached copies on the CPU."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.endswith("._amax")}
+def _weights_of(model: nn.Module, keys) -> dict[str, torch.Tensor]:
+    """The folded-layout weights (``keys``: the folded checkpoint's; no quantizer state), detached copies on the CPU."""
+    state = model.state_dict()
+    return {k: state[k].detach().cpu().clone() for k in keys}
 
 
 def quantize_qat(
@@ -143,6 +192,7 @@ def quantize_qat(
     distributed: bool | None = None,
     progress: Progress | None = None,
     keep_float: tuple[str, ...] | list[str] = (),
+    backend: str = DEFAULT_BACKEND,
 ) -> QuantizeResult:
     """Calibrate, then fine-tune with fake quantization keeping every N:M zero; write a quantized checkpoint.
 
@@ -151,16 +201,18 @@ def quantize_qat(
     the batches per epoch (per process). ``calib_data`` defaults to ``train_data``.
     ``distributed`` None means: under torchrun (WORLD_SIZE > 1) use DistributedDataParallel.
     ``keep_float``: conv layers without quantizers (fine-tuned in float, recorded as ``kept_float``).
+    ``backend``: ``"pytorch-quantization"`` or ``"modelopt"`` (NVIDIA Model Optimizer's quantizers and calibration).
     """
     started = time.perf_counter()
     options = CalibrationOptions(calibrator, percentile, calib_batches, batch_size)
-    QuantizeConfig(qat=True, train_data=train_data, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
-                   weight_decay=weight_decay, train_batches=train_batches)  # validates; messages name the options
+    backend = QuantizeConfig(qat=True, train_data=train_data, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
+                             weight_decay=weight_decay, train_batches=train_batches, backend=backend).backend  # validates
     (out,) = guard_outputs([Output(Path(output), TORCH_SUFFIXES, "quantized checkpoint")],
                            [folded_path, train_data, val_data, calib_data])
     folded, _ = read_folded_input(folded_path)
     kept = keep_float_layers(split_names(keep_float, "--keep-float"), folded)
-    pq_adapter.require_pytorch_quantization()
+    hook = _qat_backend(backend)
+    hook.require()
     preprocess = model_preprocess(folded, preprocess)
     train_set = open_data(train_data, preprocess, "train", require_labels=True)
     check_classes(train_set, folded.num_classes, "train")
@@ -176,7 +228,7 @@ def quantize_qat(
     try:
         return _run(folded, out, train_set, val_set, calib_set, options, ctx, target, started, epochs=epochs, lr=lr,
                     optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, train_batches=train_batches,
-                    workers=workers, seed=seed, progress=(progress or SILENT) if ctx.is_main else SILENT, kept=kept)
+                    workers=workers, seed=seed, progress=(progress or SILENT) if ctx.is_main else SILENT, kept=kept, hook=hook)
     finally:
         if ctx.owns_group:
             import torch.distributed as dist
@@ -186,17 +238,14 @@ def quantize_qat(
 
 def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationOptions, ctx: DistContext, target: torch.device,
          started: float, *, epochs: int, lr: float, optimizer: str, momentum: float, weight_decay: float,
-         train_batches: int | None, workers: int, seed: int, progress: Progress, kept: list[str]) -> QuantizeResult:
+         train_batches: int | None, workers: int, seed: int, progress: Progress, kept: list[str], hook) -> QuantizeResult:
     from maxq_deploy.data import make_loader
 
     torch.manual_seed(seed)
-    model = pq_adapter.build_quant_model(folded.arch, folded.num_classes, options.calibrator)
-    pq_adapter.load_weights(model, folded.state_dict)
-    pq_adapter.keep_float(model, kept)
-    model.to(target)
-    stats = calibrate(model, calib_set, options, workers=workers, device=target, seed=seed, progress=progress)
-    _broadcast_ranges(model, ctx)
-    ranges, report = validated_ranges(model)  # refuse bad ranges before spending time on training
+    model, stats = hook.calibrated_model(folded, calib_set, options, kept, workers=workers, device=target, seed=seed, progress=progress)
+    _broadcast_ranges(hook.range_tensors(model), ctx)
+    ranges, report, notes = hook.checked_ranges(model, folded, kept)  # refuse bad ranges before spending time on training
+    keys = list(folded.state_dict)
 
     masks = sparsity_masks(model, folded.layers)
     train_loader = make_loader(train_set, options.batch_size, workers, shuffle=True, seed=seed, distributed=ctx.enabled)
@@ -225,7 +274,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
         t0 = time.perf_counter()
         start_top1 = _validate(model, val_loader, ctx, target)
         history.append(EpochReport(0, 0.0, None, None, round(start_top1, 4), round(time.perf_counter() - t0, 3)))
-        best_epoch, best_top1, best_state = 0, start_top1, _weights_of(model)
+        best_epoch, best_top1, best_state = 0, start_top1, _weights_of(model, keys)
     steps = 0
     first_loss: float | None = None  # the calibrated network's loss on the first batch
     for epoch in range(1, epochs + 1):
@@ -266,9 +315,9 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
             None if val_top1 is None else round(val_top1, 4), round(time.perf_counter() - t0, 3),
         ))
         if val_top1 is not None and val_top1 >= best_top1:
-            best_epoch, best_top1, best_state = epoch, val_top1, _weights_of(model)
+            best_epoch, best_top1, best_state = epoch, val_top1, _weights_of(model, keys)
     model.eval()
-    state = best_state if best_state is not None else _weights_of(model)
+    state = best_state if best_state is not None else _weights_of(model, keys)
 
     broken = next((name for name, value in state.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
     if broken is not None:
@@ -284,8 +333,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
         best_epoch=best_epoch, selected_by="val_top1" if val_loader is not None else "last", masked_layers=len(masks),
         fixed_zeros=fixed_zeros, zeros_reintroduced=revived, history=history,
     )
-    backend = f"pytorch-quantization {pq_adapter.version()}"
-    notes = [f"{r.name}: {n}" for r in report for n in r.notes]
+    backend = hook.name()
     if val_loader is not None and best_epoch == 0:
         notes.append("fine-tuning did not beat the calibrated network on the validation data: its weights were kept")
     _save_then_release(folded, out, state, ranges, stats, checks, backend, training, ctx, kept)

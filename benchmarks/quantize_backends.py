@@ -1,0 +1,184 @@
+"""The two quantize backends side by side on digits: pytorch-quantization and NVIDIA Model Optimizer.
+
+The built-in example (scikit-learn's digits, 32x32, a 2:4 ResNet-18; ``maxq_deploy.reference.train``)
+is folded once; then each backend quantizes it with PTQ for every calibrator it offers (max,
+entropy, mse, percentile: the default backend's own histograms, ModelOpt's HistogramCalibrator)
+and with QAT (one epoch of ``--qat-batches`` steps, each backend's default calibrator: percentile,
+max). Every checkpoint is exported to both ONNX targets and measured on the held-out split:
+
+- accuracy: fp32 (folded checkpoint in torch, fp32 ONNX on ONNX Runtime and OpenVINO), each INT8
+  checkpoint on ONNX Runtime (the ONNX Runtime form made from its ranges) and OpenVINO (the
+  TensorRT-form Q/DQ graph);
+- per-layer ranges: for each mode both backends ran, the largest relative difference
+  ``|a - b| / b`` (b: pytorch-quantization) over every quantizer (and the quantizer it is at), by role;
+- checkpoint and ONNX Runtime graph size, calibration time (collection + range computation) and
+  whole quantize time;
+- speed: images/s at batch 8 on ONNX Runtime (ONNX Runtime form) and OpenVINO (Q/DQ graph),
+  every graph of a backend measured in one interleaved ``bench`` run.
+
+    python benchmarks/quantize_backends.py --out benchmarks/results/quantize_backends.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+BACKENDS = {"pq": "pytorch-quantization", "mo": "modelopt"}
+CALIBRATORS = ("max", "entropy", "mse", "percentile")
+QAT_CALIBRATOR = {"pq": "percentile", "mo": "max"}  # each backend's CLI default
+
+
+def range_differences(a: dict, b: dict) -> dict:
+    """Largest relative difference of ``a`` against ``b`` per role, over the quantizers both hold."""
+    worst: dict[str, tuple[float, str]] = {}
+    for name in sorted(set(a) & set(b)):
+        rel = float(((a[name].float() - b[name].float()).abs() / b[name].float().abs().clamp_min(1e-12)).max())
+        role = "weight" if name.endswith("_weight_quantizer") else "residual" if name.endswith("residual_quantizer") else "activation"
+        for key in (role, "all"):
+            if rel >= worst.get(key, (-1.0, ""))[0]:
+                worst[key] = (rel, name)
+    only = sorted(set(a) ^ set(b))
+    return {key: {"max_rel": round(value, 6), "at": name} for key, (value, name) in worst.items()} | {"not_in_both": only}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("quantize-backends-work"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--calib-batches", type=int, default=8, help="calibration batches of 32 (training split)")
+    parser.add_argument("--qat-batches", type=int, default=12, help="QAT steps (batches of 32) in its one epoch")
+    parser.add_argument("--iters", type=int, default=30, help="timed iterations per graph in the speed runs")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quantize_backends.json"))
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", *sys.argv])
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    torch.set_num_threads(args.threads)
+    from maxq_deploy.bench import benchmark, environment_line
+    from maxq_deploy.data import open_dataset
+    from maxq_deploy.evaluate import evaluate
+    from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.quantize import QuantizeConfig, quantize
+    from maxq_deploy.quantize.artifact import load_quantized_checkpoint
+    from maxq_deploy.reference.train import prepare_digits_example
+
+    started = time.perf_counter()
+    work = args.workdir
+    example = prepare_digits_example(work)
+    size = example.image_size
+    folded = work / "digits.folded.pt"
+    if not folded.exists():
+        fold_checkpoint(example.checkpoint, folded)
+    fp32 = work / "digits_fp32.onnx"
+    if not fp32.exists():
+        export_onnx(folded, fp32, input_size=size)
+    test = open_dataset(example.test_npz, require_labels=True)
+
+    def top1(path: Path, backend: str) -> float:
+        return round(evaluate(path, test, backend=backend, batch_size=64, workers=0, threads=args.threads).top1, 3)
+
+    fp32_row = {"torch": round(evaluate(folded, test, batch_size=64, workers=0).top1, 3),
+                "onnxruntime": top1(fp32, "onnxruntime"), "openvino": top1(fp32, "openvino")}
+    print(f"fp32: {fp32_row}", flush=True)
+
+    runs: list[dict] = []
+    refused: list[dict] = []
+    ranges: dict[tuple[str, str], dict] = {}
+    for short, backend in BACKENDS.items():
+        modes = [("ptq", c) for c in CALIBRATORS] + [("qat", QAT_CALIBRATOR[short])]
+        for mode, calibrator in modes:
+            key = f"{short}_{mode}_{calibrator}"
+            if short == "mo" and calibrator == "mse":  # refused on a CPU (see modelopt_ptq.check_modelopt_calibrator)
+                if not torch.cuda.is_available():
+                    refused.append({"key": key, "backend": backend, "mode": mode, "calibrator": calibrator,
+                                    "refused": "ModelOpt's histogram mse is wrong on a CPU (fake_tensor_quant)"})
+                    print(f"{key}: refused on a CPU", flush=True)
+                    continue
+            ckpt = work / f"{key}.pt"
+            config = QuantizeConfig(calib_data=example.train_npz, calibrator=calibrator, calib_batches=args.calib_batches,
+                                    batch_size=32, workers=0, backend=backend, qat=mode == "qat",
+                                    **({"train_data": example.train_npz, "epochs": 1, "lr": 1e-4, "train_batches": args.qat_batches}
+                                       if mode == "qat" else {}))
+            t0 = time.perf_counter()
+            result = quantize(folded, ckpt, config)
+            quantize_seconds = round(time.perf_counter() - t0, 2)
+            qdq, ort = work / f"{key}_qdq.onnx", work / f"{key}_ort.onnx"
+            export_onnx(ckpt, qdq, input_size=size)
+            export_ort_int8_from_quantized(ckpt, ort, input_size=size)
+            ranges[(short, f"{mode}_{calibrator}" if mode == "ptq" else "qat")] = load_quantized_checkpoint(ckpt).quantizers
+            c = result.calibration
+            row = {
+                "key": key, "backend": result.backend, "mode": mode, "calibrator": calibrator,
+                "lost_2_4_groups": sum(layer.violating_groups for layer in result.sparse_layers),
+                "top1_torch": round(evaluate(ckpt, test, batch_size=64, workers=0).top1, 3),
+                "top1_onnxruntime": top1(ort, "onnxruntime"), "top1_openvino": top1(qdq, "openvino"),
+                "calibrate_seconds": round(c.collect_seconds + c.ranges_seconds, 2), "quantize_seconds": quantize_seconds,
+                "checkpoint_bytes": ckpt.stat().st_size, "ort_onnx_bytes": ort.stat().st_size, "qdq_onnx_bytes": qdq.stat().st_size,
+                "ort_onnx": str(ort), "qdq_onnx": str(qdq), "notes": result.notes,
+            }
+            runs.append(row)
+            print(f"{key}: ORT {row['top1_onnxruntime']:.2f}  OpenVINO {row['top1_openvino']:.2f}  calibrate "
+                  f"{row['calibrate_seconds']:.1f} s  quantize {quantize_seconds:.1f} s  lost 2:4 groups {row['lost_2_4_groups']}",
+                  flush=True)
+
+    differences = {}
+    for (short, mode), pq_ranges in ranges.items():
+        if short == "pq" and ("mo", mode) in ranges:
+            differences[mode] = range_differences(ranges[("mo", mode)], pq_ranges)
+    # QAT starts from calibration with different calibrators (percentile / max): compare the same calibrator instead
+    differences["qat_vs_ptq_same_calibrator"] = {
+        short: range_differences(ranges[(short, "qat")], ranges[(short, f"ptq_{QAT_CALIBRATOR[short]}")]) for short in BACKENDS
+    }
+
+    speed: dict[str, dict[str, float]] = {}
+    for backend, graph in (("onnxruntime", "ort_onnx"), ("openvino", "qdq_onnx")):
+        models = [fp32] + [Path(r[graph]) for r in runs]
+        bench = benchmark(models, backend=backend, batch_sizes=[8], iters=args.iters, threads=args.threads)
+        for m in bench.measurements:
+            speed.setdefault(models[m.model_index].stem if m.model_index else "fp32", {})[backend] = round(m.throughput_ips, 1)
+        environment = bench.environment
+
+    table = Table(title=f"quantize backends on digits ({len(test)} test images, 32x32, 2:4 ResNet-18); batch 8, {args.threads} thread(s)")
+    for column in ("backend", "mode", "calibrator", "top-1 ORT", "top-1 OpenVINO", "lost 2:4", "calibrate s", "quantize s",
+                   "ckpt MB", "ORT onnx MB", "ORT img/s", "OpenVINO img/s"):
+        table.add_column(column, justify="left" if column in ("backend", "mode", "calibrator") else "right")
+    table.add_row("fp32", "", "", f"{fp32_row['onnxruntime']:.2f}", f"{fp32_row['openvino']:.2f}", "", "", "", "", "",
+                  f"{speed['fp32']['onnxruntime']:.0f}", f"{speed['fp32']['openvino']:.0f}")
+    for r in runs:
+        s = speed[f"{r['key']}_ort"]["onnxruntime"], speed[f"{r['key']}_qdq"]["openvino"]
+        r["images_per_s_onnxruntime"], r["images_per_s_openvino"] = s
+        table.add_row(r["backend"], r["mode"], r["calibrator"], f"{r['top1_onnxruntime']:.2f}", f"{r['top1_openvino']:.2f}",
+                      str(r["lost_2_4_groups"]), f"{r['calibrate_seconds']:.1f}", f"{r['quantize_seconds']:.1f}",
+                      f"{r['checkpoint_bytes'] / 1e6:.2f}", f"{r['ort_onnx_bytes'] / 1e6:.2f}", f"{s[0]:.0f}", f"{s[1]:.0f}")
+    console = Console(width=200)
+    console.print(table)
+    diff_table = Table(title="ranges: ModelOpt against pytorch-quantization, largest relative difference |mo - pq| / pq")
+    for column in ("mode", "weights", "activations", "residual", "worst quantizer"):
+        diff_table.add_column(column)
+    for mode, d in differences.items():
+        if mode == "qat_vs_ptq_same_calibrator":
+            continue
+        diff_table.add_row(mode, *(f"{d[k]['max_rel']:.4g}" if k in d else "-" for k in ("weight", "activation", "residual")), d["all"]["at"])
+    console.print(diff_table)
+    print(f"environment: {environment_line(environment)}")
+    report = {"command": command, "data": str(example.test_npz), "images": len(test), "fp32_top1": fp32_row, "runs": runs,
+              "refused": refused, "range_differences": differences, "images_per_s": speed, "environment": environment,
+              "seconds": round(time.perf_counter() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
