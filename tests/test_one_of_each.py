@@ -61,6 +61,15 @@ def test_one_graph_index() -> None:
     assert producer_maps == ["maxq_deploy/onnx_graph/index.py"]
 
 
+def test_one_openvino_core() -> None:
+    """A second ov.Core can leave a thread's signal stack on unmapped memory (runtimes.openvino.shared_core)."""
+    assert _calls("Core") == ["maxq_deploy/runtimes/openvino.py"]
+    elsewhere = [str(p.relative_to(ROOT)) for folder in ("benchmarks", "tests", "examples", "tools")
+                 for p in sorted((ROOT / folder).rglob("*.py"))
+                 if p.name != "test_one_of_each.py" and any(f"{name}.Core()" in p.read_text() for name in ("ov", "openvino"))]
+    assert elsewhere == []
+
+
 def test_one_quantizer_range_validator() -> None:
     assert _defined("check_quantizer_ranges") == ["maxq_deploy/load/checks.py"]
     assert _calls("check_quantizer_ranges") == ["maxq_deploy/quantize/artifact.py"]  # through the format's one reader
