@@ -1,5 +1,6 @@
 # Two entry points that do all the set-up on a fresh machine, each in its own virtualenv:
-#   make demo [CKPT=path/to/maxq.pth.tar]   the whole pipeline (built-in example without CKPT)
+#   make demo [CKPT=path/to/maxq.pth.tar]   the whole pipeline (built-in example without CKPT;
+#             [EXAMPLE=fashion|fashion-4of8]  EXAMPLE picks it: digits by default)
 #   make test                               the test suite (what CI runs: .ci/run)
 # The virtualenv is $(VENV) (default .venv, made by $(PYTHON) -m venv when missing); VENV= (empty)
 # installs into $(PYTHON) itself instead. The set-up installs the tested versions of
@@ -12,6 +13,7 @@ PYTHON ?= python3
 VENV ?= .venv
 WORKDIR ?= maxq-demo
 CKPT ?=
+EXAMPLE ?=
 SEED ?= random
 TORCH ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
@@ -36,7 +38,7 @@ setup: $(PY)
 	$(PIP) -c $(CONSTRAINTS) -e '.[dev]'
 
 demo: setup
-	$(PY) -m maxq_deploy demo --workdir $(WORKDIR) $(if $(CKPT),--checkpoint $(CKPT),)
+	$(PY) -m maxq_deploy demo --workdir $(WORKDIR) $(if $(CKPT),--checkpoint $(CKPT),) $(if $(EXAMPLE),--example $(EXAMPLE),)
 
 # Real data for the tests that need it (they skip, saying how to get it, where apt-get is absent).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n )

@@ -15,12 +15,16 @@ from maxq_deploy.cli.render import console, handle_errors, print_json, table, ve
 @handle_errors
 def demo(
     workdir: Path = typer.Option(Path("maxq-demo"), "--workdir", help="Folder for every artifact of the run."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Your MaxQ checkpoint instead of the built-in digits example."),
+    example: str = typer.Option("digits", "--example", help="Built-in example trained when no --checkpoint is given: digits (fastest, no download), fashion (Fashion-MNIST 2:4, all 10,000 test images), fashion-4of8 (trained 4:8, folded with --project to 2:4)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Your MaxQ checkpoint instead of a built-in example."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data for your checkpoint (image folder or .npy/.npz)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Labelled data to measure accuracy at every stage."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels for --eval-data given as .npy."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Input resolution for your checkpoint (default: its architecture's, 32 for the CIFAR ResNets, 224 for the others)."),
     epochs: int = typer.Option(3, "--epochs", help="Training epochs of the built-in example."),
+    train_images: Optional[int] = typer.Option(None, "--train-images", help="Fashion-MNIST examples: training images, spread over the 60,000 (default 12,000: a few minutes on 2 cores)."),
+    dataset_root: Optional[Path] = typer.Option(None, "--dataset-root", help="Fashion-MNIST examples: folder of the IDX .gz files (default /usr/share/datasets/fashion-mnist)."),
+    eval_images: Optional[int] = typer.Option(None, "--eval-images", help="Evaluate every stage on this many images spread over the test data (default: all; the Fashion-MNIST examples have 10,000)."),
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
 ) -> None:
     """Run inspect, fold, verify, PTQ, ONNX export (fp32, int8), verify, eval and bench in one go."""
@@ -28,7 +32,8 @@ def demo(
     from maxq_deploy.core.progress import RichProgress
 
     result = run_demo(workdir, checkpoint=checkpoint, calib=calib, eval_data=eval_data, eval_labels=labels,
-                      input_size=input_size, epochs=epochs, progress=RichProgress(enabled=not json_out))
+                      input_size=input_size, epochs=epochs, progress=RichProgress(enabled=not json_out),
+                      example=example, train_images=train_images, dataset_root=dataset_root, eval_images=eval_images)
     if json_out:
         print_json(result.summary())
     else:

@@ -1,8 +1,11 @@
 """The whole pipeline in one call, on a built-in example or on the user's own checkpoint.
 
-Built-in example (no download, no GPU): a MaxQ 2:4 ResNet-18 trained for a few epochs with the
-reference layers on scikit-learn's handwritten digits (upscaled to 32x32), so every stage has
-a real accuracy to show. With ``checkpoint`` the same stages run on the user's MaxQ file
+Built-in examples (:data:`EXAMPLES`, no GPU): a MaxQ ResNet-18 trained for a few epochs with the
+reference layers, so every stage has a real accuracy to show. ``digits`` (the default, the
+fastest, no download): 2:4 on scikit-learn's handwritten digits (upscaled to 32x32).
+``fashion``: 2:4 on Fashion-MNIST (padded to 32x32, evaluated on all 10,000 test images, on every
+CPU runtime installed); ``fashion-4of8``: the same network trained 4:8, folded with ``--project``
+to 2:4. With ``checkpoint`` the same stages run on the user's MaxQ file
 (calibration and evaluation need ``calib``/``eval_data``; without them calibration uses random
 inputs and accuracy is not measured).
 
@@ -13,6 +16,7 @@ trtexec line that builds the sparse engine on a GPU machine.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +32,33 @@ from maxq_deploy.core.progress import SILENT, Progress
 
 #: Largest --input-size the demo takes (an ImageNet network at 1024 px already needs GBs per batch).
 MAX_DEMO_INPUT_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class BuiltinExample:
+    """A network the demo trains itself, and how its pipeline runs."""
+
+    name: str
+    data: str
+    nm: str
+    project: bool  # fold --project: the trained N:M is not 2:4
+    onnx_backends: tuple[str, ...]  # the runtimes every ONNX graph is evaluated on (those installed)
+
+
+EXAMPLES: dict[str, BuiltinExample] = {e.name: e for e in (
+    BuiltinExample("digits", "digits", "2:4", False, ("onnxruntime",)),
+    BuiltinExample("fashion", "Fashion-MNIST", "2:4", False, ("onnxruntime", "openvino")),
+    BuiltinExample("fashion-4of8", "Fashion-MNIST", "4:8", True, ("onnxruntime", "openvino")),
+)}
+
+
+def builtin_example(name: str) -> BuiltinExample:
+    """The built-in example called ``name``, or one line naming the known ones."""
+    from maxq_deploy.core.errors import OptionError
+
+    if name not in EXAMPLES:
+        raise OptionError(f"unknown --example {name!r}; built-in examples: {', '.join(EXAMPLES)}")
+    return EXAMPLES[name]
 
 
 @dataclass
@@ -107,8 +138,19 @@ def run_demo(
     epochs: int = 3,
     bench_iters: int = 20,
     progress: Progress | None = None,
+    *,
+    example: str = "digits",
+    train_images: int | None = None,
+    dataset_root: str | os.PathLike[str] | None = None,
+    eval_images: int | None = None,
 ) -> DemoResult:
-    """Run every CPU stage of the pipeline and collect one summary."""
+    """Run every CPU stage of the pipeline and collect one summary.
+
+    ``example`` names the built-in network trained when no ``checkpoint`` is given;
+    ``train_images`` limits a Fashion-MNIST example's training set (default 12,000 of 60,000),
+    ``dataset_root`` is where its IDX files are (default ``/usr/share/datasets/fashion-mnist``).
+    ``eval_images`` evaluates every stage on that many images spread over the test set (default: all).
+    """
     from maxq_deploy.bench import benchmark
     from maxq_deploy.load.maxq_checkpoint import load_checkpoint
     from maxq_deploy.evaluate import evaluate
@@ -124,8 +166,15 @@ def run_demo(
 
     progress = progress or SILENT
     work = Path(workdir)
+    spec = builtin_example(example)
+    if checkpoint is not None and example != "digits":
+        raise OptionError(f"--example {example} trains its own network; leave it out with --checkpoint")
+    if spec.data != "Fashion-MNIST" and (train_images is not None or dataset_root is not None):
+        raise OptionError(f"--train-images and --dataset-root apply to the Fashion-MNIST examples, not --example {example}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise OptionError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    if eval_images is not None and (isinstance(eval_images, bool) or not isinstance(eval_images, int) or eval_images < 1):
+        raise OptionError(f"--eval-images must be a whole number >= 1, got {eval_images!r}")
     if input_size is not None and not 8 <= input_size <= MAX_DEMO_INPUT_SIZE:
         raise OptionError(f"--input-size must be between 8 and {MAX_DEMO_INPUT_SIZE} pixels, got {input_size}")
     written = ["random_calibration.npy", "folded.pt", "int8.pt", "model_fp32.onnx", "model_int8_qdq.onnx",
@@ -135,13 +184,28 @@ def run_demo(
     guard_outputs([Output(work / name, (), "demo output") for name in written], inputs, check_writable=False)  # made later
     given = load_checkpoint(checkpoint) if checkpoint is not None else None  # a wrong file fails before anything is made
     labels = eval_labels
-    if checkpoint is None:
+    if checkpoint is None and spec.data == "Fashion-MNIST":
+        from maxq_deploy.data.idx import FASHION_MEAN, FASHION_STD, fashion_mnist_files
+        from maxq_deploy.reference.fashion import DEFAULT_TRAIN_LIMIT, prepare_fashion_example
+
+        try:
+            fashion_mnist_files(dataset_root)  # absent: one line saying how to get it, before anything is made
+        except DataError as exc:
+            raise DataError(f"{exc}; the demo takes that folder as --dataset-root") from None
+        started = time.perf_counter()
+        trained = prepare_fashion_example(work, nm=spec.nm, epochs=epochs, root=dataset_root, progress=progress,
+                                          train_limit=DEFAULT_TRAIN_LIMIT if train_images is None else train_images)
+        ckpt_path, calib, eval_data, size = trained.checkpoint, trained.train_npz, trained.test_npz, trained.image_size
+        train_note = (f"MaxQ {spec.nm} resnet18 trained {epochs} epochs on {trained.train_images} Fashion-MNIST images "
+                      f"in {trained.train_seconds:.0f} s: top-1 {trained.test_top1:.2f}% on the 10,000 test images")
+        preprocess = preprocess or preprocess_for(None, size, resize=size, mean=(FASHION_MEAN,) * 3, std=(FASHION_STD,) * 3)
+    elif checkpoint is None:
         from maxq_deploy.reference.train import DIGITS_MEAN, DIGITS_STD, prepare_digits_example
 
         started = time.perf_counter()
-        example = prepare_digits_example(work, epochs=epochs, progress=progress)
-        ckpt_path, calib, eval_data, size = example.checkpoint, example.train_npz, example.test_npz, example.image_size
-        train_note = f"MaxQ 2:4 resnet18 trained {epochs} epochs on digits: held-out top-1 {example.test_top1:.1f}%"
+        trained = prepare_digits_example(work, epochs=epochs, progress=progress)
+        ckpt_path, calib, eval_data, size = trained.checkpoint, trained.train_npz, trained.test_npz, trained.image_size
+        train_note = f"MaxQ 2:4 resnet18 trained {epochs} epochs on digits: held-out top-1 {trained.test_top1:.1f}%"
         preprocess = preprocess or preprocess_for(None, size, resize=size, mean=(DIGITS_MEAN,) * 3, std=(DIGITS_STD,) * 3)
     else:
         ckpt_path, started, train_note = Path(checkpoint), None, None
@@ -168,10 +232,15 @@ def run_demo(
     rec.step("inspect", ckpt_path, inspect)
     folded_path = work / "folded.pt"
 
+    project = checkpoint is None and spec.project
+
     def fold():
-        r = fold_checkpoint(ckpt_path, folded_path)
+        r = fold_checkpoint(ckpt_path, folded_path, project=project)
         s = r.summary()
-        return True, f"{s['sparse_layers']} sparse + {s['dense_layers']} dense conv-BN folded", r
+        detail = f"{s['sparse_layers']} sparse + {s['dense_layers']} dense conv-BN folded"
+        if project:
+            detail += f"; --project: {s['projected_layers']} layers {spec.nm} -> 2:4, {s['groups_changed']} groups changed"
+        return True, detail, r  # whether 2:4 holds is the next step's verdict (verify folded)
 
     rec.step("fold", folded_path, fold)
 
@@ -215,10 +284,17 @@ def run_demo(
 
     if eval_data is not None:
         stages = [("MaxQ checkpoint", ckpt_path, None), ("folded", folded_path, None), ("int8 fake-quant", int8_path, None)]
-        stages += [(f"ONNX {name}", path, None) for name, path in onnx_paths.items()]
+        backends = spec.onnx_backends if checkpoint is None else ("onnxruntime",)
+        for backend in backends:
+            if importlib.util.find_spec(backend) is None:
+                result.steps.append(DemoStep(f"eval ONNX on {backend}", None, True, f"skipped: {backend} is not installed", 0.0))
+                continue
+            suffix = "" if backend == "onnxruntime" else f" on {backend}"
+            stages += [(f"ONNX {name}{suffix}", path, backend) for name, path in onnx_paths.items()]
         for stage, path, backend in stages:
-            def run(path=path, stage=stage):
-                r = evaluate(path, eval_data, labels=labels, backend=backend, preprocess=preprocess, batch_size=64, workers=0)
+            def run(path=path, stage=stage, backend=backend):
+                r = evaluate(path, eval_data, labels=labels, backend=backend, preprocess=preprocess, batch_size=64, workers=0,
+                             limit=eval_images)
                 result.accuracy.append(StageAccuracy(stage, path.name, r.backend, r.top1, r.top5, r.images))
                 return True, f"top-1 {r.top1:.2f}% on {r.images} images ({r.backend})", r
             try:

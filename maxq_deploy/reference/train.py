@@ -13,9 +13,10 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ from maxq_deploy.reference.layers import preserve_rate
 #: ``.npz`` files are normalized with.
 DIGITS_MEAN = 0.3053
 DIGITS_STD = 0.3236
+
+E = TypeVar("E")  # an example dataclass (DigitsExample, FashionExample)
 
 
 @dataclass
@@ -203,60 +206,68 @@ def prepare_digits_example(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> DigitsExample:
-    """Train (or reuse, when already made with the same settings) a MaxQ network on digits.
+    """Train (or reuse, when already made with the same settings) a MaxQ network on digits (see :func:`cached_example`)."""
+    config = {"arch": arch, "nm": nm, "layer_type": layer_type, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+              "image_size": image_size, "seed": seed, "version": 1}
+
+    def train(out: Path, ckpt_path: Path) -> DigitsExample:
+        train_npz, test_npz = save_digits_npz(out, image_size, seed=seed, prefix=f"digits{image_size}")
+        with np.load(train_npz) as tr, np.load(test_npz) as te:
+            train_loader = array_loader(tr["images"], tr["labels"], batch_size, shuffle=True, seed=seed)
+            test = array_loader(te["images"], te["labels"], 256)
+            torch.manual_seed(seed)
+            model = build_reference_model(arch, 10, nm, layer_type)
+            history = train_reference(model, train_loader, epochs, lr, val_loader=test, seed=seed, progress=progress)
+        checkpoint = make_checkpoint(arch, nm, layer_type, 10, model=model, epoch=epochs)
+        checkpoint["best_acc1"] = torch.tensor(float(history.final_val_top1 or 0.0))
+        save_checkpoint(checkpoint, ckpt_path)
+        return DigitsExample(out, ckpt_path, train_npz, test_npz, arch, nm, image_size, float(history.final_val_top1 or 0.0),
+                             [asdict(e) for e in history.epochs])
+
+    return cached_example(workdir, f"digits_{arch}", config, DigitsExample, train)
+
+
+_PATH_FIELDS = ("workdir", "checkpoint", "train_npz", "test_npz")
+
+
+def cached_example(workdir: str | os.PathLike[str], prefix: str, config: dict, kind: type[E],
+                   train: Callable[[Path, Path], E]) -> E:
+    """The example ``train(out, checkpoint_path)`` makes, or the one it made before with the same ``config``.
 
     Safe to call from several processes at once (pytest-xdist workers, torchrun ranks): a lock on
     the work folder itself (``flock`` on its descriptor: no lock file is left behind in the user's
-    folder) makes one of them train while the others wait and then reuse its files.
+    folder) makes one of them train while the others wait and then reuse its files. The example
+    is recorded in ``<prefix>_<hash of config>.json`` beside its checkpoint (``.pth.tar``).
     """
     import fcntl
 
+    from maxq_deploy.core.files import atomic_output
+
     out = Path(workdir)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"arch": arch, "nm": nm, "layer_type": layer_type, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-              "image_size": image_size, "seed": seed, "version": 1}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    info_path = out / f"digits_{arch}_{key}.json"
+    info_path = out / f"{prefix}_{key}.json"
     lock = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor closes, or the process dies
-        return _train_or_reuse(out, info_path, key, arch, nm, layer_type, epochs, lr, batch_size, image_size, seed, progress)
+        cached = _read_example(info_path, kind)
+        if cached is not None:
+            return cached
+        example = train(out, info_path.with_suffix(".pth.tar"))
+        with atomic_output(info_path) as tmp:
+            tmp.write_text(json.dumps(asdict(example), default=str, indent=2))
+        return example
     finally:
         os.close(lock)
 
 
-def _train_or_reuse(out: Path, info_path: Path, key: str, arch: str, nm: str, layer_type: str, epochs: int, lr: float,
-                    batch_size: int, image_size: int, seed: int, progress) -> DigitsExample:
-    from maxq_deploy.core.files import atomic_output
-
-    cached = _read_example(info_path)
-    if cached is not None:
-        return cached
-    train_npz, test_npz = save_digits_npz(out, image_size, seed=seed, prefix=f"digits{image_size}")
-    with np.load(train_npz) as tr, np.load(test_npz) as te:
-        train = array_loader(tr["images"], tr["labels"], batch_size, shuffle=True, seed=seed)
-        test = array_loader(te["images"], te["labels"], 256)
-        torch.manual_seed(seed)
-        model = build_reference_model(arch, 10, nm, layer_type)
-        history = train_reference(model, train, epochs, lr, val_loader=test, seed=seed, progress=progress)
-    ckpt_path = out / f"digits_{arch}_{key}.pth.tar"
-    checkpoint = make_checkpoint(arch, nm, layer_type, 10, model=model, epoch=epochs)
-    checkpoint["best_acc1"] = torch.tensor(float(history.final_val_top1 or 0.0))
-    save_checkpoint(checkpoint, ckpt_path)
-    example = DigitsExample(out, ckpt_path, train_npz, test_npz, arch, nm, image_size, float(history.final_val_top1 or 0.0),
-                            [asdict(e) for e in history.epochs])
-    with atomic_output(info_path) as tmp:
-        tmp.write_text(json.dumps(asdict(example), default=str, indent=2))
-    return example
-
-
-def _read_example(info_path: Path) -> DigitsExample | None:
+def _read_example(info_path: Path, kind: type[E]) -> E | None:
     """The example recorded in ``info_path`` if it and all its files are intact, else None."""
     try:
         info = json.loads(info_path.read_text())
-        example = DigitsExample(**{k: Path(v) if k in ("workdir", "checkpoint", "train_npz", "test_npz") else v for k, v in info.items()})
+        example = kind(**{k: Path(v) if k in _PATH_FIELDS else v for k, v in info.items()})
     except (OSError, ValueError, TypeError):
         return None
-    if example.checkpoint.is_file() and example.train_npz.is_file() and example.test_npz.is_file():
+    if all(getattr(example, name).is_file() for name in _PATH_FIELDS[1:]):
         return example
     return None
