@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     from maxq_deploy.cli.render import ClickException, print_error
 
     install_signal_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        # PYTHONIOENCODING=ascii (or a latin-1 terminal) and a path such as "ausgabe-ü.pt": the report
+        # shows the character as \xfc instead of failing after the work is done
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = app(args=argv, prog_name="maxq-deploy", standalone_mode=False)
     except ClickException as exc:

@@ -51,7 +51,11 @@ def handle_errors(fn: F) -> F:
         from maxq_deploy.core.errors import MaxQDeployError
 
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except BaseException:
+                _erase_progress()  # no half-drawn bar above the error line
+                raise
         except MaxQDeployError as exc:
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
@@ -69,16 +73,29 @@ def handle_errors(fn: F) -> F:
         except OSError as exc:
             if exc.errno in _machine_errnos() and not os.environ.get("MAXQ_DEPLOY_DEBUG"):
                 # the machine failed (a full disk, an I/O error) where no writer turned it into one line
-                remove_live_temps()
-                where = f" ({exc.filename})" if exc.filename else ""
-                print_error(f"{exc.strerror or os.strerror(exc.errno)}{where}: the machine could not read or write a file; "
-                            "unfinished outputs were removed")
+                removed = remove_live_temps()
+                if exc.filename:
+                    what = f" ({exc.filename}): the machine could not read or write a file"
+                else:  # no file named: the report itself (stdout or stderr on a full disk, /dev/full)
+                    what = ": the machine could not write a file or the report"
+                # say what is true: a write that fails after every output was finished removed nothing
+                done = "unfinished outputs were removed" if removed else "every output file written is complete"
+                print_error(f"{exc.strerror or os.strerror(exc.errno)}{what}; {done}")
                 raise typer.Exit(1) from None
             _internal_error(exc)
         except Exception as exc:  # noqa: BLE001 - the last net: a bug still gets one line
             _internal_error(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _erase_progress() -> None:
+    from maxq_deploy.core.progress import erase_progress
+
+    try:
+        erase_progress()
+    except Exception:  # noqa: BLE001 - stderr itself may be what failed; the error line still comes
+        pass
 
 
 def _machine_errnos() -> frozenset[int]:

@@ -161,7 +161,7 @@ def run_demo(
     from maxq_deploy.tensorrt.trtexec import trtexec_for_onnx
     from maxq_deploy.verify import verify_artifact
 
-    from maxq_deploy.core.files import Output, guard_outputs
+    from maxq_deploy.core.files import Output, guard_outputs, make_output_folder
     from maxq_deploy.core.errors import OptionError
 
     progress = progress or SILENT
@@ -183,6 +183,7 @@ def run_demo(
     guard_outputs([Output(work, what="--workdir", folder=True)], inputs)
     guard_outputs([Output(work / name, (), "demo output") for name in written], inputs, check_writable=False)  # made later
     given = load_checkpoint(checkpoint) if checkpoint is not None else None  # a wrong file fails before anything is made
+    make_output_folder(work)  # a folder the kernel refuses (under /proc) is one line, before any training
     labels = eval_labels
     if checkpoint is None and spec.data == "Fashion-MNIST":
         from maxq_deploy.data.idx import FASHION_MEAN, FASHION_STD, fashion_mnist_files

@@ -533,6 +533,18 @@ CASES: list[Case] = [
          r"class indices below 2,147,483,648, found 1e\+300", lambda s, c: np.save(c / "y.npy", np.full(16, 1e300))),
     Case("bench-csv-and-json-one-file", ["bench", "{S}/model.onnx", "--json", "r.json", "--csv", "r.json"], 2,
          r"--csv output r\.json would hold CSV"),
+    # issue 19, the second fresh hostile run
+    Case("demo-workdir-the-kernel-refuses", ["demo", "--workdir", "/proc/maxq-demo-hostile"], 2,
+         r"cannot create --workdir /proc/maxq-demo-hostile: No such file|folder is not writable: /proc"),
+    Case("quantize-onto-hard-link-into-calib-folder", ["quantize", "{S}/folded.pt", "-o", "l.pt", "--calib", "{S}/imgs"], 2,
+         r"l\.pt is a hard link to a file inside the input folder .*imgs: refusing to change an input data set",
+         _link("imgs/b/img0.png", "l.pt", hard=True)),
+    Case("bench-absurd-iters", ["bench", "{S}/model.onnx", "--iters", "99999999999999999999999"], 2,
+         r"iters must be between 1 and 1,000,000, got 99999999999999999999999"),
+    Case("bench-absurd-seconds", ["bench", "{S}/model.onnx", "--seconds", "1e300"], 2, r"seconds must be a positive number up to"),
+    Case("bench-absurd-warmup", ["bench", "{S}/model.onnx", "--warmup", "10000000000"], 2, r"warmup must be between 0 and 1,000,000"),
+    Case("bench-batch-size-devanagari-digit", ["bench", "{S}/model.onnx", "--batch-sizes", "\u0967"], 2,
+         r"batch sizes must be comma-separated positive integers like 1,8,32, got '\u0967'"),
     # successes: outputs appear, nothing else
     Case("fold-replaces-writable-output", ["fold", "{S}/mb.pth", "-o", "out.pth"], 0, None, _file("out.pth", b"old"),
          replaced=("out.pth",)),
@@ -630,6 +642,7 @@ def test_hostile_case(hostile_run, case: Case):
     else:
         assert record["code"] == case.code, (record["code"], err)
         assert len(errors) == 1, out + err
+        assert not [line for line in err.splitlines() if "\u2501" in line], err  # no half-drawn progress bar above it
         assert re.search(case.error, errors[0]), errors[0]
     if case.stdout:
         assert re.search(case.stdout, out), out
@@ -796,6 +809,44 @@ def test_full_disk_is_one_line_and_leaves_nothing(shared, tmp_path):
         assert len(errors) == 1 and re.search(rf"cannot write {re.escape(output)}: No space left on device", errors[0]), err
         left = set((out / f"{name}.ls").read_text().split()) - {"filler"}
         assert left == set(), left  # no temp file, no partial output
+
+
+def test_non_ascii_output_name_on_an_ascii_stdout(shared, tmp_path):
+    """PYTHONIOENCODING=ascii under the C locale and an output named "ausgabe-ü.pt": the file is written and
+    the report shows the name escaped, exit 0 (it was an internal error, exit 70, after the work was done)."""
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONIOENCODING="ascii", NO_COLOR="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path))
+    out = tmp_path / "ausgabe-\u00fc.pt"
+    done = subprocess.run(_cli("fold", str(shared / "mb.pth"), "-o", out.name), capture_output=True, env=env, timeout=300,
+                          cwd=tmp_path)  # a short relative name: the report never wraps it
+    assert done.returncode == 0, done.stderr.decode("ascii", "replace")
+    assert b"ausgabe-\\xfc.pt" in done.stdout, done.stdout
+    assert out.is_file() and done.stderr == b""
+    missing = subprocess.run(_cli("fold", str(tmp_path / "fehlt-\u00fc.pth"), "-o", str(tmp_path / "x.pt")), capture_output=True,
+                             env=env, timeout=300)
+    assert missing.returncode == 2 and missing.stderr.splitlines() == [b"error: checkpoint not found: " +
+                                                                      str(tmp_path).encode() + b"/fehlt-\\xfc.pth"], missing.stderr
+
+
+def test_report_on_a_full_disk_says_the_finished_output_is_complete(shared, tmp_path):
+    """``fold ... > /dev/full``: the folded file is finished before the table fails to print, so the one
+    error line must not claim an output was removed (it is there, whole, and loads)."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    out = tmp_path / "f.pt"
+    env = dict(os.environ, NO_COLOR="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path))
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(_cli("fold", str(shared / "mb.pth"), "-o", str(out)), stdout=full, stderr=subprocess.PIPE,
+                              text=True, env=env, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "every output file written is complete" in errors[0], errors
+    folded = torch.load(out, map_location="cpu", weights_only=True)
+    reference = torch.load(shared / "folded.pt", map_location="cpu", weights_only=True)
+    assert folded["state_dict"].keys() == reference["state_dict"].keys()
+    for key, value in reference["state_dict"].items():
+        assert torch.equal(folded["state_dict"][key], value), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pt"]
 
 
 @pytest.mark.slow

@@ -67,6 +67,12 @@ class Measurement:
         }
 
 
+#: Bounds on timed and warm-up runs per model and batch size (a million: hours on any model, yet
+#: a schedule that fits in memory) and on --seconds (a day).
+MAX_ITERS = 1_000_000
+MAX_SECONDS = 86_400
+
+
 @dataclass
 class BenchSettings:
     backend: str | None
@@ -85,14 +91,15 @@ class BenchSettings:
     def __post_init__(self) -> None:
         if self.iters is None and self.seconds is None:
             self.iters = DEFAULT_ITERS
-        if self.warmup < 0:
-            raise OptionError(f"warmup must be >= 0 iterations, got {self.warmup}")
+        if not 0 <= self.warmup <= MAX_ITERS:
+            raise OptionError(f"warmup must be between 0 and {MAX_ITERS:,} iterations, got {self.warmup}")
         if self.iters is not None and self.seconds is not None:
             raise OptionError("give either iters or seconds, not both")
-        if self.iters is not None and self.iters < 1:
-            raise OptionError(f"iters must be >= 1, got {self.iters}")
-        if self.seconds is not None and not (self.seconds > 0 and math.isfinite(self.seconds)):
-            raise OptionError(f"seconds must be a positive number, got {self.seconds}")
+        if self.iters is not None and not 1 <= self.iters <= MAX_ITERS:
+            # an absurd count would first build its schedule in memory (1e22 runs: killed for memory)
+            raise OptionError(f"iters must be between 1 and {MAX_ITERS:,}, got {self.iters}")
+        if self.seconds is not None and not (0 < self.seconds <= MAX_SECONDS and math.isfinite(self.seconds)):
+            raise OptionError(f"seconds must be a positive number up to {MAX_SECONDS:,} (a day), got {self.seconds}")
         if self.block < 1:
             raise OptionError(f"block must be >= 1 iteration, got {self.block}")
         from maxq_deploy.core.devices import check_threads

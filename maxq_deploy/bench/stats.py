@@ -66,6 +66,8 @@ def parse_batch_sizes(text: str | Sequence[int]) -> tuple[int, ...]:
     if isinstance(text, str):
         parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
         try:
+            if not all(p.isascii() and p.isdigit() for p in parts):  # int() also takes "१", "+8", "1_000"
+                raise ValueError
             sizes = tuple(int(p) for p in parts)
         except ValueError:
             raise OptionError(f"batch sizes must be comma-separated positive integers like 1,8,32, got {text!r}") from None

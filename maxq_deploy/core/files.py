@@ -115,8 +115,12 @@ def guard_outputs(
         for src, src_id in in_ids:
             inside = (src.is_dir() and not spec.folder and out.name.lower().endswith(_DATA_SUFFIXES)
                       and _inside(ident[0], src_id[0]))
+            linked = src.is_dir() and not spec.folder and not inside and _hard_link_into(out, src)
+            if linked:
+                inside = True
             if _same(ident, src_id) or inside:
-                how = "a data file inside the input folder" if inside else "the input"
+                how = ("a hard link to a file inside the input folder" if linked
+                       else "a data file inside the input folder" if inside else "the input")
                 link = "" if inside or str(out) == str(src) else " (the same file through a link)"
                 refusal = "refusing to change an input data set" if inside else "refusing to overwrite an input"
                 raise OutputPathError(f"{spec.what} {out} is {how} {src}{link}: {refusal}; choose another output path")
@@ -129,6 +133,26 @@ def guard_outputs(
     for spec, _ in checked if check_writable else ():
         remove_stale_temps(spec.path if spec.folder else (spec.path.parent if str(spec.path.parent) else Path(".")))
     return [spec.path for spec, _ in checked]
+
+
+def _hard_link_into(out: Path, folder: Path) -> bool:
+    """Is ``out`` (outside ``folder`` or under any name) a hard link to a file the folder holds?
+
+    Only a file with more than one link can be; the folder is walked only then (rarely).
+    """
+    try:
+        st = os.stat(out)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink < 2:
+        return False
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                other = os.stat(os.path.join(root, name), follow_symlinks=False)
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    return True
+    return False
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -183,6 +207,22 @@ def check_output_folder(path: str | os.PathLike[str]) -> Path:
     target = folder if folder.exists() else parent
     if not os.access(target, os.W_OK):
         raise OutputPathError(f"folder is not writable: {target}")
+    return folder
+
+
+def make_output_folder(path: str | os.PathLike[str], what: str = "--workdir") -> Path:
+    """Create a work folder (and its parents) now, or say in one line why it cannot be made.
+
+    ``check_output_folder`` can pass where creating fails (``/proc/x`` is writable to root, yet
+    the kernel refuses any new entry there): the real mkdir is the only answer.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+    if not folder.is_dir():
+        raise OutputPathError(f"{what} {folder} is not a folder")
     return folder
 
 
@@ -415,10 +455,12 @@ def temp_folder(near: str | os.PathLike[str]) -> Iterator[Path]:
         _discard(tmp)
 
 
-def remove_live_temps() -> None:
-    """Remove every temp path this process still holds (called on a fatal signal)."""
-    for tmp in list(_LIVE_TEMPS):
+def remove_live_temps() -> int:
+    """Remove every temp path this process still holds (called on a fatal signal); return how many."""
+    held = list(_LIVE_TEMPS)
+    for tmp in held:
         _discard(tmp)
+    return len(held)
 
 
 # ------------------------------------------------------------------------------ signals
