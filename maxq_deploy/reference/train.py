@@ -156,10 +156,10 @@ def digits_arrays(image_size: int = 32, test_fraction: float = 0.2, seed: int = 
 def save_digits_npz(out_dir: str | os.PathLike[str], image_size: int = 32, test_fraction: float = 0.2, seed: int = 0,
                     prefix: str = "digits") -> tuple[Path, Path]:
     """Write ``<prefix>_train.npz`` and ``<prefix>_test.npz`` (``images`` NCHW float32, ``labels``)."""
-    from maxq_deploy.core.files import atomic_output
+    from maxq_deploy.core.files import atomic_output, make_output_folder
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)  # one line where it cannot be made (under /proc)
     arrays = digits_arrays(image_size, test_fraction, seed)
     paths = []
     for split in ("train", "test"):
@@ -241,10 +241,10 @@ def cached_example(workdir: str | os.PathLike[str], prefix: str, config: dict, k
     """
     import fcntl
 
-    from maxq_deploy.core.files import atomic_output
+    from maxq_deploy.core.files import atomic_output, make_output_folder
 
     out = Path(workdir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)  # one line where it cannot be made (under /proc)
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     info_path = out / f"{prefix}_{key}.json"
     lock = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
