@@ -675,13 +675,26 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "maxq_deploy", *args]
 
 
+#: A shell's background job (``cmd &`` without job control) starts with SIGINT ignored, and Python keeps an
+#: inherited SIG_IGN: Ctrl-C would then never reach the CLI (it finishes, exit 0), as a user's shell would
+#: also decide. The signal tests give the CLI a default SIGINT whatever started the test run.
+_DEFAULT_SIGINT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "runpy.run_module('maxq_deploy', run_name='__main__', alter_sys=True)")
+
+
+def _signalable(argv: list[str]) -> list[str]:
+    """``python -m maxq_deploy ARGS`` -> the same run with SIGINT handled by Python even if it was ignored."""
+    assert argv[1:3] == ["-m", "maxq_deploy"], argv
+    return [argv[0], "-c", _DEFAULT_SIGINT, *argv[3:]]
+
+
 def _kill_mid_write(argv: list[str], out_dir: Path, sig: int, tmpdir: Path, attempts: int = 3) -> subprocess.CompletedProcess | None:
     """Start ``argv``, wait until its temp file appears in ``out_dir``, send ``sig``; None if it never showed."""
     env = dict(os.environ, TMPDIR=str(tmpdir), NO_COLOR="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     for _ in range(attempts):
         for p in out_dir.iterdir():
             p.unlink()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(_signalable(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + 120
         seen = False
         while time.monotonic() < deadline and proc.poll() is None:
@@ -889,7 +902,8 @@ def _interrupt_once_running(argv: list[str], sig: int, ready: Callable[[subproce
     ``sig`` to the whole process group (``group``: what Ctrl-C in a terminal does) or to the main process."""
     env = dict(os.environ, TMPDIR=str(tmpdir), NO_COLOR="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), COLUMNS="200")
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(_signalable(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     while time.monotonic() - start < 240 and proc.poll() is None and not ready(proc, time.monotonic() - start):
         time.sleep(0.1)
     if proc.poll() is None:
