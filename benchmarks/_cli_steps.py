@@ -29,3 +29,12 @@ def run_step(args: list[str | Path], *, json_out: bool = True, check: bool = Tru
             data = None
     return {"command": shown, "exit_code": proc.returncode, "seconds": seconds, "json": data,
             "stderr_tail": proc.stderr.strip().splitlines()[-1:] if proc.returncode else []}
+
+
+def print_and_save(report: dict, out: Path | None) -> None:
+    """Print the run's report as JSON, and write it to ``out`` too when given (its folder made)."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _cli_steps import run_step
+from _cli_steps import print_and_save, run_step
 
 ARCHS = ("c_resnet18", "c_resnet34", "c_resnet50")
 
@@ -88,10 +88,7 @@ def main() -> None:
             for path in (ckpt, folded, int8, onnx_path):
                 path.unlink()
     report = {"benchmark": "cifar_pipeline", "machine": platform.platform(), "torch": torch.__version__, "results": results}
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_and_save(report, args.out)
 
 
 if __name__ == "__main__":

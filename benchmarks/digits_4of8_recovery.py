@@ -13,11 +13,10 @@ model. Saves every command and number as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
-from _cli_steps import run_step
+from _cli_steps import print_and_save, run_step
 
 
 def main() -> None:
@@ -71,10 +70,7 @@ def main() -> None:
         "commands": [s["command"] for s in steps.values()],
         "seconds": {name: s["seconds"] for name, s in steps.items()},
     }
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_and_save(report, args.out)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _cli_steps import run_step
+from _cli_steps import print_and_save, run_step
 
 
 def held_out_val(out: Path, train_images: int, count: int) -> Path:
@@ -141,10 +141,7 @@ def main() -> None:
         "commands": [s["command"] for s in steps.values()],
         "seconds": {name: s["seconds"] for name, s in steps.items()} | {"total": round(time.perf_counter() - started, 1)},
     }
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_and_save(report, args.out)
 
 
 if __name__ == "__main__":
