@@ -113,11 +113,10 @@ def guard_outputs(
             check_suffix(out, spec.suffixes, spec.what)
         ident = _identity(out)
         for src, src_id in in_ids:
-            inside = (src.is_dir() and not spec.folder and out.name.lower().endswith(_DATA_SUFFIXES)
-                      and _inside(ident[0], src_id[0]))
-            linked = src.is_dir() and not spec.folder and not inside and _hard_link_into(out, src)
-            if linked:
-                inside = True
+            data_set = src.is_dir() and not spec.folder
+            data_file = data_set and out.name.lower().endswith(_DATA_SUFFIXES) and _inside(ident[0], src_id[0])
+            linked = data_set and not data_file and _hard_link_into(out, src)
+            inside = data_file or linked
             if _same(ident, src_id) or inside:
                 how = ("a hard link to a file inside the input folder" if linked
                        else "a data file inside the input folder" if inside else "the input")

@@ -31,8 +31,8 @@ class RichProgress(Progress):
     def track(self, items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
         from rich.console import Console
 
-        console = Console(stderr=True)
-        if not self.enabled or not console.is_terminal:
+        console = Console(stderr=True) if self.enabled else None
+        if console is None or not console.is_terminal:
             # off a terminal (a log, a pipe) rich would print only each bar's last frame: lines that
             # end up above a failed run's one error line; a log gets the results, not the bars
             yield from items
