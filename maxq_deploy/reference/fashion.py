@@ -22,7 +22,7 @@ from maxq_deploy.core.errors import OptionError
 from maxq_deploy.core.progress import Progress
 from maxq_deploy.data.idx import FASHION_MEAN, FASHION_STD, fashion_mnist_files, read_idx, read_idx_labels
 from maxq_deploy.reference.checkpoints import build_reference_model, make_checkpoint, save_checkpoint
-from maxq_deploy.reference.train import accuracy, array_loader, cached_example, train_reference
+from maxq_deploy.reference.train import TrainedExample, accuracy, array_loader, cached_example, train_reference
 
 #: Training images the demo uses by default (spread evenly over the 60,000): a few minutes on 2 cores.
 DEFAULT_TRAIN_LIMIT = 12000
@@ -70,16 +70,9 @@ def save_fashion_npz(out_dir: str | os.PathLike[str], image_size: int = 32, trai
 
 
 @dataclass
-class FashionExample:
+class FashionExample(TrainedExample):
     """A trained MaxQ network on Fashion-MNIST and the data it was trained and tested on."""
 
-    workdir: Path
-    checkpoint: Path  # MaxQ training checkpoint (upstream layout)
-    train_npz: Path
-    test_npz: Path
-    arch: str
-    nm: str
-    image_size: int
     train_images: int
     test_top1: float  # of the trained MaxQ network on the 10,000 test images
     train_seconds: float

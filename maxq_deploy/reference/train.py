@@ -32,7 +32,6 @@ from maxq_deploy.reference.layers import preserve_rate
 DIGITS_MEAN = 0.3053
 DIGITS_STD = 0.3236
 
-E = TypeVar("E")  # an example dataclass (DigitsExample, FashionExample)
 
 
 @dataclass
@@ -179,8 +178,8 @@ def array_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffl
 
 
 @dataclass
-class DigitsExample:
-    """A trained MaxQ network on digits and the data it was trained and tested on."""
+class TrainedExample:
+    """A trained MaxQ network and the data it was trained and tested on: what every built-in example records."""
 
     workdir: Path
     checkpoint: Path  # MaxQ training checkpoint (upstream layout)
@@ -189,6 +188,15 @@ class DigitsExample:
     arch: str
     nm: str
     image_size: int
+
+
+E = TypeVar("E", bound=TrainedExample)  # DigitsExample, FashionExample
+
+
+@dataclass
+class DigitsExample(TrainedExample):
+    """A trained MaxQ network on digits and the data it was trained and tested on."""
+
     test_top1: float  # of the trained MaxQ network on the held-out split
     history: list[dict]
 
