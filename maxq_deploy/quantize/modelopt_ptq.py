@@ -20,16 +20,16 @@ import torch
 from torch import nn
 
 from maxq_deploy.core.errors import QuantizationError
-from maxq_deploy.core.files import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
+from maxq_deploy.core.files import TORCH_SUFFIXES, Output, guard_outputs
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.quantize import mo_adapter
-from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input, refuse_unreadable
+from maxq_deploy.quantize.artifact import read_folded_input
 from maxq_deploy.quantize.calibrate import (
     ZERO_CHANNEL_AMAX, CalibrationOptions, CalibrationStats, QuantizerRange, check_calibration_size, check_classes,
     check_data_size, model_preprocess, open_data, resolve_device,
 )
 from maxq_deploy.quantize.config import CALIBRATORS, keep_float_layers, split_names
-from maxq_deploy.quantize.result import QuantizeResult, assert_pattern_kept, checkpoint_dict
+from maxq_deploy.quantize.result import QuantizeResult, finish_ptq
 
 #: What this backend offers: ModelOpt's max calibration, and its HistogramCalibrator's three methods
 #: (mse not on a CPU, see :func:`check_modelopt_calibrator`).
@@ -185,17 +185,4 @@ def quantize_ptq_modelopt(folded_path, output, calib_data, calibrator: str = "ma
     check_data_size(dataset, folded.arch, "calibration")
     model, stats = calibrated_model(folded, dataset, options, kept, workers=workers, device=target, seed=seed, progress=progress)
     ranges, report, notes = checked_ranges(model, folded, kept)
-    checks = check_int8_layers(folded.layers, folded.state_dict, ranges, keep_float=kept)
-    assert_pattern_kept(checks)
-    backend = backend_name()
-    ckpt = checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), backend, kept_float=kept)
-    refuse_unreadable(ckpt, out)
-    with atomic_output(out) as tmp:
-        torch.save(ckpt, tmp)
-    if stats.skipped_unreadable:
-        notes.append(f"{stats.skipped_unreadable} unreadable calibration image(s) skipped")
-    return QuantizeResult(
-        output=Path(out), written=True, source=folded.path, mode="ptq", arch=folded.arch, num_classes=folded.num_classes,
-        nm=folded.nm, backend=backend, calibration=stats, quantizers=report, layers=checks,
-        seconds=round(time.perf_counter() - started, 3), notes=notes,
-    )
+    return finish_ptq(folded, out, ranges, report, stats, kept, backend_name(), notes, started)

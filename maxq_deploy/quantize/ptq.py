@@ -6,19 +6,17 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
-from maxq_deploy.core.files import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
+from maxq_deploy.core.files import TORCH_SUFFIXES, Output, guard_outputs
 from maxq_deploy.data import Preprocess
 from maxq_deploy.core.progress import Progress
 from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.config import keep_float_layers, split_names
-from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input, refuse_unreadable
+from maxq_deploy.quantize.artifact import read_folded_input
 from maxq_deploy.quantize.calibrate import (
     DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, calibrate, check_classes, check_data_size, model_preprocess, open_data, resolve_device,
     validated_ranges,
 )
-from maxq_deploy.quantize.result import QuantizeResult, assert_pattern_kept, checkpoint_dict
+from maxq_deploy.quantize.result import QuantizeResult, finish_ptq
 
 
 def quantize_ptq(
@@ -62,19 +60,5 @@ def quantize_ptq(
     model.to(target)
     stats = calibrate(model, dataset, options, workers=workers, device=target, seed=seed, progress=progress)
     ranges, report = validated_ranges(model)
-    checks = check_int8_layers(folded.layers, folded.state_dict, ranges, keep_float=kept)
-    assert_pattern_kept(checks)
-
-    backend = f"pytorch-quantization {pq_adapter.version()}"
-    ckpt = checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), backend, kept_float=kept)
-    refuse_unreadable(ckpt, out)
-    with atomic_output(out) as tmp:
-        torch.save(ckpt, tmp)
     notes = [f"{r.name}: {n}" for r in report for n in r.notes]
-    if stats.skipped_unreadable:
-        notes.append(f"{stats.skipped_unreadable} unreadable calibration image(s) skipped")
-    return QuantizeResult(
-        output=Path(out), written=True, source=folded.path, mode="ptq", arch=folded.arch, num_classes=folded.num_classes,
-        nm=folded.nm, backend=backend, calibration=stats, quantizers=report, layers=checks,
-        seconds=round(time.perf_counter() - started, 3), notes=notes,
-    )
+    return finish_ptq(folded, out, ranges, report, stats, kept, f"pytorch-quantization {pq_adapter.version()}", notes, started)

@@ -31,19 +31,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maxq_deploy.core.files import TORCH_SUFFIXES, Output, atomic_output, guard_outputs, provenance
+from maxq_deploy.core.files import TORCH_SUFFIXES, Output, guard_outputs
 from maxq_deploy.data import Preprocess
 from maxq_deploy.core.distributed import DistContext, all_reduce, join_process_group
 from maxq_deploy.core.errors import DataError, PatternViolationError, QuantizationError
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.quantize import pq_adapter
 from maxq_deploy.quantize.config import DEFAULT_BACKEND, QuantizeConfig, keep_float_layers, split_names
-from maxq_deploy.quantize.artifact import check_int8_layers, read_folded_input, refuse_unreadable
+from maxq_deploy.quantize.artifact import read_folded_input
 from maxq_deploy.quantize.calibrate import (
     DEFAULT_CALIBRATOR, DEFAULT_PERCENTILE, CalibrationOptions, CalibrationStats, QuantizerRange, calibrate, check_classes,
     check_data_size, model_preprocess, open_data, resolve_device, validated_ranges,
 )
-from maxq_deploy.quantize.result import EpochReport, QuantizeResult, TrainingReport, assert_pattern_kept, checkpoint_dict
+from maxq_deploy.quantize.result import EpochReport, QuantizeResult, TrainingReport, checked_int8_layers, save_quantized
 
 
 
@@ -326,8 +326,7 @@ def _run(folded, out: Path, train_set, val_set, calib_set, options: CalibrationO
     revived = sum(int(((state[f"{name}.weight"] != 0) & (mask.cpu() == 0)).sum()) for name, (_, mask) in masks.items())
     if revived:
         raise PatternViolationError(f"QAT revived {revived} masked weights (a bug: the masks must hold them at 0); nothing was written")
-    checks = check_int8_layers(folded.layers, state, ranges, keep_float=kept)
-    assert_pattern_kept(checks)
+    checks = checked_int8_layers(folded, state, ranges, kept)
     training = TrainingReport(
         epochs=epochs, lr=lr, optimizer=optimizer, batch_size=options.batch_size, world_size=ctx.world_size, steps=steps,
         best_epoch=best_epoch, selected_by="val_top1" if val_loader is not None else "last", masked_layers=len(masks),
@@ -365,10 +364,7 @@ def _save_then_release(folded, out: Path, state, ranges, stats, checks, backend,
     failure: BaseException | None = None
     if ctx.is_main:
         try:
-            ckpt = checkpoint_dict(folded, state, ranges, stats, checks, provenance(folded.path), backend, training, kept_float=kept)
-            refuse_unreadable(ckpt, out)
-            with atomic_output(out) as tmp:
-                torch.save(ckpt, tmp)
+            save_quantized(folded, out, state, ranges, stats, checks, backend, training, kept_float=kept)
         except BaseException as exc:  # re-raised below, after the other ranks were told
             failure = exc
     if ctx.enabled:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from maxq_deploy.core.files import atomic_output, provenance
 from maxq_deploy.load.formats import QUANTIZED_FORMAT
 from maxq_deploy.core.errors import PatternViolationError
 from maxq_deploy.fold import FoldedCheckpoint
-from maxq_deploy.quantize.artifact import FORMAT_VERSION, Int8LayerCheck, layers_to_dicts
+from maxq_deploy.quantize.artifact import FORMAT_VERSION, Int8LayerCheck, check_int8_layers, layers_to_dicts, refuse_unreadable
 from maxq_deploy.quantize.calibrate import CalibrationStats, QuantizerRange
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
@@ -145,3 +147,36 @@ def checkpoint_dict(
         "provenance": provenance,
         "state_dict": {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()},
     }
+
+
+def checked_int8_layers(folded: FoldedCheckpoint, state_dict: dict[str, torch.Tensor], ranges: dict[str, torch.Tensor],
+                        kept_float: list[str]) -> list[Int8LayerCheck]:
+    """The INT8 2:4 check of every layer; a layer whose pattern INT8 lost is refused (:func:`assert_pattern_kept`)."""
+    checks = check_int8_layers(folded.layers, state_dict, ranges, keep_float=kept_float)
+    assert_pattern_kept(checks)
+    return checks
+
+
+def save_quantized(folded: FoldedCheckpoint, out: Path, state_dict: dict[str, torch.Tensor], ranges: dict[str, torch.Tensor],
+                   calibration: CalibrationStats, checks: list[Int8LayerCheck], backend: str,
+                   training: TrainingReport | None = None, kept_float: list[str] | tuple[str, ...] = ()) -> None:
+    """Write the quantized checkpoint atomically, after the reader's check on what is about to be written."""
+    ckpt = checkpoint_dict(folded, state_dict, ranges, calibration, checks, provenance(folded.path), backend, training,
+                           kept_float=kept_float)
+    refuse_unreadable(ckpt, out)
+    with atomic_output(out) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def finish_ptq(folded: FoldedCheckpoint, out: Path, ranges: dict[str, torch.Tensor], quantizers: list[QuantizerRange],
+               calibration: CalibrationStats, kept_float: list[str], backend: str, notes: list[str], started: float) -> QuantizeResult:
+    """The end both PTQ backends share: the INT8 2:4 check, the checkpoint written, the result."""
+    checks = checked_int8_layers(folded, folded.state_dict, ranges, kept_float)
+    save_quantized(folded, out, folded.state_dict, ranges, calibration, checks, backend, kept_float=kept_float)
+    if calibration.skipped_unreadable:
+        notes.append(f"{calibration.skipped_unreadable} unreadable calibration image(s) skipped")
+    return QuantizeResult(
+        output=Path(out), written=True, source=folded.path, mode="ptq", arch=folded.arch, num_classes=folded.num_classes,
+        nm=folded.nm, backend=backend, calibration=calibration, quantizers=quantizers, layers=checks,
+        seconds=round(time.perf_counter() - started, 3), notes=notes,
+    )
