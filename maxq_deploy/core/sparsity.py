@@ -80,6 +80,31 @@ def nonzeros_per_group(tensor: torch.Tensor, m: int, axis: int = 1) -> torch.Ten
     return groups_along(tensor != 0, m, axis).sum(dim=-1)
 
 
+class PatternTally:
+    """Which layers of a report are meant to hold the pattern and how many do: for any report whose
+    ``layers`` each say ``expected_sparse`` and ``holds`` (the verify report, the quantize result)."""
+
+    layers: list
+
+    @property
+    def expected(self) -> list:
+        """The layers meant to hold the pattern (a layer fold kept dense on purpose is not one)."""
+        return [layer for layer in self.layers if layer.expected_sparse]
+
+    @property
+    def failing(self) -> list:
+        return [layer for layer in self.expected if not layer.holds]
+
+    @property
+    def holding_layers(self) -> int:
+        return len(self.expected) - len(self.failing)
+
+    @property
+    def pattern_ok(self) -> bool:
+        """Some layers are meant to hold the pattern, and all of them do."""
+        return bool(self.expected) and not self.failing
+
+
 @dataclass(frozen=True)
 class PatternCheck:
     """How one tensor measures against an N:M pattern."""

@@ -314,7 +314,7 @@ def export_ort_int8(
         nm=folded.nm, input_size=input_size, options=options,
         calibration={"source": calib_source, "batches": len(batches), "images": int(sum(len(b) for b in batches)), "batch_size": batch_size},
         parity=parity, op_counts=counts, sparse_layers=list(fp32.sparse_layers),
-        pattern_sparse_layers=len(pattern.expected), pattern_holding_layers=len(pattern.expected) - len(pattern.failing),
+        pattern_sparse_layers=len(pattern.expected), pattern_holding_layers=pattern.holding_layers,
         pattern_verdict=pattern.verdict, onnx_sha256=sha256_file(out), size_bytes=out.stat().st_size,
         seconds=round(time.perf_counter() - started, 3), notes=notes,
     )

@@ -212,7 +212,7 @@ def export_ort_int8_from_quantized(
         int8_layers=report.int8_convs + report.float_output, float_layers=report.float_convs,
         derived_ranges=report.derived_ranges, ranges=ranges, op_counts=op_counts(model),
         sparse_layers=list(qdq.sparse_layers), pattern_sparse_layers=len(pattern.expected),
-        pattern_holding_layers=len(pattern.expected) - len(pattern.failing), pattern_verdict=pattern.verdict,
+        pattern_holding_layers=pattern.holding_layers, pattern_verdict=pattern.verdict,
         onnx_sha256=sha256_file(out), size_bytes=out.stat().st_size, seconds=round(time.perf_counter() - started, 3),
         notes=notes,
     )

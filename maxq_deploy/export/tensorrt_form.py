@@ -395,7 +395,7 @@ class _ExportJob:
 
         report = verify_onnx(self.output, HARDWARE_PATTERN)
         self.pattern_sparse = len(report.expected)
-        self.pattern_holding = len(report.expected) - len(report.failing)
+        self.pattern_holding = report.holding_layers
         self.pattern_verdict = report.verdict
         self.notes.extend(report.notes)
 

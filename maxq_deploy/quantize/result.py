@@ -14,7 +14,7 @@ from maxq_deploy.core.errors import PatternViolationError
 from maxq_deploy.fold import FoldedCheckpoint
 from maxq_deploy.quantize.artifact import FORMAT_VERSION, Int8LayerCheck, check_int8_layers, layers_to_dicts, refuse_unreadable
 from maxq_deploy.quantize.calibrate import CalibrationStats, QuantizerRange
-from maxq_deploy.core.sparsity import HARDWARE_PATTERN
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN, PatternTally
 
 
 @dataclass
@@ -46,7 +46,7 @@ class TrainingReport:
 
 
 @dataclass
-class QuantizeResult:
+class QuantizeResult(PatternTally):
     """A quantized checkpoint: ranges, the INT8 2:4 check, and (QAT) the fine-tuning record."""
 
     output: Path
@@ -65,10 +65,7 @@ class QuantizeResult:
     pattern: str = HARDWARE_PATTERN
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def sparse_layers(self) -> list[Int8LayerCheck]:
-        """The layers meant to hold the pattern (a layer fold kept dense on purpose is not one)."""
-        return [layer for layer in self.layers if layer.expected_sparse]
+    sparse_layers = PatternTally.expected  # what ``quantize`` calls them
 
     @property
     def kept_float(self) -> list[str]:
@@ -77,14 +74,6 @@ class QuantizeResult:
     @property
     def kept_dense(self) -> list[str]:
         return [layer.name for layer in self.layers if layer.kept_dense]
-
-    @property
-    def holding_layers(self) -> int:
-        return sum(layer.holds for layer in self.sparse_layers)
-
-    @property
-    def pattern_ok(self) -> bool:
-        return bool(self.sparse_layers) and self.holding_layers == len(self.sparse_layers)
 
     def summary(self) -> dict:
         """JSON-ready description (what ``quantize --json`` prints)."""

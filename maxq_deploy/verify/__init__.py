@@ -18,7 +18,7 @@ import torch
 from maxq_deploy.core.files import check_input_file
 from maxq_deploy.core.errors import InputFileError
 from maxq_deploy.load.formats import FOLDED_FORMAT, check_format, format_of
-from maxq_deploy.core.sparsity import HARDWARE_PATTERN, NMPattern, check_pattern
+from maxq_deploy.core.sparsity import HARDWARE_PATTERN, NMPattern, PatternTally, check_pattern
 
 
 @dataclass
@@ -42,7 +42,7 @@ class LayerVerdict:
 
 
 @dataclass
-class VerifyReport:
+class VerifyReport(PatternTally):
     path: str
     kind: str  # "maxq-checkpoint", "folded-checkpoint", "quantized-checkpoint", "onnx", "engine"
     pattern: str
@@ -50,17 +50,7 @@ class VerifyReport:
     layers: list[LayerVerdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def expected(self) -> list[LayerVerdict]:
-        return [layer for layer in self.layers if layer.expected_sparse]
-
-    @property
-    def failing(self) -> list[LayerVerdict]:
-        return [layer for layer in self.expected if not layer.holds]
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.expected) and not self.failing
+    ok = PatternTally.pattern_ok  # what ``verify`` calls it
 
     @property
     def verdict(self) -> str:
@@ -79,7 +69,7 @@ class VerifyReport:
             "ok": self.ok,
             "verdict": self.verdict,
             "sparse_layers": len(self.expected),
-            "holding_layers": len(self.expected) - len(self.failing),
+            "holding_layers": self.holding_layers,
             "notes": self.notes,
             "layers": [asdict(layer) for layer in self.layers],
         }
