@@ -89,12 +89,7 @@ class FoldResult:
     def to_checkpoint(self) -> dict:
         """The self-describing deploy checkpoint; plain data only, so it loads weights_only."""
         return {
-            "format": FOLDED_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "arch": self.arch,
-            "num_classes": self.num_classes,
-            "nm": self.nm,
-            "hardware_pattern": HARDWARE_PATTERN,
+            **FORMATS[FOLDED_FORMAT].header(self.arch, self.num_classes, self.nm),
             "layers": [asdict(layer) for layer in self.layers],
             "projection_drift": asdict(self.drift) if self.drift else None,
             "projection_accuracy": asdict(self.accuracy) if self.accuracy else None,

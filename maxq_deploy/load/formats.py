@@ -30,6 +30,13 @@ class ArtifactFormat:
     model_loader: str  # "module:function", called as function(path, obj) -> models.LoadedModel
     make_hint: str  # the command that makes one
 
+    def header(self, arch: str, num_classes: int, nm: str | None) -> dict:
+        """The keys an artifact of this format starts with: what :func:`check_format` reads, and the network."""
+        from maxq_deploy.core.sparsity import HARDWARE_PATTERN  # imports torch: not for CLI start-up
+
+        return {"format": self.name, "format_version": self.version, "arch": arch, "num_classes": num_classes, "nm": nm,
+                "hardware_pattern": HARDWARE_PATTERN}
+
     def load_model(self, path: Path, obj: dict) -> Any:
         module, _, function = self.model_loader.partition(":")
         loader: Callable[[Path, dict], Any] = getattr(importlib.import_module(module), function)

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from maxq_deploy.core.files import atomic_output, provenance
-from maxq_deploy.load.formats import QUANTIZED_FORMAT
+from maxq_deploy.load.formats import FORMATS, QUANTIZED_FORMAT
 from maxq_deploy.core.errors import PatternViolationError
 from maxq_deploy.fold import FoldedCheckpoint
-from maxq_deploy.quantize.artifact import FORMAT_VERSION, Int8LayerCheck, check_int8_layers, layers_to_dicts, refuse_unreadable
+from maxq_deploy.quantize.artifact import Int8LayerCheck, check_int8_layers, layers_to_dicts, refuse_unreadable
 from maxq_deploy.quantize.calibrate import CalibrationStats, QuantizerRange
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN, PatternTally
 
@@ -106,12 +106,7 @@ def checkpoint_dict(
     """The quantized checkpoint: plain data and tensors, loadable with ``weights_only=True``."""
     sparse = [c for c in checks if c.expected_sparse]
     return {
-        "format": QUANTIZED_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "arch": folded.arch,
-        "num_classes": folded.num_classes,
-        "nm": folded.nm,
-        "hardware_pattern": HARDWARE_PATTERN,
+        **FORMATS[QUANTIZED_FORMAT].header(folded.arch, folded.num_classes, folded.nm),
         "precision": "int8",
         "scheme": {
             "weights": "int8 symmetric, per output channel (axis 0), max calibration",
