@@ -33,6 +33,12 @@ from maxq_deploy.runtimes.backends import backend_label
 from maxq_deploy.runtimes.base import Runner
 
 TOP5 = 5
+#: What ``eval --json`` prints, in this order: fields of :class:`EvalResult` (``non_finite`` as ``non_finite_outputs``).
+SUMMARY_KEYS = (
+    "model", "model_kind", "backend", "device", "data", "data_kind", "images", "skipped_corrupt", "skipped_files",
+    "non_finite_outputs", "top1", "top5", "correct1", "correct5", "num_classes", "seconds", "images_per_second", "world_size",
+    "precision", "options",
+)
 
 
 @dataclass
@@ -64,28 +70,8 @@ class EvalResult:
 
     def summary(self) -> dict:
         """JSON-ready (what ``eval --json`` prints)."""
-        return {
-            "model": self.model,
-            "model_kind": self.model_kind,
-            "backend": self.backend,
-            "device": self.device,
-            "data": self.data,
-            "data_kind": self.data_kind,
-            "images": self.images,
-            "skipped_corrupt": self.skipped_corrupt,
-            "skipped_files": self.skipped_files,
-            "non_finite_outputs": self.non_finite,
-            "top1": self.top1,
-            "top5": self.top5,
-            "correct1": self.correct1,
-            "correct5": self.correct5,
-            "num_classes": self.num_classes,
-            "seconds": self.seconds,
-            "images_per_second": self.images_per_second,
-            "world_size": self.world_size,
-            "precision": self.precision,
-            "options": dict(self.options),
-        }
+        values = {**vars(self), "non_finite_outputs": self.non_finite, "options": dict(self.options)}
+        return {key: values[key] for key in SUMMARY_KEYS}
 
     def agreement(self, other: EvalResult) -> float | None:
         """Share (percent) of images where both models predict the same class, when comparable."""
@@ -259,18 +245,10 @@ def _open_eval_data(model_path, data, labels, preprocess: Preprocess | None) -> 
 
 
 def evaluate_models(
-    model_paths: list[str | os.PathLike[str]],
-    data: str | os.PathLike[str] | ImageDataset,
-    labels: str | os.PathLike[str] | None = None,
-    backends: str | None = None,
-    preprocess: Preprocess | None = None,
-    batch_size: int = 32,
-    workers: int = 2,
-    device: str | None = None,
-    limit: int | None = None,
-    progress: Progress | None = None,
-    *,
-    threads: int | None = None,
+    model_paths: list[str | os.PathLike[str]], data: str | os.PathLike[str] | ImageDataset,
+    labels: str | os.PathLike[str] | None = None, backends: str | None = None, preprocess: Preprocess | None = None,
+    batch_size: int = 32, workers: int = 2, device: str | None = None, limit: int | None = None,
+    progress: Progress | None = None, *, threads: int | None = None,
 ) -> list[EvalResult]:
     """Every model on every backend of ``backends`` (comma-separated; None: each file's own), on the same images.
 
