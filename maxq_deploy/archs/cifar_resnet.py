@@ -15,43 +15,26 @@ from torch.nn import functional as F
 
 from maxq_deploy.archs.layers import LayerFactory
 from maxq_deploy.archs.registry import register_variants
-from maxq_deploy.archs.resnet import add_stages
+from maxq_deploy.archs.resnet import BasicBlock, Bottleneck, add_stages
 
 
-def _shortcut(f: LayerFactory, in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
-    """``nn.Sequential(conv-bn)`` where the shape changes (keys ``shortcut.0.*``), else an empty one."""
-    if stride != 1 or in_ch != out_ch:
-        return nn.Sequential(f.sparse_conv_bn(in_ch, out_ch, 1, stride, 0))
-    return nn.Sequential()
+class _CifarShortcut:
+    """The ImageNet blocks' layers with upstream's CIFAR shortcut and functional ReLU (no ``relu`` module)."""
+
+    def add_shortcut(self, f: LayerFactory, in_ch: int, out_ch: int, stride: int) -> None:
+        """``nn.Sequential(conv-bn)`` where the shape changes (keys ``shortcut.0.*``), else an empty one."""
+        changes = stride != 1 or in_ch != out_ch
+        self.shortcut = nn.Sequential(f.sparse_conv_bn(in_ch, out_ch, 1, stride, 0)) if changes else nn.Sequential()
 
 
-class CifarBasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, f: LayerFactory, in_ch: int, width: int, stride: int):
-        super().__init__()
-        self.convbn1 = f.sparse_conv_bn(in_ch, width, 3, stride, 1)
-        self.convbn2 = f.sparse_conv_bn(width, width, 3, 1, 1)
-        self.shortcut = _shortcut(f, in_ch, width * self.expansion, stride)
-        self.residual_quantizer = f.residual_quantizer()  # INT8 residual input, so Conv+Add fuses in TensorRT
-
+class CifarBasicBlock(_CifarShortcut, BasicBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.convbn1(x))
         out = self.convbn2(out)
         return F.relu(out + self.residual_quantizer(self.shortcut(x)))
 
 
-class CifarBottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, f: LayerFactory, in_ch: int, width: int, stride: int):
-        super().__init__()
-        self.convbn1 = f.sparse_conv_bn(in_ch, width, 1, 1, 0)
-        self.convbn2 = f.sparse_conv_bn(width, width, 3, stride, 1)
-        self.convbn3 = f.sparse_conv_bn(width, width * self.expansion, 1, 1, 0)
-        self.shortcut = _shortcut(f, in_ch, width * self.expansion, stride)
-        self.residual_quantizer = f.residual_quantizer()
-
+class CifarBottleneck(_CifarShortcut, Bottleneck):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.convbn1(x))
         out = F.relu(self.convbn2(out))

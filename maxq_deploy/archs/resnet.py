@@ -9,16 +9,22 @@ from maxq_deploy.archs.layers import LayerFactory
 from maxq_deploy.archs.registry import register_variants
 
 
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+    def add_shortcut(self, f: LayerFactory, in_ch: int, out_ch: int, stride: int) -> None:
+        """``relu`` and ``downsample`` (a conv-bn where the shape changes, else None); the CIFAR blocks
+        (:mod:`maxq_deploy.archs.cifar_resnet`) are these blocks with their own shortcut."""
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = f.sparse_conv_bn(in_ch, out_ch, 1, stride, 0) if stride != 1 or in_ch != out_ch else None
+
+
+class BasicBlock(_Block):
     expansion = 1
 
     def __init__(self, f: LayerFactory, in_ch: int, width: int, stride: int):
         super().__init__()
         self.convbn1 = f.sparse_conv_bn(in_ch, width, 3, stride, 1)
         self.convbn2 = f.sparse_conv_bn(width, width, 3, 1, 1)
-        self.relu = nn.ReLU(inplace=True)
-        out_ch = width * self.expansion
-        self.downsample = f.sparse_conv_bn(in_ch, out_ch, 1, stride, 0) if stride != 1 or in_ch != out_ch else None
+        self.add_shortcut(f, in_ch, width * self.expansion, stride)
         self.residual_quantizer = f.residual_quantizer()  # INT8 residual input, so Conv+Add fuses in TensorRT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +34,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.residual_quantizer(identity))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     expansion = 4
 
     def __init__(self, f: LayerFactory, in_ch: int, width: int, stride: int):
@@ -37,8 +43,7 @@ class Bottleneck(nn.Module):
         self.convbn1 = f.sparse_conv_bn(in_ch, width, 1, 1, 0)
         self.convbn2 = f.sparse_conv_bn(width, width, 3, stride, 1)
         self.convbn3 = f.sparse_conv_bn(width, out_ch, 1, 1, 0)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = f.sparse_conv_bn(in_ch, out_ch, 1, stride, 0) if stride != 1 or in_ch != out_ch else None
+        self.add_shortcut(f, in_ch, out_ch, stride)
         self.residual_quantizer = f.residual_quantizer()  # INT8 residual input, so Conv+Add fuses in TensorRT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
