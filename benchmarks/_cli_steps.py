@@ -1,4 +1,4 @@
-"""Run ``maxq-deploy`` steps as child processes and keep what each printed with ``--json``."""
+"""Run ``maxq-deploy`` steps as child processes and keep what each printed with ``--json``; save a run's report."""
 
 from __future__ import annotations
 
@@ -33,8 +33,14 @@ def run_step(args: list[str | Path], *, json_out: bool = True, check: bool = Tru
 
 def print_and_save(report: dict, out: Path | None) -> None:
     """Print the run's report as JSON, and write it to ``out`` too when given (its folder made)."""
-    text = json.dumps(report, indent=2)
-    print(text)
+    print(json.dumps(report, indent=2))
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        write_report(report, out, announce=False)
+
+
+def write_report(report: dict, out: Path, *, indent: int = 2, announce: bool = True) -> None:
+    """Write ``report`` as JSON to ``out`` (its folder made; what JSON cannot hold as text), and say so."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=indent, default=str) + "\n")
+    if announce:
+        print(f"wrote {out}")

@@ -42,3 +42,29 @@ def reference_onnx(arch: str, work: Path, input_size: int, num_classes: int = 10
     if not onnx_path.exists():
         export_onnx(reference_folded(arch, work, num_classes, seed=seed), onnx_path, input_size=input_size)
     return onnx_path
+
+
+def digits_fp32(work: Path):
+    """The trained digits example (:func:`maxq_deploy.reference.train.prepare_digits_example`), folded to
+    ``<work>/digits.folded.pt`` and exported to ``<work>/digits_fp32.onnx`` (each made when absent)."""
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.reference.train import prepare_digits_example
+
+    example = prepare_digits_example(work)
+    folded = reference_folded(example.arch, work, checkpoint=example.checkpoint, name="digits")
+    fp32 = work / "digits_fp32.onnx"
+    if not fp32.exists():
+        export_onnx(folded, fp32, input_size=example.image_size)
+    return example, folded, fp32
+
+
+def add_timing_options(parser, *, batch_sizes: str, iters: int, warmup: int, what: str) -> None:
+    """The options of a CPU timing script over a reference model: which model, threads, batches, iterations,
+    and ``--block`` (iterations per ``what`` per turn, so load from other processes hits every row alike)."""
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-sizes", default=batch_sizes)
+    parser.add_argument("--iters", type=int, default=iters)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--block", type=int, default=2, help=f"iterations per {what} per turn")

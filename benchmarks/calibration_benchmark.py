@@ -31,6 +31,7 @@ from unittest import mock
 import numpy as np
 import torch
 
+from _cli_steps import write_report
 from _fixtures import reference_folded
 
 
@@ -161,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                   row["fp32_forward_cpu_s"], row["ratio_wall"], row["ratio_cpu"], row["ranges_wall_s"], row["quantize_ptq_total_wall_s"]]
         print("  ".join(f"{v:>11}" if isinstance(v, str) else f"{v:>11.3f}" for v in values))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_report(report, args.out)
     return 0
 
 

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _fixtures import reference_folded
+from _cli_steps import write_report
+from _fixtures import add_timing_options, reference_folded
 
 PAIRS: dict[str, tuple[str, str]] = {  # name -> (graph, backend spec)
     "ort-fp32": ("fp32", "onnxruntime"),
@@ -99,13 +100,7 @@ def qoperator_form(qdq: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="resnet50")
-    parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--block", type=int, default=2, help="iterations per pair per turn")
+    add_timing_options(parser, batch_sizes="1,8,32", iters=10, warmup=2, what="pair")
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"any of {', '.join(PAIRS)} (the first is the baseline)")
     parser.add_argument("--calib-batches", type=int, default=4)
     parser.add_argument("--calib-batch-size", type=int, default=8)
@@ -188,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
         "environment": environment,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

@@ -28,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from _cli_steps import write_report
+from _fixtures import digits_fp32
+
 MAX_DROP = 0.5
 
 
@@ -45,20 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     from maxq_deploy.export.tensorrt_form import export_onnx
     from maxq_deploy.export.ort_calibrated import export_ort_int8
     from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
-    from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import quantize_ptq, quantize_qat
-    from maxq_deploy.reference.train import prepare_digits_example
 
     started = time.perf_counter()
     work = args.workdir
-    example = prepare_digits_example(work)
+    example, folded, fp32 = digits_fp32(work)
     size = example.image_size
-    folded = work / "digits.folded.pt"
-    if not folded.exists():
-        fold_checkpoint(example.checkpoint, folded)
-    fp32 = work / "digits_fp32.onnx"
-    if not fp32.exists():
-        export_onnx(folded, fp32, input_size=size)
     calib = dict(calibrator="percentile", calib_batches=8, batch_size=32, workers=0)
     quantized = {"ptq": work / "digits.ptq.pt", "qat": work / "digits.qat.pt"}
     if not quantized["ptq"].exists():
@@ -121,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'within' if checks[mode]['within_0.5'] else 'NOT within'} {MAX_DROP} point")
     report = {"command": command, "data": str(example.test_npz), "images": rows[0]["images"], "fp32_top1": fp32_top1,
               "rows": rows, "acceptance": checks, "exports": exports, "seconds": round(time.perf_counter() - started, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _fixtures import reference_folded
+from _fixtures import add_timing_options, reference_folded
 
 VARIANTS: dict[str, dict] = {
     "qdq": {},
@@ -73,13 +73,7 @@ def tensorrt_qdq_onnx(work: Path, folded: Path, calib: np.ndarray, arch: str, si
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="resnet50")
-    parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-sizes", default="1,8")
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--block", type=int, default=2, help="iterations per model per turn")
+    add_timing_options(parser, batch_sizes="1,8", iters=20, warmup=3, what="model")
     parser.add_argument("--variants", default="qdq,qoperator,qdq-s8s8", help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--calib-batches", type=int, default=4)
     parser.add_argument("--calib-batch-size", type=int, default=8)

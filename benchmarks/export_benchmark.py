@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from _cli_steps import write_report
 from _fixtures import reference_folded
 
 T = TypeVar("T")
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['onnx_megabytes']} MB"
     )
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_report(report, args.out)
     return 0
 
 

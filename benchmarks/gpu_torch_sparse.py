@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from _cli_steps import write_report
+
 
 def time_module(module, x, warmup: int, seconds: float) -> float:
     """Images per second of ``module(x)`` (CUDA events, device-resident input)."""
@@ -86,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         dense.close()
         sparse.close()
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        write_report(results, args.out, indent=1, announce=False)
     return 0
 
 

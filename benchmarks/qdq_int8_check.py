@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from _cli_steps import write_report
 from _fixtures import reference_folded
 
 
@@ -126,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         results["resnet50_2of4"] = run_model("resnet50", "resnet50", args.work, 64, train64, test64, args.before, None)
         print(json.dumps(results["resnet50_2of4"], indent=1), flush=True)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        write_report(results, args.out, indent=1, announce=False)
     return 0
 
 

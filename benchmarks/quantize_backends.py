@@ -28,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from _cli_steps import write_report
+from _fixtures import digits_fp32
+
 BACKENDS = {"pq": "pytorch-quantization", "mo": "modelopt"}
 CALIBRATORS = ("max", "entropy", "mse", "percentile")
 QAT_CALIBRATOR = {"pq": "percentile", "mo": "max"}  # each backend's CLI default
@@ -67,21 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     from maxq_deploy.evaluate import evaluate
     from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
     from maxq_deploy.export.tensorrt_form import export_onnx
-    from maxq_deploy.fold import fold_checkpoint
     from maxq_deploy.quantize import QuantizeConfig, quantize
     from maxq_deploy.quantize.artifact import load_quantized_checkpoint
-    from maxq_deploy.reference.train import prepare_digits_example
 
     started = time.perf_counter()
     work = args.workdir
-    example = prepare_digits_example(work)
+    example, folded, fp32 = digits_fp32(work)
     size = example.image_size
-    folded = work / "digits.folded.pt"
-    if not folded.exists():
-        fold_checkpoint(example.checkpoint, folded)
-    fp32 = work / "digits_fp32.onnx"
-    if not fp32.exists():
-        export_onnx(folded, fp32, input_size=size)
     test = open_dataset(example.test_npz, require_labels=True)
 
     def top1(path: Path, backend: str) -> float:
@@ -174,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command, "data": str(example.test_npz), "images": len(test), "fp32_top1": fp32_row, "runs": runs,
               "refused": refused, "range_differences": differences, "images_per_s": speed, "environment": environment,
               "seconds": round(time.perf_counter() - started, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 
