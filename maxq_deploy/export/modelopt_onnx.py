@@ -289,13 +289,13 @@ def why_float(op: str, weight_shape: tuple[int, ...], group: int, kernel: list[i
 
 def layer_report(model, fp32_model, batch: int) -> list[QuantizedLayer]:
     """Every Conv/Gemm of the quantized ``model``: INT8 (both inputs from DequantizeLinear) or float, and why."""
-    from onnx import numpy_helper
+    from maxq_deploy.onnx_graph.index import GraphIndex
 
     fp32_nodes = {n.name: n for n in fp32_model.graph.node if n.op_type in ("Conv", "Gemm")}
-    fp32_inits = {i.name: i for i in fp32_model.graph.initializer}
+    fp32_inits = GraphIndex(fp32_model.graph).initializers
     graph_input = fp32_model.graph.input[0].name
-    producer = {o: n for n in model.graph.node for o in n.output}
-    inits = {i.name: i for i in model.graph.initializer}
+    index = GraphIndex(model.graph)
+    producer = index.producers
     layers = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm"):
@@ -304,8 +304,9 @@ def layer_report(model, fp32_model, batch: int) -> list[QuantizedLayer]:
         int8 = bool(weight_dq is not None and weight_dq.op_type == "DequantizeLinear"
                     and input_dq is not None and input_dq.op_type == "DequantizeLinear")
         scales = 0
-        if int8 and weight_dq.input[1] in inits:
-            scales = int(np.asarray(numpy_helper.to_array(inits[weight_dq.input[1]])).size)
+        scale = index.constant_array(weight_dq.input[1]) if int8 else None
+        if scale is not None:
+            scales = int(np.asarray(scale).size)
         reason = ""
         if not int8:
             original = fp32_nodes.get(node.name)
