@@ -48,6 +48,12 @@ def export_onnx_command(
              "(8-bit weights: fastest on CPUs with AVX-512 VNNI/AVX-VNNI/AMX, saturates on AVX2-only CPUs). Recorded in "
              "the graph's maxq_deploy.cpu_isa metadata.",
     ),
+    quantizer: Optional[str] = typer.Option(
+        None, "--quantizer",
+        help="Who makes the INT8 graph for --target tensorrt: checkpoint (default: a quantized checkpoint's ranges, "
+             "maxq-deploy quantize first) or modelopt (NVIDIA ModelOpt's ONNX PTQ on the folded checkpoint's fp32 "
+             "graph, calibrated on --calib DATA on the CPU; needs pip install 'maxq-deploy[modelopt]').",
+    ),
     exporter: Optional[str] = typer.Option(None, "--exporter", help="torch exporter (--target tensorrt): dynamo (default, torch's current one; writes opset 18, converted down to --opset) or torchscript (the legacy one). Both give the same graph."),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -55,18 +61,21 @@ def export_onnx_command(
     from maxq_deploy.export import export_model
     from maxq_deploy.export.tensorrt_form import ExportResult
     from maxq_deploy.export.ort_calibrated import OrtExportResult
+    from maxq_deploy.export.modelopt_onnx import ModelOptExportResult
     from maxq_deploy.core.progress import RichProgress
 
     result = export_model(
         model, output, target, precision=precision, opset=opset, batch=batch, dynamic_batch=True if dynamic_batch else None,
         input_size=input_size, calib=calib, calib_batches=calib_batches, calib_batch_size=calib_batch_size, resize=resize,
         calibrate_method=calibrate_method, float_regions=float_regions, cpu_isa=cpu_isa, exporter=exporter,
-        progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
+        **({} if quantizer is None else {"quantizer": quantizer}), progress=RichProgress(enabled=not json_out and sys.stderr.isatty()),
     )
     if json_out:
         return print_json(result.summary())
     if isinstance(result, OrtExportResult):
         return _render_ort_calibrated(result)
+    if isinstance(result, ModelOptExportResult):
+        return _render_modelopt(result)
     if not isinstance(result, ExportResult):
         return _render_ort_from_checkpoint(result)
     p = result.parity
@@ -127,3 +136,28 @@ def _render_ort_from_checkpoint(result) -> None:
         console.print(escape(f"note: {note}"), highlight=False)
     console.print(verdict_style(p.passed and result.pattern_ok and result.ranges_match, "int8 graph written for ONNX Runtime"),
                   highlight=False)
+
+
+def _render_modelopt(result) -> None:
+    p, c = result.parity, result.calibration
+    int8 = [layer for layer in result.layers if layer.int8]
+    per_channel = sum(layer.weight_scales > 1 for layer in int8)
+    qdq = f"{result.op_counts.get('QuantizeLinear', 0)} QuantizeLinear, {result.op_counts.get('DequantizeLinear', 0)} DequantizeLinear"
+    rows = [
+        ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
+        ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'} (folded checkpoint)"),
+        ("quantizer", f"NVIDIA ModelOpt {result.modelopt_version} ONNX PTQ (int8, CPU calibration, {c['method']})"),
+        ("precision", f"int8 Q/DQ: weights int8 per channel ({per_channel} of {len(int8)} layers), activations per tensor; "
+                      f"float regions {result.float_regions}"),
+        ("graph", f"opset {result.opset}, input 'batchx3x{result.input_size}x{result.input_size}', target tensorrt, {qdq}"),
+        ("calibration", escape(f"{c['images']} images in {c['batches']} batches from {c['source']}, {c['seconds']:.1f} s")),
+        ("layers", f"{len(int8)} of {len(result.layers)} Conv/Gemm int8; float: "
+                   + (", ".join(layer.name for layer in result.float_layers) or "-")),
+        ("parity", f"{p.describe()} vs {p.reference}"),
+        (f"{result.pattern} in ONNX", result.pattern_verdict),
+        ("time", f"{result.seconds:.1f} s"),
+    ]
+    console.print(table(escape(f"export onnx (quantizer modelopt): {result.source} -> {result.output}"), ["", "result"], rows))
+    for note in result.notes:
+        console.print(escape(f"note: {note}"), highlight=False)
+    console.print(verdict_style(p.passed and result.pattern_ok, "int8 Q/DQ graph written for TensorRT (ModelOpt)"), highlight=False)
