@@ -22,7 +22,6 @@ max). Every checkpoint is exported to both ONNX targets and measured on the held
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -49,6 +48,82 @@ def range_differences(a: dict, b: dict) -> dict:
     return {key: {"max_rel": round(value, 6), "at": name} for key, (value, name) in worst.items()} | {"not_in_both": only}
 
 
+def refused_on_cpu(short: str, calibrator: str) -> str | None:
+    """Why ``short``'s ``calibrator`` is not run here, or None (see ``modelopt_ptq.check_modelopt_calibrator``)."""
+    import torch
+
+    if short == "mo" and calibrator == "mse" and not torch.cuda.is_available():
+        return "ModelOpt's histogram mse is wrong on a CPU (fake_tensor_quant)"
+    return None
+
+
+def quantize_and_export(folded: Path, work: Path, key: str, config, size: int) -> tuple[dict, dict]:
+    """Quantize ``folded`` with ``config`` into ``<work>/<key>.pt``, export both ONNX forms; the row and the ranges.
+
+    The row holds what does not depend on data: lost 2:4 groups, calibration and quantize time,
+    checkpoint and graph sizes, the two graphs' paths (``ort_onnx``: ONNX Runtime form, ``qdq_onnx``:
+    TensorRT-form Q/DQ). The ranges are the checkpoint's quantizers (for :func:`range_differences`).
+    """
+    from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
+    from maxq_deploy.export.tensorrt_form import export_onnx
+    from maxq_deploy.quantize import quantize
+    from maxq_deploy.quantize.artifact import load_quantized_checkpoint
+
+    ckpt = work / f"{key}.pt"
+    t0 = time.perf_counter()
+    result = quantize(folded, ckpt, config)
+    quantize_seconds = round(time.perf_counter() - t0, 2)
+    qdq, ort = work / f"{key}_qdq.onnx", work / f"{key}_ort.onnx"
+    export_onnx(ckpt, qdq, input_size=size)
+    export_ort_int8_from_quantized(ckpt, ort, input_size=size)
+    c = result.calibration
+    row = {
+        "key": key, "backend": result.backend, "mode": "qat" if config.qat else "ptq", "calibrator": config.calibrator,
+        "lost_2_4_groups": sum(layer.violating_groups for layer in result.sparse_layers),
+        "calibrate_seconds": round(c.collect_seconds + c.ranges_seconds, 2), "quantize_seconds": quantize_seconds,
+        "checkpoint_bytes": ckpt.stat().st_size, "ort_onnx_bytes": ort.stat().st_size, "qdq_onnx_bytes": qdq.stat().st_size,
+        "ort_onnx": str(ort), "qdq_onnx": str(qdq), "notes": result.notes,
+    }
+    return row, load_quantized_checkpoint(ckpt).quantizers
+
+
+def backend_differences(ranges: dict[tuple[str, str], dict]) -> dict:
+    """``range_differences`` of ModelOpt against pytorch-quantization for every mode both ran (keys: (short, mode))."""
+    return {mode: range_differences(ranges[("mo", mode)], pq_ranges)
+            for (short, mode), pq_ranges in ranges.items() if short == "pq" and ("mo", mode) in ranges}
+
+
+def images_per_second(graphs: dict[str, list[Path]], iters: int, threads: int, batch: int = 8,
+                      input_size: int | None = None) -> tuple[dict[str, dict[str, float]], dict]:
+    """Images/s of every graph, keyed by file stem then backend: one interleaved ``bench`` run per backend.
+
+    ``graphs`` maps a backend to the graphs it runs (the first one is keyed ``fp32``); also returns
+    the environment of the last run.
+    """
+    from maxq_deploy.bench import benchmark
+
+    speed: dict[str, dict[str, float]] = {}
+    environment: dict = {}
+    for backend, models in graphs.items():
+        bench = benchmark(models, backend=backend, batch_sizes=[batch], iters=iters, threads=threads, input_size=input_size)
+        for m in bench.measurements:
+            speed.setdefault(models[m.model_index].stem if m.model_index else "fp32", {})[backend] = round(m.throughput_ips, 1)
+        environment = bench.environment
+    return speed, environment
+
+
+def print_range_table(differences: dict, console) -> None:
+    """The table of :func:`backend_differences`."""
+    from rich.table import Table
+
+    diff_table = Table(title="ranges: ModelOpt against pytorch-quantization, largest relative difference |mo - pq| / pq")
+    for column in ("mode", "weights", "activations", "residual", "worst quantizer"):
+        diff_table.add_column(column)
+    for mode, d in differences.items():
+        diff_table.add_row(mode, *(f"{d[k]['max_rel']:.4g}" if k in d else "-" for k in ("weight", "activation", "residual")), d["all"]["at"])
+    console.print(diff_table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("quantize-backends-work"))
@@ -65,13 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     torch.set_num_threads(args.threads)
-    from maxq_deploy.bench import benchmark, environment_line
+    from maxq_deploy.bench import environment_line
     from maxq_deploy.data import open_dataset
     from maxq_deploy.evaluate import evaluate
-    from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
-    from maxq_deploy.export.tensorrt_form import export_onnx
-    from maxq_deploy.quantize import QuantizeConfig, quantize
-    from maxq_deploy.quantize.artifact import load_quantized_checkpoint
+    from maxq_deploy.quantize import QuantizeConfig
 
     started = time.perf_counter()
     work = args.workdir
@@ -93,55 +165,31 @@ def main(argv: list[str] | None = None) -> int:
         modes = [("ptq", c) for c in CALIBRATORS] + [("qat", QAT_CALIBRATOR[short])]
         for mode, calibrator in modes:
             key = f"{short}_{mode}_{calibrator}"
-            if short == "mo" and calibrator == "mse":  # refused on a CPU (see modelopt_ptq.check_modelopt_calibrator)
-                if not torch.cuda.is_available():
-                    refused.append({"key": key, "backend": backend, "mode": mode, "calibrator": calibrator,
-                                    "refused": "ModelOpt's histogram mse is wrong on a CPU (fake_tensor_quant)"})
-                    print(f"{key}: refused on a CPU", flush=True)
-                    continue
-            ckpt = work / f"{key}.pt"
+            reason = refused_on_cpu(short, calibrator)
+            if reason:
+                refused.append({"key": key, "backend": backend, "mode": mode, "calibrator": calibrator, "refused": reason})
+                print(f"{key}: refused on a CPU", flush=True)
+                continue
             config = QuantizeConfig(calib_data=example.train_npz, calibrator=calibrator, calib_batches=args.calib_batches,
                                     batch_size=32, workers=0, backend=backend, qat=mode == "qat",
                                     **({"train_data": example.train_npz, "epochs": 1, "lr": 1e-4, "train_batches": args.qat_batches}
                                        if mode == "qat" else {}))
-            t0 = time.perf_counter()
-            result = quantize(folded, ckpt, config)
-            quantize_seconds = round(time.perf_counter() - t0, 2)
-            qdq, ort = work / f"{key}_qdq.onnx", work / f"{key}_ort.onnx"
-            export_onnx(ckpt, qdq, input_size=size)
-            export_ort_int8_from_quantized(ckpt, ort, input_size=size)
-            ranges[(short, f"{mode}_{calibrator}" if mode == "ptq" else "qat")] = load_quantized_checkpoint(ckpt).quantizers
-            c = result.calibration
-            row = {
-                "key": key, "backend": result.backend, "mode": mode, "calibrator": calibrator,
-                "lost_2_4_groups": sum(layer.violating_groups for layer in result.sparse_layers),
-                "top1_torch": round(evaluate(ckpt, test, batch_size=64, workers=0).top1, 3),
-                "top1_onnxruntime": top1(ort, "onnxruntime"), "top1_openvino": top1(qdq, "openvino"),
-                "calibrate_seconds": round(c.collect_seconds + c.ranges_seconds, 2), "quantize_seconds": quantize_seconds,
-                "checkpoint_bytes": ckpt.stat().st_size, "ort_onnx_bytes": ort.stat().st_size, "qdq_onnx_bytes": qdq.stat().st_size,
-                "ort_onnx": str(ort), "qdq_onnx": str(qdq), "notes": result.notes,
-            }
+            row, ranges[(short, f"{mode}_{calibrator}" if mode == "ptq" else "qat")] = quantize_and_export(folded, work, key, config, size)
+            row |= {"top1_torch": round(evaluate(work / f"{key}.pt", test, batch_size=64, workers=0).top1, 3),
+                    "top1_onnxruntime": top1(Path(row["ort_onnx"]), "onnxruntime"), "top1_openvino": top1(Path(row["qdq_onnx"]), "openvino")}
             runs.append(row)
             print(f"{key}: ORT {row['top1_onnxruntime']:.2f}  OpenVINO {row['top1_openvino']:.2f}  calibrate "
-                  f"{row['calibrate_seconds']:.1f} s  quantize {quantize_seconds:.1f} s  lost 2:4 groups {row['lost_2_4_groups']}",
+                  f"{row['calibrate_seconds']:.1f} s  quantize {row['quantize_seconds']:.1f} s  lost 2:4 groups {row['lost_2_4_groups']}",
                   flush=True)
 
-    differences = {}
-    for (short, mode), pq_ranges in ranges.items():
-        if short == "pq" and ("mo", mode) in ranges:
-            differences[mode] = range_differences(ranges[("mo", mode)], pq_ranges)
+    differences = backend_differences(ranges)
     # QAT starts from calibration with different calibrators (percentile / max): compare the same calibrator instead
     differences["qat_vs_ptq_same_calibrator"] = {
         short: range_differences(ranges[(short, "qat")], ranges[(short, f"ptq_{QAT_CALIBRATOR[short]}")]) for short in BACKENDS
     }
 
-    speed: dict[str, dict[str, float]] = {}
-    for backend, graph in (("onnxruntime", "ort_onnx"), ("openvino", "qdq_onnx")):
-        models = [fp32] + [Path(r[graph]) for r in runs]
-        bench = benchmark(models, backend=backend, batch_sizes=[8], iters=args.iters, threads=args.threads)
-        for m in bench.measurements:
-            speed.setdefault(models[m.model_index].stem if m.model_index else "fp32", {})[backend] = round(m.throughput_ips, 1)
-        environment = bench.environment
+    speed, environment = images_per_second({"onnxruntime": [fp32] + [Path(r["ort_onnx"]) for r in runs],
+                                            "openvino": [fp32] + [Path(r["qdq_onnx"]) for r in runs]}, args.iters, args.threads)
 
     table = Table(title=f"quantize backends on digits ({len(test)} test images, 32x32, 2:4 ResNet-18); batch 8, {args.threads} thread(s)")
     for column in ("backend", "mode", "calibrator", "top-1 ORT", "top-1 OpenVINO", "lost 2:4", "calibrate s", "quantize s",
@@ -157,14 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['checkpoint_bytes'] / 1e6:.2f}", f"{r['ort_onnx_bytes'] / 1e6:.2f}", f"{s[0]:.0f}", f"{s[1]:.0f}")
     console = Console(width=200)
     console.print(table)
-    diff_table = Table(title="ranges: ModelOpt against pytorch-quantization, largest relative difference |mo - pq| / pq")
-    for column in ("mode", "weights", "activations", "residual", "worst quantizer"):
-        diff_table.add_column(column)
-    for mode, d in differences.items():
-        if mode == "qat_vs_ptq_same_calibrator":
-            continue
-        diff_table.add_row(mode, *(f"{d[k]['max_rel']:.4g}" if k in d else "-" for k in ("weight", "activation", "residual")), d["all"]["at"])
-    console.print(diff_table)
+    print_range_table({k: v for k, v in differences.items() if k != "qat_vs_ptq_same_calibrator"}, console)
     print(f"environment: {environment_line(environment)}")
     report = {"command": command, "data": str(example.test_npz), "images": len(test), "fp32_top1": fp32_row, "runs": runs,
               "refused": refused, "range_differences": differences, "images_per_s": speed, "environment": environment,
