@@ -191,7 +191,7 @@ def _recorded():
 @pytest.mark.parametrize("version", _recorded())
 def test_pinned_cache_sets_error_on_timing_cache_miss_per_release(tmp_path, fake_trt, version: str) -> None:
     from maxq_deploy.tensorrt.build import build_engine
-    from test_tensorrt_build_and_report import make_onnx
+    from test_tensorrt_build import make_onnx
 
     trt = fake_trt(version, {"name": "NVIDIA H200", "compute_capability": "9.0"})
     cache = tmp_path / "t.cache"
@@ -205,7 +205,7 @@ def test_pinned_cache_sets_error_on_timing_cache_miss_per_release(tmp_path, fake
 
 def test_cache_refused_by_set_timing_cache_is_kept_and_this_gpus_goes_beside(tmp_path, fake_trt) -> None:
     from maxq_deploy.tensorrt.build import build_engine
-    from test_tensorrt_build_and_report import make_onnx
+    from test_tensorrt_build import make_onnx
     from trt_fake import REFUSED_CACHE
 
     trt = fake_trt("11.4.0", {"name": "NVIDIA H200", "compute_capability": "9.0"})
@@ -227,7 +227,7 @@ def test_cache_refused_by_set_timing_cache_is_kept_and_this_gpus_goes_beside(tmp
 def test_pinned_cache_refused_by_set_timing_cache_is_one_error_and_writes_nothing(tmp_path, fake_trt) -> None:
     from maxq_deploy.core.errors import EngineBuildError
     from maxq_deploy.tensorrt.build import build_engine
-    from test_tensorrt_build_and_report import make_onnx
+    from test_tensorrt_build import make_onnx
     from trt_fake import REFUSED_CACHE
 
     fake_trt("10.16.1", {"name": "NVIDIA H200", "compute_capability": "9.0"})
@@ -247,7 +247,7 @@ def test_engine_report_names_the_float_regions(tmp_path, fake_trt, version: str,
 
     from maxq_deploy.onnx_graph import meta as onnx_meta
     from maxq_deploy.tensorrt.build import build_engine
-    from test_tensorrt_build_and_report import make_onnx
+    from test_tensorrt_build import make_onnx
 
     fake_trt(version)
     onnx_path = make_onnx(tmp_path / "m.onnx", qdq=True)
@@ -361,7 +361,7 @@ def test_engine_report_records_cuda_versions_and_gpu_name_from_cuda(tmp_path, mo
 
     from maxq_deploy.runtimes import tensorrt_api as _trt
     from maxq_deploy.tensorrt.build import build_engine
-    from test_tensorrt_build_and_report import make_onnx
+    from test_tensorrt_build import make_onnx
     from trt_fake import fake_tensorrt
 
     monkeypatch.setattr(_trt, "require_cuda_gpu", lambda *a, **k: None)
