@@ -1,0 +1,94 @@
+"""The rewrite of a TensorRT-form Q/DQ graph into ONNX Runtime's integer form, on a two-conv graph built here.
+
+conv1 (ReLU, then a Q/DQ) becomes an integer conv whose ReLU folds into a uint8 [0, amax] range;
+conv2 (no QuantizeLinear after it) stays float. Weights become int8 initializers (2:4 zeros stay 0)
+and the rewritten graph computes what the original does, within a quantization step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from maxq_deploy.core.sparsity import project_to_pattern
+from maxq_deploy.export.ort_rewrite import rewrite_for_onnxruntime
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def _qdq_graph() -> onnx.ModelProto:
+    import torch
+
+    rng = np.random.default_rng(0)
+    w1 = project_to_pattern(torch.from_numpy(rng.standard_normal((8, 4, 3, 3)).astype(np.float32)), "2:4", axis=1).numpy()
+    w2 = project_to_pattern(torch.from_numpy(rng.standard_normal((4, 8, 1, 1)).astype(np.float32)), "2:4", axis=1).numpy()
+    inits = [
+        numpy_helper.from_array(w1, "conv1.weight"), numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "conv1.bias"),
+        numpy_helper.from_array(w2, "conv2.weight"), numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "conv2.bias"),
+        numpy_helper.from_array(np.float32(3.0 / 127), "sx"), numpy_helper.from_array(np.float32(4.0 / 127), "sy"),
+        numpy_helper.from_array(np.int8(0), "z"),
+        numpy_helper.from_array((np.abs(w1).reshape(8, -1).max(1) / 127).astype(np.float32), "sw1"),
+        numpy_helper.from_array(np.zeros(8, np.int8), "zw1"),
+        numpy_helper.from_array((np.abs(w2).reshape(4, -1).max(1) / 127).astype(np.float32), "sw2"),
+        numpy_helper.from_array(np.zeros(4, np.int8), "zw2"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("QuantizeLinear", ["x", "sx", "z"], ["xq"], name="x_q"), n("DequantizeLinear", ["xq", "sx", "z"], ["xd"], name="x_dq"),
+        n("QuantizeLinear", ["conv1.weight", "sw1", "zw1"], ["w1q"], name="w1_q", axis=0),
+        n("DequantizeLinear", ["w1q", "sw1", "zw1"], ["w1d"], name="w1_dq", axis=0),
+        n("Conv", ["xd", "w1d", "conv1.bias"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"], name="relu1"),
+        n("QuantizeLinear", ["r1", "sy", "z"], ["rq"], name="r_q"), n("DequantizeLinear", ["rq", "sy", "z"], ["rd"], name="r_dq"),
+        n("QuantizeLinear", ["conv2.weight", "sw2", "zw2"], ["w2q"], name="w2_q", axis=0),
+        n("DequantizeLinear", ["w2q", "sw2", "zw2"], ["w2d"], name="w2_dq", axis=0),
+        n("Conv", ["rd", "w2d", "conv2.bias"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_report_names_the_integer_and_the_float_conv() -> None:
+    model = _qdq_graph()
+    report = rewrite_for_onnxruntime(model)
+    onnx.checker.check_model(model)
+    assert report.int8_convs == ["conv1"] and report.float_convs == ["conv2"]
+    assert report.removed_relus == 1
+    assert "Relu" not in {node.op_type for node in model.graph.node}
+
+
+def test_weights_become_int8_initializers_that_keep_the_2_4_zeros() -> None:
+    original = _qdq_graph()
+    w1 = numpy_helper.to_array(next(i for i in original.graph.initializer if i.name == "conv1.weight"))
+    model = _qdq_graph()
+    rewrite_for_onnxruntime(model)
+    weight_q = [node for node in model.graph.node if node.op_type == "QuantizeLinear" and node.input[0].endswith(".weight")]
+    assert weight_q == []
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    w1q = next(v for k, v in inits.items() if k.startswith("conv1.weight") and v.dtype == np.int8 and v.shape == w1.shape)
+    assert ((w1q == 0) == (w1 == 0)).all() and int(np.abs(w1q).max()) == 127
+
+
+def test_the_rewritten_graph_computes_what_the_original_does() -> None:
+    x = np.random.default_rng(1).uniform(-3, 3, (2, 4, 6, 6)).astype(np.float32)
+    reference = _run(_qdq_graph(), x)
+    model = _qdq_graph()
+    rewrite_for_onnxruntime(model)
+    got = _run(model, x)
+XX
+    assert np.abs(got - reference).max() <= 0.05 * np.abs(reference).max()
+
+
+def test_unknown_weight_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="weight_form 's4': choose one of s8, u8, s7"):
+        rewrite_for_onnxruntime(_qdq_graph(), weight_form="s4")
