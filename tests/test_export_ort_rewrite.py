@@ -85,8 +85,8 @@ def test_the_rewritten_graph_computes_what_the_original_does() -> None:
     model = _qdq_graph()
     rewrite_for_onnxruntime(model)
     got = _run(model, x)
-XX
-    assert np.abs(got - reference).max() <= 0.05 * np.abs(reference).max()
+    # conv1's output on a 256-step [0, 4] grid instead of the 128-step one, its bias int32: measured 0.34 % apart
+    assert np.abs(got - reference).max() <= 0.01 * np.abs(reference).max()
 
 
 def test_unknown_weight_form_is_refused() -> None:
