@@ -25,7 +25,7 @@ pytest.importorskip("sklearn")
 from maxq_deploy.load.formats import QUANTIZED_FORMAT  # noqa: E402
 from maxq_deploy.core.errors import BackendUnavailableError, DataError, InputFileError, OutputPathError, QuantizationError  # noqa: E402
 from maxq_deploy.fold import fold_checkpoint  # noqa: E402
-from maxq_deploy.quantize import histogram as histogram_maths, pq_adapter, quantize_ptq, quantize_qat  # noqa: E402
+from maxq_deploy.quantize import pq_adapter, quantize_ptq, quantize_qat  # noqa: E402
 from maxq_deploy.quantize.artifact import int8_weight, load_quantized_checkpoint  # noqa: E402
 from maxq_deploy.reference.train import DigitsExample, prepare_digits_example  # noqa: E402
 from maxq_deploy.core.sparsity import check_pattern  # noqa: E402
@@ -379,76 +379,6 @@ def test_importing_the_package_needs_neither_backend_nor_cuda():
     code = ("import sys, maxq_deploy.quantize, maxq_deploy.quantize.pq_adapter, maxq_deploy.cli.cmd_quantize; "
             "assert 'pytorch_quantization' not in sys.modules; import torch; assert not torch.cuda.is_initialized()")
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-# --- the calibrators' arithmetic -------------------------------------------------------------------
-
-
-def test_vectorized_entropy_and_mse_match_pytorch_quantization():
-    from pytorch_quantization.calib.histogram import _compute_amax_entropy, _compute_amax_percentile
-    from pytorch_quantization.tensor_quant import fake_tensor_quant
-
-    def upstream_mse(hist, edges):  # upstream's _compute_amax_mse without its .cuda()
-        counts, e = torch.from_numpy(hist).float(), torch.from_numpy(edges).float()
-        centers = (e[1:] + e[:-1]) / 2
-        mses = [((fake_tensor_quant(centers, centers[i], 8, False) - centers) ** 2 * counts).mean() for i in range(128, len(centers))]
-        return float(centers[128 + int(np.argmin(mses))])
-
-    rng = np.random.default_rng(0)
-    for trial in range(4):
-        x = np.abs(rng.standard_normal(20000) * (1 + trial)) ** (0.7 + 0.3 * trial)
-        if trial % 2:
-            x = np.concatenate([x, np.zeros(5000)])  # ReLU zeros
-        hist, edges = np.histogram(x, bins=int(rng.integers(200, 500)))
-        assert histogram_maths.histogram_amax(hist, edges, "entropy") == pytest.approx(float(_compute_amax_entropy(hist.copy(), edges, 8, False)), rel=1e-6)
-        assert histogram_maths.histogram_amax(hist, edges, "mse") == pytest.approx(upstream_mse(hist, edges), rel=1e-5)
-        assert float(_compute_amax_percentile(hist, edges, 99.9)) <= edges[-1]
-
-
-def test_single_pass_calibrators_collect_what_upstream_collects():
-    from pytorch_quantization import calib
-
-    pq_adapter.require_pytorch_quantization()
-    histogram, maximum = pq_adapter._single_pass_calibrators()
-    generator = torch.Generator().manual_seed(0)
-    for signed in (False, True):
-        refs = calib.HistogramCalibrator(8, None, False), calib.MaxCalibrator(8, None, False)
-        news = histogram(8, None, False), maximum(8, None, False)
-        for i in range(4):
-            x = torch.randn(2, 8, 16, 16, generator=generator) * (1 + i)  # growing range: bins are added
-            x = x if signed else x.relu()
-            for calibrator in (*refs, *news):
-                calibrator.collect(x)
-        assert torch.equal(refs[0]._calib_hist, news[0]._calib_hist) and torch.equal(refs[0]._calib_bin_edges, news[0]._calib_bin_edges)
-        assert torch.equal(refs[1].compute_amax(), news[1].compute_amax())
-
-
-def test_sampled_histograms_give_nearly_the_same_ranges():
-    """Large tensors are binned from a fixed-stride sample (counts scaled back): ranges barely move."""
-    pq_adapter.require_pytorch_quantization()
-    histogram, _ = pq_adapter._single_pass_calibrators()
-    full, sampled = histogram(8, None, False), histogram(8, None, False)
-    sampled.max_samples = pq_adapter.HISTOGRAM_SAMPLES
-    generator = torch.Generator().manual_seed(0)
-    for i in range(3):
-        x = (torch.randn(8, 256, 56, 56, generator=generator) * (1 + 0.2 * i) + 0.3).relu() ** 1.5  # 6.4M values
-        full.collect(x)
-        sampled.collect(x)
-    assert histogram_maths.sample_stride(x.numel(), pq_adapter.HISTOGRAM_SAMPLES) == 11
-    assert torch.equal(full._calib_bin_edges, sampled._calib_bin_edges)  # the range comes from every value
-    assert float(sampled._calib_hist.sum()) == pytest.approx(float(full._calib_hist.sum()), rel=1e-3)
-    p_full, p_sampled = (float(c.compute_amax("percentile", percentile=99.99)) for c in (full, sampled))
-    assert p_sampled == pytest.approx(p_full, rel=0.02)
-    for method, tolerance in (("mse", 0.02), ("entropy", 0.1)):  # entropy's KL minimum is flat: it moves as much between calibration sets
-        amax = [histogram_maths.histogram_amax(c._calib_hist.numpy(), c._calib_bin_edges.numpy(), method) for c in (full, sampled)]
-        assert amax[1] == pytest.approx(amax[0], rel=tolerance), method
-
-
-def test_int8_weights_keep_zeros_and_range():
-    w = torch.tensor([[0.0, 0.5, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0], [0.001, 0.0, 0.0, 2.0]])
-    q = int8_weight(w, torch.tensor([[1.0], [0.0], [2.0]]))
-    assert q.dtype == torch.int8
-    assert q.tolist() == [[0, 64, 0, -127], [0, 0, 0, 0], [0, 0, 0, 127]]
 
 
 # --- CLI -------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from maxq_deploy.onnx_graph.layers import OnnxLayer
 from maxq_deploy.tensorrt.report import build_engine_report, load_engine_report, save_engine_report
 
 import inspector_fixtures  # noqa: E402
-from test_tensorrt_build_and_report import INT8_FMT, FP32_FMT, SPARSITY_LOG, make_onnx  # noqa: E402
+from tensorrt_fixtures import INT8_FMT, FP32_FMT, SPARSITY_LOG, make_onnx  # noqa: E402
 from trt_fake import DYNAMIC_FORMAT, FOREIGN_CACHE, LOGGER_DIFFERS, fake_tensorrt  # noqa: E402
 
 SPARSE_I8 = "sm80_xmma_fprop_sparse_conv_interleaved_i8i8_i8i32_f32_nchw_vect_c_32kcrs_vect_c_32_nchw_vect_c_32_tilesize128x128x64"

@@ -3,7 +3,7 @@
 Why: the unit tests drive the TensorRT code through a fake ``tensorrt`` module. A fake written
 by hand offers whatever its author believed; this script reads what each real release offers,
 so the fake (tests/trt_fake.py) is built from it and the contract tests
-(tests/test_trt_api_contract.py) check every TensorRT name the code uses against it.
+(tests/test_tensorrt_api_usage.py) check every TensorRT name the code uses against it.
 
 How (docs/DEPLOY_NOTES.md, "Testing against the real TensorRT API without a GPU"): the
 ``tensorrt-cu12-bindings`` / ``tensorrt-cu13-bindings`` wheels hold the real bindings

@@ -56,7 +56,7 @@ def shared_core():
     stack pointing at unmapped memory, and the next signal a Python handler catches (every Python
     handler runs on that stack; torch's DataLoader sets one for SIGCHLD) kills the process with
     SIGSEGV, or writes its frame over whatever was mapped there since. A Core kept for the
-    process's life never puts a stack back out of order (``tests/test_openvino.py`` shows both).
+    process's life never puts a stack back out of order (``tests/test_runtimes_openvino.py`` shows both).
     """
     if not _CORE:
         _CORE.append(import_openvino().Core())

@@ -1,6 +1,6 @@
 """Every TensorRT Python name this package uses, per code path (checked against real releases).
 
-``tests/test_trt_api_contract.py`` checks each name against the API surface recorded from the
+``tests/test_tensorrt_api_usage.py`` checks each name against the API surface recorded from the
 real bindings of every supported release (``tests/data/trt_api/<version>.json``, written by
 ``tools/trt_api_surface.py``), checks that the code reads no ``trt.X`` and no method of a fake
 object that is not listed here, and checks the version-dependent paths (precision flags, strong

@@ -130,7 +130,7 @@ def test_every_trt_name_in_the_source_is_declared() -> None:
 @pytest.mark.parametrize("version", ["10.3.0", "10.13.3", "11.4.0"])
 def test_members_read_during_a_build_are_declared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
     from test_tensorrt_qdq_report import inspector
-    from test_tensorrt_build_and_report import make_onnx
+    from tensorrt_fixtures import make_onnx
 
     from maxq_deploy.tensorrt.build import build_engine
 
@@ -288,7 +288,7 @@ def test_runner_path_is_driven_through_each_release(tmp_path: Path, monkeypatch:
 def _every_code_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch, version: str):
     """Build (ok, with a timing cache of another GPU, pinned), parse failure, verify re-inspection, run: one fake."""
     from test_tensorrt_qdq_report import inspector
-    from test_tensorrt_build_and_report import make_onnx
+    from tensorrt_fixtures import make_onnx
     from trt_fake import REFUSED_CACHE
 
     from maxq_deploy.core.errors import EngineBuildError
