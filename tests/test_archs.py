@@ -11,7 +11,7 @@ from maxq_deploy.fold import fold_masks_and_bn
 from maxq_deploy.reference import build_reference_model
 
 SLOW = {"resnet34", "resnet50"}
-# the CIFAR ResNets run only near 32x32 (this file's probe is 64x64): tests/test_cifar_resnets.py covers them
+# the CIFAR ResNets run only near 32x32 (this file's probe is 64x64): tests/test_archs_cifar_resnet.py covers them
 ARCHS = [pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in list_archs() if not a.startswith("c_resnet")]
 
 #: Sparse conv-bn layers per architecture, counted from the MaxQ format description.

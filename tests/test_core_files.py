@@ -166,3 +166,15 @@ def test_a_live_temp_is_locked_by_its_owner(tmp_path):
             os.close(fd)
         tmp.write_bytes(b"data")
     assert [p.name for p in tmp_path.iterdir()] == ["o.pt"]
+
+
+def test_rename_failure_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    from maxq_deploy.core import files as artifacts
+    def refuse(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(artifacts.os, "replace", refuse)
+    with pytest.raises(OutputPathError, match="cannot move the finished output into place"):
+        with artifacts.atomic_output(tmp_path / "o.pt") as tmp:
+            tmp.write_bytes(b"x")
+    assert list(tmp_path.iterdir()) == []

@@ -17,7 +17,7 @@ from maxq_deploy.reference import LAYER_TYPES
 from maxq_deploy.core.sparsity import NMPattern, check_pattern, groups_along, nonzeros_per_group
 
 SLOW = {"resnet34", "resnet50"}
-# the CIFAR ResNets run only near 32x32 (this file's probe is 64x64): tests/test_cifar_resnets.py covers them
+# the CIFAR ResNets run only near 32x32 (this file's probe is 64x64): tests/test_archs_cifar_resnet.py covers them
 ARCHS = [pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in list_archs() if not a.startswith("c_resnet")]
 FP32_RTOL = 1e-5
 

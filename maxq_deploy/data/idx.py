@@ -7,7 +7,7 @@ file of unsigned bytes with 3 dimensions (count, rows, columns), labels one with
 
 Every header is checked before anything is allocated: the magic (two zero bytes, the type
 code 0x08 for unsigned bytes, the number of dimensions), dimensions that are zero or absurd
-(a side over :data:`maxq_deploy.data.MAX_IMAGE_SIDE`, more bytes than the file holds or than
+(a side over :data:`maxq_deploy.data.preprocess.MAX_IMAGE_SIDE`, more bytes than the file holds or than
 memory can take), a file that ends early or goes on after its declared data, and a label count
 that disagrees with the images. Each is one :class:`DataError` line naming the file.
 """
@@ -25,8 +25,9 @@ import torch
 
 from maxq_deploy.core.errors import DataError, first_line
 from maxq_deploy.core.memory import available_memory_bytes
-from maxq_deploy.data import MAX_IMAGE_SIDE, ImageDataset
+from maxq_deploy.data.datasets import ImageDataset
 from maxq_deploy.data.labels import check_labels, read_labels
+from maxq_deploy.data.preprocess import MAX_IMAGE_SIDE
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
