@@ -163,3 +163,33 @@ def test_every_package_is_installed() -> None:
     found = {"maxq_deploy." + ".".join(p.parent.relative_to(ROOT / "maxq_deploy").parts) if p.parent != ROOT / "maxq_deploy"
              else "maxq_deploy" for p in (ROOT / "maxq_deploy").rglob("__init__.py")} | {"maxq_deploy.cli"}
     assert listed == found
+
+
+#: Library modules still tested only through other modules' test files (issue 17 left them open).
+#: The list may only shrink: a module listed here that gains its own test file fails the test below
+#: until its name is taken off.
+WITHOUT_OWN_TEST_FILE = frozenset({
+    "archs.catalog", "archs.layers", "archs.mobilenet", "archs.registry", "archs.resnet",
+    "bench.chart", "bench.command", "bench.environment", "bench.schema", "bench.stats", "bench.timing",
+    "core.compare", "core.devices", "core.distributed", "core.progress", "data.labels", "demo",
+    "load.checks", "load.formats", "load.input_size", "load.torch_model",
+    "onnx_graph.edit", "onnx_graph.from_torch", "onnx_graph.layers", "onnx_graph.qdq_check",
+    "quantize.mo_adapter", "quantize.modelopt_ptq",
+    "reference", "reference.checkpoints", "reference.fashion", "reference.layers", "reference.train", "sensitivity.svg",
+})
+
+
+def test_every_library_module_has_its_test_file() -> None:
+    """Tests mirror the library by name: ``maxq_deploy/<pkg>/<mod>.py`` -> ``tests/test_<pkg>_<mod>.py``, a non-empty
+    package ``__init__`` -> ``tests/test_<pkg>.py``, a top-level module -> ``tests/test_<mod>.py``."""
+    tests = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+    modules = set()
+    for path in (ROOT / "maxq_deploy").rglob("*.py"):
+        parts = list(path.relative_to(ROOT / "maxq_deploy").with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts and parts != ["__main__"] and path.read_text().strip():
+            modules.add(".".join(parts))
+    without = {m for m in modules if "test_" + m.replace(".", "_") not in tests}
+    assert sorted(without - WITHOUT_OWN_TEST_FILE) == []  # a new module comes with its test file
+    assert sorted(WITHOUT_OWN_TEST_FILE - without) == []  # one that gained its file leaves the list
