@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from maxq_deploy.core.compare import OutputDiff, compare_outputs, merge_diffs
-from maxq_deploy.core.errors import BackendUnavailableError
+from maxq_deploy.core.errors import BackendUnavailableError, OptionError
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 #: max |onnx - torch| / max |torch| allowed per precision (see the module docstring).
@@ -190,3 +190,12 @@ def scratch_step(scratch: str | os.PathLike[str], output: str | os.PathLike[str]
         error = type(exc).__new__(type(exc))
         error.args = (f"{output}: {what} failed: {text}",)
         raise error from None
+
+
+def calibration_counts(calib_batches: int | None, calib_batch_size: int | None) -> tuple[int, int]:
+    """``--calib-batches`` and ``--calib-batch-size`` of an export that calibrates (default 8 and 8); a typed 0 is
+    refused, not taken as a request for the default."""
+    for name, value in (("--calib-batches", calib_batches), ("--calib-batch-size", calib_batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise OptionError(f"{name} must be a whole number >= 1, got {value!r}")
+    return (8 if calib_batches is None else calib_batches), (8 if calib_batch_size is None else calib_batch_size)

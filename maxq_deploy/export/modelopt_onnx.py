@@ -222,35 +222,18 @@ def _temp_files_in(folder: Path):
 
 def _quantize(moq, fp32_path: Path, int8_path: Path, scratch: Path, batches, method: str, float_regions: str,
               opset: int) -> None:
-    from onnxruntime.quantization import CalibrationDataReader
-
+    from maxq_deploy.export.ort_calibrated import data_reader
     from maxq_deploy.quantize import mo_adapter
 
     input_name = load_onnx(fp32_path, load_external_data=False).graph.input[0].name
-
-    class BatchReader(CalibrationDataReader):
-        """The calibration batches, once each (ModelOpt reads the first one to size its GEMM checks)."""
-
-        def __init__(self) -> None:
-            self._next = iter(batches)
-
-        def get_next(self) -> dict | None:
-            batch = next(self._next, None)
-            return None if batch is None else {input_name: batch}
-
-        def get_first(self) -> dict:  # ModelOpt sizes its GEMM checks on the first batch
-            return {input_name: batches[0]}
-
-        def rewind(self) -> None:
-            self._next = iter(batches)
 
     work = scratch / "modelopt"
     work.mkdir()
     try:
         with mo_adapter._quiet(), _temp_files_in(work):
             moq.quantize(
-                str(fp32_path), quantize_mode="int8", calibration_data_reader=BatchReader(), calibration_method=method,
-                calibration_eps=["cpu"], output_path=str(int8_path), high_precision_dtype=float_regions, dq_only=True,
+                str(fp32_path), quantize_mode="int8", calibration_data_reader=data_reader(input_name, batches),
+                calibration_method=method, calibration_eps=["cpu"], output_path=str(int8_path), high_precision_dtype=float_regions, dq_only=True,
                 log_level="ERROR", opset=max(opset, MODELOPT_MIN_OPSET),
             )
     except (AssertionError, ValueError, RuntimeError, TypeError, KeyError, ImportError) as exc:
@@ -355,15 +338,16 @@ def _finalize(model, out_path: Path, fp32_path: Path, method: str, float_regions
 def export_for_tensorrt_with_modelopt(
     model: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    precision: str | None = None,
-    opset: int = 17,
-    dynamic_batch: bool | None = None,
-    input_size: int | None = None,
-    calib=None,
+    *,
+    calib=None,  # the calibration data and how it is read
     calib_batches: int | None = None,
     calib_batch_size: int | None = None,
     resize: int | None = None,
     calibrate_method: str | None = None,
+    precision: str | None = None,  # the graph
+    input_size: int | None = None,
+    dynamic_batch: bool | None = None,
+    opset: int = 17,
     float_regions: str | None = None,
     exporter: str | None = None,
     progress: Progress | None = None,
@@ -375,6 +359,7 @@ def export_for_tensorrt_with_modelopt(
     (:meth:`maxq_deploy.export.tensorrt_form.ExportOptions.resolve_float_regions`); they become
     ModelOpt's ``high_precision_dtype``.
     """
+    from maxq_deploy.export.common import calibration_counts
     from maxq_deploy.export.tensorrt_form import ExportOptions
     from maxq_deploy.load.input_size import artifact_input_size
 
@@ -384,16 +369,13 @@ def export_for_tensorrt_with_modelopt(
     if calib is None:
         raise OptionError("--quantizer modelopt calibrates the folded float32 graph: pass --calib DATA "
                           "(an image folder, .npy or .npz)")
-    for name, value in (("--calib-batches", calib_batches), ("--calib-batch-size", calib_batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise OptionError(f"{name} must be a whole number >= 1, got {value!r}")
+    calib_batches, calib_batch_size = calibration_counts(calib_batches, calib_batch_size)
     checked = ExportOptions(opset=opset, input_size=input_size, float_regions=float_regions, exporter=exporter)
     regions, why = checked.resolve_float_regions("int8")
     found = artifact_input_size(model)
     size = found.resolve(input_size, "--input-size")
     result = export_modelopt_int8(
-        model, output, calib, calib_batches=8 if calib_batches is None else calib_batches,
-        batch_size=8 if calib_batch_size is None else calib_batch_size, preprocess=found.preprocess(size, resize),
+        model, output, calib, calib_batches=calib_batches, batch_size=calib_batch_size, preprocess=found.preprocess(size, resize),
         input_size=size, calibrate_method=calibrate_method or "max", float_regions=regions, opset=opset,
         exporter=checked.exporter, progress=progress,
     )

@@ -212,11 +212,13 @@ def _batches_from_dataset(path: Path, count: int, batch_size: int, input_size: i
     return batches
 
 
-def _data_reader(input_name: str, batches: Sequence[np.ndarray]):
+def data_reader(input_name: str, batches: Sequence[np.ndarray]):
+    """ONNX Runtime's ``CalibrationDataReader`` over ``batches``: what ``quantize_static`` and ModelOpt's ONNX
+    quantizer read (each batch once per pass; ModelOpt also reads the first one to size its GEMM checks)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class BatchReader(CalibrationDataReader):
-        """Feeds the calibration batches to ``quantize_static`` once each."""
+        """The calibration batches, once each."""
 
         def __init__(self) -> None:
             self._next = iter(batches)
@@ -224,6 +226,9 @@ def _data_reader(input_name: str, batches: Sequence[np.ndarray]):
         def get_next(self) -> dict | None:
             batch = next(self._next, None)
             return None if batch is None else {input_name: batch}
+
+        def get_first(self) -> dict:
+            return {input_name: batches[0]}
 
         def rewind(self) -> None:
             self._next = iter(batches)
@@ -340,7 +345,7 @@ def _quantize(fp32_path: Path, int8_path: Path, batches: Sequence[np.ndarray], o
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its histogram calibrators print() progress
             quantize_static(
-                str(fp32_path), str(int8_path), _data_reader(input_name, batches),
+                str(fp32_path), str(int8_path), data_reader(input_name, batches),
                 quant_format=formats[options.quant_format], per_channel=options.per_channel, reduce_range=options.reduce_range,
                 activation_type=QuantType.QUInt8 if options.activation_type == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8, calibrate_method=methods[options.calibrate_method],
@@ -444,12 +449,11 @@ def export_for_onnxruntime(
         from maxq_deploy.export.ort_from_quantized import export_ort_int8_from_quantized
 
         return export_ort_int8_from_quantized(model, output, input_size=input_size, opset=opset, progress=progress, cpu_isa=cpu_isa)
-    for name, value in (("--calib-batches", calib_batches), ("--calib-batch-size", calib_batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise OptionError(f"{name} must be a whole number >= 1, got {value!r}")  # a typed 0 is no request for the default
+    from maxq_deploy.export.common import calibration_counts
+
+    calib_batches, calib_batch_size = calibration_counts(calib_batches, calib_batch_size)
     preprocess = found.preprocess(input_size, resize)
-    return export_ort_int8(model, output, calib, calib_batches=8 if calib_batches is None else calib_batches,
-                           batch_size=8 if calib_batch_size is None else calib_batch_size,
+    return export_ort_int8(model, output, calib, calib_batches=calib_batches, batch_size=calib_batch_size,
                            preprocess=preprocess, input_size=input_size, progress=progress,
                            options=OrtQuantOptions(calibrate_method=calibrate_method or "minmax", opset=opset,
                                                    reduce_range=cpu_isa != VNNI))
