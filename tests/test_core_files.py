@@ -178,3 +178,29 @@ def test_rename_failure_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
         with artifacts.atomic_output(tmp_path / "o.pt") as tmp:
             tmp.write_bytes(b"x")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("folder", [True, False])
+def test_a_signal_right_after_creating_a_temp_leaves_no_init_behind(tmp_path, monkeypatch, folder):
+    """Ctrl-C/SIGTERM landing between creating ``<temp>.init`` and opening it (seen in CI: a scratch
+    folder's ``.init`` was left after SIGTERM) removes it like any other failure."""
+    import os as os_module
+
+    from maxq_deploy.core import files
+
+    real_open = os_module.open
+
+    def interrupted_open(path, flags, *args, **kwargs):
+        if str(path).endswith(".init") and (folder or os_module.path.exists(path)):
+            raise KeyboardInterrupt
+        fd = real_open(path, flags, *args, **kwargs)
+        if str(path).endswith(".init"):  # a file: created, then the signal lands before the lock
+            os_module.close(fd)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(files.os, "open", interrupted_open)
+    with pytest.raises(KeyboardInterrupt):
+        files._claim_temp(tmp_path / "m.onnx", folder=folder)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []

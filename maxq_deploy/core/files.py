@@ -286,17 +286,19 @@ def _create_owned(tmp: Path, folder: bool) -> None:
 
     A sweep can never find the temp unlocked between its creation and its lock.
     """
-    init = tmp.with_name(tmp.name + ".init")
-    if folder:
-        init.mkdir()
-        fd = os.open(init, os.O_RDONLY | os.O_DIRECTORY)
-    else:
-        fd = os.open(init, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies: usual permissions
-    try:
+    init = tmp.with_name(tmp.name + ".init")  # a name of this process alone (pid and counter in it)
+    fd = None
+    try:  # a signal between the creation and the lock removes the .init too
+        if folder:
+            init.mkdir()
+            fd = os.open(init, os.O_RDONLY | os.O_DIRECTORY)
+        else:
+            fd = os.open(init, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies: usual permissions
         _lock(fd)
         os.rename(init, tmp)
     except BaseException:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(OSError):
             init.rmdir() if folder else init.unlink()
         raise

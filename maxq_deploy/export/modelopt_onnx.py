@@ -220,6 +220,36 @@ def _temp_files_in(folder: Path):
         tempfile.tempdir = before
 
 
+@contextlib.contextmanager
+def _onnxruntime_left_as_found():
+    """ModelOpt's ONNX quantizer patches ONNX Runtime's quantization classes in place (``ort_patching``:
+    calibrators, ``create_calibrator``, ``QDQQuantizer``...) and never undoes it, so a later
+    ``export --target onnxruntime --calib`` in the same process failed ("Quantization parameters are not
+    specified"). Every attribute of the ``onnxruntime.quantization`` modules and their classes is put back."""
+    import inspect
+    import sys
+
+    def snapshot() -> dict:
+        found = {}
+        for name, module in list(sys.modules.items()):
+            if module is None or not name.startswith("onnxruntime.quantization"):
+                continue
+            found[module] = dict(vars(module))
+            for value in vars(module).values():
+                if inspect.isclass(value) and value.__module__.startswith("onnxruntime.quantization"):
+                    found.setdefault(value, dict(vars(value)))
+        return found
+
+    before = snapshot()
+    try:
+        yield
+    finally:
+        for owner, attributes in before.items():
+            for name, value in attributes.items():
+                if vars(owner).get(name, value) is not value:
+                    setattr(owner, name, value)
+
+
 def _quantize(moq, fp32_path: Path, int8_path: Path, scratch: Path, batches, method: str, float_regions: str,
               opset: int) -> None:
     from maxq_deploy.export.ort_calibrated import data_reader
@@ -230,7 +260,7 @@ def _quantize(moq, fp32_path: Path, int8_path: Path, scratch: Path, batches, met
     work = scratch / "modelopt"
     work.mkdir()
     try:
-        with mo_adapter._quiet(), _temp_files_in(work):
+        with mo_adapter._quiet(), _temp_files_in(work), _onnxruntime_left_as_found():
             moq.quantize(
                 str(fp32_path), quantize_mode="int8", calibration_data_reader=data_reader(input_name, batches),
                 calibration_method=method, calibration_eps=["cpu"], output_path=str(int8_path), high_precision_dtype=float_regions, dq_only=True,
