@@ -241,6 +241,9 @@ def _onnxruntime_left_as_found():
         return found
 
     before = snapshot()
+    # it also edits the op registries in place (QDQRegistry, QLinearOpsRegistry: ops added and deleted)
+    tables = {id(value): (value, dict(value)) for attributes in before.values() for value in attributes.values()
+              if type(value) is dict and not isinstance(value, type)}
     try:
         yield
     finally:
@@ -248,6 +251,10 @@ def _onnxruntime_left_as_found():
             for name, value in attributes.items():
                 if vars(owner).get(name, value) is not value:
                     setattr(owner, name, value)
+        for table, contents in tables.values():
+            if table != contents:
+                table.clear()
+                table.update(contents)
 
 
 def _quantize(moq, fp32_path: Path, int8_path: Path, scratch: Path, batches, method: str, float_regions: str,
