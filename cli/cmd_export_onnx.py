@@ -81,45 +81,33 @@ def export_onnx_command(
     p = result.parity
     shape = "x".join(map(str, result.input_shape))
     rows = [
-        ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
         ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'} ({result.source_kind})"),
         ("precision", f"{result.precision} inside, {result.io_dtype} input/output"),
         ("graph", f"opset {result.opset}, input '{shape}', target {result.target}, {result.exporter}"),
         ("layers", f"{len(result.layers)} Conv/Gemm named after the checkpoint, {len(result.sparse_layers)} sparse"),
         ("parity", f"max abs {p.max_abs_error:.3g}, relative {p.relative_error:.3g} (tolerance {p.tolerance:g}), "
                    f"batch {'x'.join(map(str, p.batch_shape))} vs {p.reference}"),
-        (f"{result.pattern} in ONNX", result.pattern_verdict),
-        ("time", f"{result.seconds:.1f} s"),
     ]
-    console.print(table(escape(f"export onnx: {result.source} -> {result.output}"), ["", "result"], rows))
-    for note in result.notes:
-        console.print(escape(f"note: {note}"), highlight=False)
-    console.print(verdict_style(p.passed, f"parity PASS ({p.relative_error:.2g} <= {p.tolerance:g})"), highlight=False)
+    _print_export("export onnx", result, rows, p.passed, f"parity PASS ({p.relative_error:.2g} <= {p.tolerance:g})")
     if not result.pattern_ok:
         console.print(verdict_style(False, f"warning: {result.pattern_verdict}"), highlight=False)
 
 
 def _render_ort_calibrated(result) -> None:
     rows = [
-        ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
         ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'}"),
         ("precision", f"int8 weights (per channel), {result.options.activation_type} activations, {result.options.quant_format.upper()} format"),
         ("calibration", f"{result.calibration.get('images')} images, {result.options.calibrate_method}"),
         ("parity vs fp32", result.parity.describe()),
-        (f"{result.pattern} in ONNX", result.pattern_verdict),
-        ("time", f"{result.seconds:.1f} s"),
     ]
-    console.print(table(escape(f"export onnx (target onnxruntime): {result.source} -> {result.output}"), ["", "result"], rows))
-    for note in result.notes:
-        console.print(escape(f"note: {note}"), highlight=False)
-    console.print(verdict_style(result.parity.passed and result.pattern_ok, "int8 graph written for ONNX Runtime"), highlight=False)
+    _print_export("export onnx (target onnxruntime)", result, rows, result.parity.passed and result.pattern_ok,
+                  "int8 graph written for ONNX Runtime")
 
 
 def _render_ort_from_checkpoint(result) -> None:
     p = result.parity
     matching = sum(r.matches for r in result.ranges)
     rows = [
-        ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
         ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'}"),
         ("precision", f"int8 weights (per channel), uint8 activations, QDQ format, ReLU outputs {result.relu_range}"),
         ("cpu form", "portable: 7-bit weights, exact on every x86 CPU" if result.cpu_isa == "portable"
@@ -128,14 +116,9 @@ def _render_ort_from_checkpoint(result) -> None:
                    f"quantize with its amax; {len(result.derived_ranges)} conv outputs before a residual Add get a derived range"),
         ("layers", f"{len(result.int8_layers)} Conv/Gemm in int8, {len(result.float_layers)} float ({', '.join(result.float_layers) or '-'})"),
         ("parity", f"{p.describe()} vs {p.reference}; top-1 agreement {result.top1_agreement:.0%}"),
-        (f"{result.pattern} in ONNX", result.pattern_verdict),
-        ("time", f"{result.seconds:.1f} s"),
     ]
-    console.print(table(escape(f"export onnx (target onnxruntime): {result.source} -> {result.output}"), ["", "result"], rows))
-    for note in result.notes:
-        console.print(escape(f"note: {note}"), highlight=False)
-    console.print(verdict_style(p.passed and result.pattern_ok and result.ranges_match, "int8 graph written for ONNX Runtime"),
-                  highlight=False)
+    _print_export("export onnx (target onnxruntime)", result, rows, p.passed and result.pattern_ok and result.ranges_match,
+                  "int8 graph written for ONNX Runtime")
 
 
 def _render_modelopt(result) -> None:
@@ -144,7 +127,6 @@ def _render_modelopt(result) -> None:
     per_channel = sum(layer.weight_scales > 1 for layer in int8)
     qdq = f"{result.op_counts.get('QuantizeLinear', 0)} QuantizeLinear, {result.op_counts.get('DequantizeLinear', 0)} DequantizeLinear"
     rows = [
-        ("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")),
         ("model", f"{result.arch}, {result.num_classes} classes, trained N:M {result.nm or '-'} (folded checkpoint)"),
         ("quantizer", f"NVIDIA ModelOpt {result.modelopt_version} ONNX PTQ (int8, CPU calibration, {c['method']})"),
         ("precision", f"int8 Q/DQ: weights int8 per channel ({per_channel} of {len(int8)} layers), activations per tensor; "
@@ -154,10 +136,16 @@ def _render_modelopt(result) -> None:
         ("layers", f"{len(int8)} of {len(result.layers)} Conv/Gemm int8; float: "
                    + (", ".join(layer.name for layer in result.float_layers) or "-")),
         ("parity", f"{p.describe()} vs {p.reference}"),
-        (f"{result.pattern} in ONNX", result.pattern_verdict),
-        ("time", f"{result.seconds:.1f} s"),
     ]
-    console.print(table(escape(f"export onnx (quantizer modelopt): {result.source} -> {result.output}"), ["", "result"], rows))
+    _print_export("export onnx (quantizer modelopt)", result, rows, p.passed and result.pattern_ok,
+                  "int8 Q/DQ graph written for TensorRT (ModelOpt)")
+
+
+def _print_export(title: str, result, rows: list[tuple[str, str]], passed: bool, verdict: str) -> None:
+    """One export's table (its output and size first; the 2:4 verdict and the time last), its notes, its verdict line."""
+    rows = [("output", escape(f"{result.output} ({result.size_bytes / 1e6:.1f} MB)")), *rows,
+            (f"{result.pattern} in ONNX", result.pattern_verdict), ("time", f"{result.seconds:.1f} s")]
+    console.print(table(escape(f"{title}: {result.source} -> {result.output}"), ["", "result"], rows))
     for note in result.notes:
         console.print(escape(f"note: {note}"), highlight=False)
-    console.print(verdict_style(p.passed and result.pattern_ok, "int8 Q/DQ graph written for TensorRT (ModelOpt)"), highlight=False)
+    console.print(verdict_style(passed, verdict), highlight=False)

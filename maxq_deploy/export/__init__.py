@@ -51,19 +51,10 @@ def export_model(model_path: str | os.PathLike[str], output: str | os.PathLike[s
         if key != "tensorrt":
             raise OptionError(f"--quantizer modelopt makes TensorRT's INT8 Q/DQ graph; it does not apply to --target {key} "
                               "(use --target tensorrt, or --target onnxruntime --calib DATA for ONNX Runtime's own quantizer)")
-        for name, value in list(options.items()):
-            if name not in MODELOPT_OPTIONS:
-                if value is not None:
-                    raise OptionError(f"--{name.replace('_', '-')} does not apply to --quantizer modelopt")
-                del options[name]
         from maxq_deploy.export.modelopt_onnx import export_for_tensorrt_with_modelopt
 
-        return export_for_tensorrt_with_modelopt(model_path, output, **options)
-    for name, value in list(options.items()):
-        if name not in EXPORT_TARGETS[key]:
-            if value is not None:
-                raise OptionError(f"--{name.replace('_', '-')} does not apply to --target {key}")
-            del options[name]  # an option left unset
+        return export_for_tensorrt_with_modelopt(model_path, output, **_options_for("--quantizer modelopt", MODELOPT_OPTIONS, options))
+    options = _options_for(f"--target {key}", EXPORT_TARGETS[key], options)
     if key == "tensorrt":
         from maxq_deploy.export.tensorrt_form import export_onnx
 
@@ -71,3 +62,11 @@ def export_model(model_path: str | os.PathLike[str], output: str | os.PathLike[s
     from maxq_deploy.export.ort_calibrated import export_for_onnxruntime
 
     return export_for_onnxruntime(model_path, output, **options)
+
+
+def _options_for(route: str, allowed: frozenset[str], options: dict) -> dict:
+    """The ``options`` a route takes: one it does not take is refused when given, dropped when unset (None)."""
+    for name, value in options.items():
+        if name not in allowed and value is not None:
+            raise OptionError(f"--{name.replace('_', '-')} does not apply to {route}")
+    return {name: value for name, value in options.items() if name in allowed}

@@ -87,6 +87,27 @@ class ExportSummary:
         return data
 
 
+
+@dataclass
+class CalibratedExport(ExportSummary):
+    """An INT8 export calibrated from a folded checkpoint (``--target onnxruntime --calib`` and
+    ``--quantizer modelopt``): where it came from and on what it was calibrated. Each route's result
+    adds its own fields after these."""
+
+    output: Path
+    source: Path
+    source_sha256: str
+    arch: str
+    num_classes: int
+    nm: str | None
+    input_size: int
+
+
+def calibration_record(source: str, batches: Sequence[np.ndarray], batch_size: int, **extra) -> dict:
+    """The ``calibration`` entry of a calibrated export's result: source, batches, images, batch size, then ``extra``."""
+    return {"source": source, "batches": len(batches), "images": int(sum(len(b) for b in batches)),
+            "batch_size": batch_size, **extra}
+
 def seeded_batch(batch_shape: Sequence[int], seed: int = PARITY_SEED) -> np.ndarray:
     """The standard-normal float32 batch every parity check runs on (the same for a given seed)."""
     import torch

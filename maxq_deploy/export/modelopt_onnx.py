@@ -44,7 +44,7 @@ from maxq_deploy.core.errors import OptionError, ParityError, QuantizationError,
 from maxq_deploy.core.files import ONNX_SUFFIXES, Output, atomic_output, check_input_file, guard_outputs, sha256_file, temp_folder
 from maxq_deploy.core.progress import SILENT, Progress
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
-from maxq_deploy.export.common import ExportSummary, ParityCheck, check_parity, op_counts, scratch_step
+from maxq_deploy.export.common import CalibratedExport, ParityCheck, calibration_record, check_parity, op_counts, scratch_step
 from maxq_deploy.onnx_graph import meta as onnx_meta
 from maxq_deploy.onnx_graph.index import load_onnx
 
@@ -69,16 +69,9 @@ class QuantizedLayer:
 
 
 @dataclass
-class ModelOptExportResult(ExportSummary):
+class ModelOptExportResult(CalibratedExport):
     """What ``export onnx --quantizer modelopt`` wrote, and the numbers that say it is right."""
 
-    output: Path
-    source: Path
-    source_sha256: str
-    arch: str
-    num_classes: int
-    nm: str | None
-    input_size: int
     opset: int
     modelopt_version: str
     calibration: dict  # source, batches, images, batch_size, method, seconds
@@ -192,8 +185,7 @@ def export_modelopt_int8(
     return ModelOptExportResult(
         output=out, source=source, source_sha256=fp32.source_sha256, arch=folded.arch, num_classes=folded.num_classes,
         nm=folded.nm, input_size=input_size, opset=written_opset, modelopt_version=mo_adapter.version(),
-        calibration={"source": calib_source, "batches": len(batches), "images": int(sum(len(b) for b in batches)),
-                     "batch_size": batch_size, "method": calibrate_method, "seconds": calib_seconds},
+        calibration=calibration_record(calib_source, batches, batch_size, method=calibrate_method, seconds=calib_seconds),
         float_regions=float_regions, parity=parity, op_counts=op_counts(model), sparse_layers=list(fp32.sparse_layers),
         layers=layers, pattern_sparse_layers=len(pattern.expected),
         pattern_holding_layers=len(pattern.expected) - len(pattern.failing), pattern_verdict=pattern.verdict,

@@ -51,7 +51,7 @@ from maxq_deploy.core.errors import BackendUnavailableError, DataError, OptionEr
 from maxq_deploy.onnx_graph import meta as onnx_meta
 from maxq_deploy.onnx_graph.index import load_onnx
 from maxq_deploy.core.progress import SILENT, Progress
-from maxq_deploy.export.common import ExportSummary, op_counts, scratch_step
+from maxq_deploy.export.common import CalibratedExport, calibration_record, op_counts, scratch_step
 from maxq_deploy.core.sparsity import HARDWARE_PATTERN
 
 TARGET = "onnxruntime"
@@ -123,16 +123,9 @@ class OrtParity:
 
 
 @dataclass
-class OrtExportResult(ExportSummary):
+class OrtExportResult(CalibratedExport):
     """What the ONNX Runtime INT8 export wrote, and the numbers that say how good it is."""
 
-    output: Path
-    source: Path
-    source_sha256: str
-    arch: str
-    num_classes: int
-    nm: str | None
-    input_size: int
     options: OrtQuantOptions
     calibration: dict  # source, batches, images, batch_size
     parity: OrtParity
@@ -317,7 +310,7 @@ def export_ort_int8(
     return OrtExportResult(
         output=out, source=source, source_sha256=fp32.source_sha256, arch=folded.arch, num_classes=folded.num_classes,
         nm=folded.nm, input_size=input_size, options=options,
-        calibration={"source": calib_source, "batches": len(batches), "images": int(sum(len(b) for b in batches)), "batch_size": batch_size},
+        calibration=calibration_record(calib_source, batches, batch_size),
         parity=parity, op_counts=counts, sparse_layers=list(fp32.sparse_layers),
         pattern_sparse_layers=len(pattern.expected), pattern_holding_layers=pattern.holding_layers,
         pattern_verdict=pattern.verdict, onnx_sha256=sha256_file(out), size_bytes=out.stat().st_size,
