@@ -24,7 +24,7 @@ def export_onnx_command(
     opset: int = typer.Option(17, "--opset", help="ONNX opset, 13..20 (17 is parsed by TensorRT 10 and 11)."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default: dynamic batch axis)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Dynamic batch axis (the default unless --batch is given)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input size in pixels, fixed in the graph (default: the size the checkpoint records: quantized at its calibration size, else 32 for the CIFAR ResNets, 224 for the others)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input size in pixels, fixed in the graph (default: the size the checkpoint records: quantized at its calibration size, else 32 for the CIFAR ResNets, 224 for the others; with --calib arrays (.npy/.npz), their size, as quantize takes them)."),
     target: str = typer.Option(
         "tensorrt", "--target",
         help="tensorrt: the graph TensorRT wants (fp32/fp16, or symmetric int8 Q/DQ from a quantized checkpoint); "

@@ -156,3 +156,39 @@ def test_calibration_batches_from_arrays() -> None:
 def test_extra_options_keep_weights_symmetric() -> None:
     extra = OrtQuantOptions(calibrate_method="percentile", percentile=99.99).extra_options()
     assert extra["WeightSymmetric"] is True and extra["ActivationSymmetric"] is False and extra["CalibPercentile"] == 99.99
+
+
+def test_calibration_takes_the_size_of_array_data_as_quantize_does(store, cli, tmp_path) -> None:
+    """A folded ResNet-18 records 224; 32x32 arrays calibrate and export it at 32 without --input-size (``quantize``
+    takes the same file the same way). Images, a size the model cannot run at, and non-square arrays: as before."""
+    import onnx
+
+    from maxq_deploy.core.errors import OptionError
+    from maxq_deploy.export.ort_calibrated import folded_calibration
+    from maxq_deploy.fold import load_folded
+
+    folded = load_folded(store.folded(arch="resnet18"))
+    assert folded.meta.get("input_size") in (None, 224)
+    npz = tmp_path / "calib32.npz"
+    np.savez(npz, images=calib_arrays(16))
+    batches, source, size = folded_calibration(folded, npz, 2, 8, None)
+    assert size == SIZE and [b.shape for b in batches] == [(8, 3, SIZE, SIZE)] * 2 and source == str(npz)
+    np.testing.assert_array_equal(np.concatenate(batches), calib_arrays(16))  # arrays are taken as they are
+    assert folded_calibration(folded, calib_arrays(16), 2, 8, None)[2] == SIZE  # in-memory arrays: the same rule
+    with pytest.raises(DataError, match="expects 3x64x64"):
+        folded_calibration(folded, npz, 2, 8, 64)  # a size asked for is still checked against the data
+    np.savez(tmp_path / "odd.npz", images=np.zeros((16, 3, 16, 16), np.float32))
+    with pytest.raises(OptionError, match="cannot run at 16x16"):
+        folded_calibration(folded, tmp_path / "odd.npz", 2, 8, None)
+    np.savez(tmp_path / "wide.npz", images=np.zeros((16, 3, 32, 64), np.float32))
+    with pytest.raises(DataError, match="3x32x64"):
+        folded_calibration(folded, tmp_path / "wide.npz", 2, 8, None)
+    with pytest.raises(DataError, match="square"):
+        folded_calibration(folded, np.zeros((16, 3, 32, 64), np.float32), 2, 8, None)
+
+    out = tmp_path / "r18.onnx"
+    res = cli("export", "onnx", store.folded(arch="resnet18"), "-o", out, "--target", "onnxruntime", "--calib", npz,
+              "--calib-batches", 2, "--calib-batch-size", 8, "--json")
+    assert res.exit_code == 0, res.stderr
+    dims = [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[1:]]
+    assert dims == [3, SIZE, SIZE]

@@ -8,7 +8,7 @@ recommends for TensorRT:
    (:func:`maxq_deploy.export.tensorrt_form.export_onnx`: checkpoint layer names, fp32 parity);
 2. ``modelopt.onnx.quantization.quantize(quantize_mode="int8", calibration_eps=["cpu"],
    dq_only=True)`` on it, fed the same preprocessed batches ``quantize`` reads
-   (:func:`maxq_deploy.export.ort_calibrated.calibration_batches`); ModelOpt and the ONNX Runtime
+   (:func:`maxq_deploy.export.ort_calibrated.folded_calibration`); ModelOpt and the ONNX Runtime
    quantizer under it write their temp files into that scratch folder (``tempfile.tempdir``),
    which is removed afterwards, on error too;
 3. the ``maxq_deploy.*`` metadata of the float graph (precision int8, target tensorrt, the
@@ -131,10 +131,9 @@ def export_modelopt_int8(
                            [folded_path, calib_data if isinstance(calib_data, (str, os.PathLike)) else None])
     source = check_input_file(folded_path, "folded checkpoint")
     moq = require_modelopt_onnx()
-    from maxq_deploy.export.ort_calibrated import calibration_batches
+    from maxq_deploy.export.ort_calibrated import folded_calibration
     from maxq_deploy.fold import folded_from_dict, load_folded
     from maxq_deploy.load.formats import FOLDED_FORMAT, QUANTIZED_FORMAT, check_format, format_of
-    from maxq_deploy.load.input_size import preprocess_for, resolve_input_size
     from maxq_deploy.load.maxq_checkpoint import torch_load_safe
 
     obj = torch_load_safe(source, "folded checkpoint")
@@ -144,11 +143,9 @@ def export_modelopt_int8(
     if format_of(obj) != FOLDED_FORMAT:
         load_folded(source)  # a MaxQ checkpoint or another file: refused with the fold hint
     folded = folded_from_dict(check_format(obj, FOLDED_FORMAT, source), Path(source))
-    input_size = resolve_input_size(folded.arch, folded.meta, input_size)
+    batches, calib_source, input_size = folded_calibration(folded, calib_data, calib_batches, batch_size, input_size,
+                                                           preprocess, progress)
     module = folded.build_model()
-    if preprocess is None:
-        preprocess = preprocess_for(folded.arch, input_size)
-    batches, calib_source = calibration_batches(calib_data, calib_batches, batch_size, input_size, preprocess, progress)
     notes: list[str] = []
     track = progress or SILENT
     with temp_folder(out) as scratch, atomic_output(out) as tmp_out:
@@ -402,10 +399,10 @@ def export_for_tensorrt_with_modelopt(
     checked = ExportOptions(opset=opset, input_size=input_size, float_regions=float_regions, exporter=exporter)
     regions, why = checked.resolve_float_regions("int8")
     found = artifact_input_size(model)
-    size = found.resolve(input_size, "--input-size")
+    size = found.resolve(input_size, "--input-size")  # image files are preprocessed at it; arrays keep their own size
     result = export_modelopt_int8(
         model, output, calib, calib_batches=calib_batches, batch_size=calib_batch_size, preprocess=found.preprocess(size, resize),
-        input_size=size, calibrate_method=calibrate_method or "max", float_regions=regions, opset=opset,
+        input_size=input_size, calibrate_method=calibrate_method or "max", float_regions=regions, opset=opset,
         exporter=checked.exporter, progress=progress,
     )
     result.notes.append(f"float regions of the Q/DQ graph: {regions} ({why})")

@@ -143,14 +143,36 @@ class OrtExportResult(CalibratedExport):
 CalibData = str | os.PathLike | np.ndarray | Sequence[np.ndarray]
 
 
+def folded_calibration(folded, calib_data: CalibData, calib_batches: int, batch_size: int, input_size: int | None,
+                       preprocess=None, progress: Progress | None = None) -> tuple[list[np.ndarray], str, int]:
+    """The calibration batches of a folded model, their source, and the input size the export runs at.
+
+    The size is ``input_size`` when given, else, as ``quantize`` does, the size of the data's samples:
+    image files are preprocessed by the one rule (:func:`maxq_deploy.load.input_size.preprocess_for`) at
+    the size the checkpoint records, arrays keep their own size (refused where the architecture cannot
+    run at it).
+    """
+    from maxq_deploy.load.input_size import preprocess_for, resolve_input_size
+
+    size = resolve_input_size(folded.arch, folded.meta, input_size)
+    if preprocess is None:
+        preprocess = preprocess_for(folded.arch, size)  # the transform `quantize` uses for this architecture
+    batches, source = calibration_batches(calib_data, calib_batches, batch_size, size if input_size is not None else None,
+                                          preprocess, progress)
+    if input_size is None:
+        size = resolve_input_size(folded.arch, None, int(batches[0].shape[-1]), what=f"calibration data {source}")
+    return batches, source, size
+
+
 def calibration_batches(
-    calib_data: CalibData, calib_batches: int, batch_size: int, input_size: int, preprocess=None, progress: Progress | None = None,
+    calib_data: CalibData, calib_batches: int, batch_size: int, input_size: int | None, preprocess=None,
+    progress: Progress | None = None,
 ) -> tuple[list[np.ndarray], str]:
     """Up to ``calib_batches`` float32 NCHW batches of ``batch_size`` and a description of their source.
 
     ``calib_data``: a data folder or .npy/.npz (read through :mod:`maxq_deploy.data` with
     ``preprocess``, default the eval transform at ``input_size``), one NCHW array, or a sequence
-    of NCHW arrays (each used as one batch).
+    of NCHW arrays (each used as one batch). ``input_size`` None: any square size, the same for every batch.
     """
     if calib_batches < 1:
         raise DataError(f"calib_batches must be >= 1, got {calib_batches}")
@@ -167,15 +189,19 @@ def calibration_batches(
     else:
         arrays = list(calib_data)[:calib_batches]
         source = f"{len(arrays)} given batches"
-    batches = [_check_batch(np.asarray(a), input_size, source) for a in arrays]
-    if not batches:
+    if not arrays:
         raise DataError(f"no calibration images in {source}")
+    if input_size is None:  # the data's own size: the first batch's, square
+        first = np.shape(arrays[0])
+        input_size = int(first[-1]) if len(first) == 4 and first[-1] == first[-2] and first[-1] > 0 else -1
+    batches = [_check_batch(np.asarray(a), input_size, source) for a in arrays]
     return batches, source
 
 
 def _check_batch(batch: np.ndarray, input_size: int, source: str) -> np.ndarray:
     if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2:] != (input_size, input_size):
-        raise DataError(f"calibration data from {source} must be N x 3 x {input_size} x {input_size}, got {tuple(batch.shape)}")
+        expected = "N x 3 x S x S (square)" if input_size < 1 else f"N x 3 x {input_size} x {input_size}"
+        raise DataError(f"calibration data from {source} must be {expected}, got {tuple(batch.shape)}")
     if batch.dtype.kind != "f":
         raise DataError(f"calibration data from {source} must be preprocessed floats, got {batch.dtype}")
     from maxq_deploy.data import check_finite
@@ -189,9 +215,11 @@ def _batches_from_dataset(path: Path, count: int, batch_size: int, input_size: i
     from maxq_deploy.load.input_size import preprocess_for
 
     if preprocess is None:
+        if input_size is None:
+            raise DataError("calibration data from files needs an input size or a preprocessing rule")
         preprocess = preprocess_for(None, input_size)  # no architecture known: ImageNet's crop ratio
     dataset = open_dataset(path, preprocess=preprocess)
-    check_input_shape(dataset, 3, input_size, "the model")
+    check_input_shape(dataset, 3, input_size or dataset.sample_shape[1], "the model")  # None: square at the data's own size
     loader = make_loader(dataset, batch_size=batch_size, workers=0, shuffle=len(dataset) > count * batch_size)
     batches: list[np.ndarray] = []
     total = min(count, -(-len(dataset) // batch_size))
@@ -275,16 +303,10 @@ def export_ort_int8(
     if format_of(obj) != FOLDED_FORMAT:
         folded = load_folded(source)  # a MaxQ checkpoint or another file: refused with the fold hint
     folded = folded_from_dict(check_format(obj, FOLDED_FORMAT, source), Path(source))
-    from maxq_deploy.load.input_size import resolve_input_size
-
-    input_size = resolve_input_size(folded.arch, folded.meta, input_size)
+    batches, calib_source, input_size = folded_calibration(folded, calib_data, calib_batches, batch_size, input_size,
+                                                           preprocess, progress)
     module = folded.build_model()
     track = progress or SILENT
-    if preprocess is None:
-        from maxq_deploy.load.input_size import preprocess_for
-
-        preprocess = preprocess_for(folded.arch, input_size)  # the transform `quantize` uses for this architecture
-    batches, calib_source = calibration_batches(calib_data, calib_batches, batch_size, input_size, preprocess, progress)
     notes: list[str] = []
     with temp_folder(out) as tmp_dir, atomic_output(out) as tmp_out:  # model-sized scratch beside the output
         fp32_path, int8_path = Path(tmp_dir) / "fp32.onnx", Path(tmp_dir) / "int8.onnx"
@@ -433,7 +455,7 @@ def export_for_onnxruntime(
                               "(the same for both targets): drop them, or export int8")
         return export_onnx(model, output, precision=precision, opset=opset, input_size=input_size, progress=progress)
     found = artifact_input_size(model)
-    input_size = found.resolve(input_size, "--input-size")
+    requested, input_size = input_size, found.resolve(input_size, "--input-size")
     if calib is None:  # a quantized checkpoint carries its ranges (a folded one is refused with the --calib hint)
         given = [name for name, value in calibration.items() if value is not None]
         if given:
@@ -447,6 +469,6 @@ def export_for_onnxruntime(
     calib_batches, calib_batch_size = calibration_counts(calib_batches, calib_batch_size)
     preprocess = found.preprocess(input_size, resize)
     return export_ort_int8(model, output, calib, calib_batches=calib_batches, batch_size=calib_batch_size,
-                           preprocess=preprocess, input_size=input_size, progress=progress,
+                           preprocess=preprocess, input_size=requested, progress=progress,  # unset: the data's size
                            options=OrtQuantOptions(calibrate_method=calibrate_method or "minmax", opset=opset,
                                                    reduce_range=cpu_isa != VNNI))
