@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
@@ -43,6 +44,12 @@ def _quantized_dict(folded_path: Path) -> dict:
     stats = CalibrationStats("max", None, 1, 8, None, 0, 0.0, 0.0, [], SIZE)
     checks = check_int8_layers(folded.layers, folded.state_dict, ranges)
     return checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), "test (random max ranges)")
+
+
+def skip_without_ptq_on_digits() -> None:
+    """Skip the calling test module (or fixture) where PTQ on the digits images cannot run, naming what to install."""
+    pytest.importorskip("pytorch_quantization", reason="INT8 needs pytorch-quantization (pip install pytorch-quantization==2.1.3)")
+    pytest.importorskip("sklearn", reason="the digits calibration set needs scikit-learn")
 
 
 def ptq_reference_resnet18(work: Path, size: int) -> tuple[Path, Path]:

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("pytorch_quantization")
-pytest.importorskip("sklearn")
+from quantize_fixtures import ptq_reference_resnet18, skip_without_ptq_on_digits
+
+skip_without_ptq_on_digits()
 
 pytestmark = pytest.mark.slow
 SIZE = 32
@@ -25,7 +26,6 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from maxq_deploy.export.tensorrt_form import export_onnx
-    from quantize_fixtures import ptq_reference_resnet18
 
     work = tmp_path_factory.mktemp("qdq")
     ptq_reference_resnet18(work, SIZE)  # r18.folded.pt, r18.q.pt

@@ -147,10 +147,10 @@ INT8_SIZE = 32  # the digits calibration size: the Q/DQ graph is exported at the
 @pytest.fixture(scope="module")
 def int8_graph(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A reference ResNet-18 2:4, folded, PTQ-quantized on digits and exported as the INT8 Q/DQ graph (fp16 float regions)."""
-    pytest.importorskip("pytorch_quantization", reason="INT8 needs pytorch-quantization (pip install pytorch-quantization==2.1.3)")
-    pytest.importorskip("sklearn", reason="the digits calibration set needs scikit-learn")
+    from quantize_fixtures import ptq_reference_resnet18, skip_without_ptq_on_digits
+
+    skip_without_ptq_on_digits()
     from maxq_deploy.export.tensorrt_form import export_onnx
-    from quantize_fixtures import ptq_reference_resnet18
 
     work = tmp_path_factory.mktemp("trt-int8")
     _train, test = ptq_reference_resnet18(work, INT8_SIZE)  # r18.folded.pt, r18.q.pt
