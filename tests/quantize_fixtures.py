@@ -1,4 +1,5 @@
-"""Shared quantize test helpers: a quantized checkpoint made without any quantization backend; a two-conv TensorRT-form Q/DQ graph."""
+"""Shared quantize test helpers: a quantized checkpoint made without any quantization backend; a two-conv TensorRT-form Q/DQ graph;
+a reference ResNet-18 2:4 PTQ-quantized on digits (needs pytorch-quantization and scikit-learn)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
@@ -42,6 +44,29 @@ def _quantized_dict(folded_path: Path) -> dict:
     stats = CalibrationStats("max", None, 1, 8, None, 0, 0.0, 0.0, [], SIZE)
     checks = check_int8_layers(folded.layers, folded.state_dict, ranges)
     return checkpoint_dict(folded, folded.state_dict, ranges, stats, checks, provenance(folded.path), "test (random max ranges)")
+
+
+def skip_without_ptq_on_digits() -> None:
+    """Skip the calling test module (or fixture) where PTQ on the digits images cannot run, naming what to install."""
+    pytest.importorskip("pytorch_quantization", reason="INT8 needs pytorch-quantization (pip install pytorch-quantization==2.1.3)")
+    pytest.importorskip("sklearn", reason="the digits calibration set needs scikit-learn")
+
+
+def ptq_reference_resnet18(work: Path, size: int) -> tuple[Path, Path]:
+    """A reference ResNet-18 2:4 (10 classes, seed 0) folded and PTQ-quantized (max ranges) on digits at ``size``.
+
+    Writes ``r18.pth.tar``, ``r18.folded.pt`` and ``r18.q.pt`` in ``work``; returns the digits (train, test) npz paths.
+    """
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.quantize import quantize_ptq
+    from maxq_deploy.reference import make_checkpoint, save_checkpoint
+    from maxq_deploy.reference.train import save_digits_npz
+
+    train, test = save_digits_npz(work, size)
+    save_checkpoint(make_checkpoint("resnet18", "2:4", num_classes=10, seed=0), work / "r18.pth.tar")
+    fold_checkpoint(work / "r18.pth.tar", work / "r18.folded.pt")
+    quantize_ptq(work / "r18.folded.pt", work / "r18.q.pt", train, calibrator="max", calib_batches=2, batch_size=16, workers=0)
+    return train, test
 
 
 def _qdq_graph() -> onnx.ModelProto:

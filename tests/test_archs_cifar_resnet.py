@@ -45,21 +45,21 @@ def probe32() -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
 
 
+def _random_npz(path, count: int, size: int, classes: int = 10) -> str:
+    """Random-ish labelled ``size`` x ``size`` arrays: enough to calibrate, run and evaluate."""
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.standard_normal((count, 3, size, size), dtype=np.float32), labels=rng.integers(0, classes, count))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def npz32(tmp_path_factory) -> str:
-    """Random-ish labelled 32x32 arrays (10 classes): enough to calibrate, run and evaluate."""
-    path = tmp_path_factory.mktemp("data") / "rand32.npz"
-    rng = np.random.default_rng(0)
-    np.savez(path, images=rng.standard_normal((48, 3, 32, 32), dtype=np.float32), labels=rng.integers(0, 10, 48))
-    return str(path)
+    return _random_npz(tmp_path_factory.mktemp("data") / "rand32.npz", 48, 32)
 
 
 @pytest.fixture(scope="module")
 def npz224(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data224") / "rand224.npz"
-    rng = np.random.default_rng(0)
-    np.savez(path, images=rng.standard_normal((8, 3, 224, 224), dtype=np.float32), labels=rng.integers(0, 10, 8))
-    return str(path)
+    return _random_npz(tmp_path_factory.mktemp("data224") / "rand224.npz", 8, 224)
 
 
 def _relative(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -385,8 +385,7 @@ def test_c_resnet50_100_classes_through_the_cli_without_input_size(cli, tmp_path
     from maxq_deploy.reference import make_checkpoint, save_checkpoint
 
     save_checkpoint(make_checkpoint("c_resnet50", "2:4", HARD, 100), tmp_path / "c50.pth.tar")
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", images=rng.standard_normal((32, 3, 32, 32), dtype=np.float32), labels=rng.integers(0, 100, 32))
+    _random_npz(tmp_path / "d.npz", 32, 32, classes=100)
     steps = [
         ["fold", tmp_path / "c50.pth.tar", "-o", tmp_path / "f.pt"],
         ["verify", tmp_path / "f.pt"],

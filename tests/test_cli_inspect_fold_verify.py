@@ -249,25 +249,35 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input(cli, store, tmp_path, file_hash, case):
+def _bad_input_case(case: str, store, tmp_path: Path, file_hash) -> tuple[BadInput, Path, str | None]:
+    """The case's bad input under ``tmp_path/in``, an empty ``tmp_path/out`` for outputs, the input's hash (None: not a file)."""
     inputs, out_dir = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     out_dir.mkdir()
     bad = BAD_INPUTS[case](inputs, store)
-    before = file_hash(bad.path) if bad.path.is_file() else None
+    return bad, out_dir, file_hash(bad.path) if bad.path.is_file() else None
+
+
+def _assert_refused(result, bad: BadInput, out_dir: Path, before: str | None, file_hash, command: str) -> None:
+    """The case's exit code and one error line, nothing on stdout or in ``out_dir``, no pickled code ran, the input unchanged."""
+    assert result.exit_code == bad.exit_code, (command, result.stdout, result.stderr)
+    line = _one_error_line(result)
+    assert re.search(bad.message, line), (command, line)
+    assert result.stdout == ""
+    assert os.listdir(out_dir) == [], command
+    if bad.marker is not None:
+        assert not bad.marker.exists(), "the pickle's code ran"
+    if before is not None:
+        assert file_hash(bad.path) == before
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input(cli, store, tmp_path, file_hash, case):
+    bad, out_dir, before = _bad_input_case(case, store, tmp_path, file_hash)
     for command in bad.commands:
         extra = ["-o", out_dir / "folded.pt"] if command == "fold" else []
         result = cli(command, bad.path, *bad.args, *extra)
-        assert result.exit_code == bad.exit_code, (command, result.stdout, result.stderr)
-        line = _one_error_line(result)
-        assert re.search(bad.message, line), (command, line)
-        assert result.stdout == ""
-        assert os.listdir(out_dir) == [], command
-        if bad.marker is not None:
-            assert not bad.marker.exists(), "the pickle's code ran"
-        if before is not None:
-            assert file_hash(bad.path) == before
+        _assert_refused(result, bad, out_dir, before, file_hash, command)
 
 
 def test_unreadable_file(cli, store, tmp_path):
@@ -302,19 +312,9 @@ def test_bad_output_path(cli, store, tmp_path, file_hash, where, message):
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "code-pickle", "bare-unknown-keys"])
 def test_bad_input_real_process(cli_subprocess, store, tmp_path, file_hash, case):
-    inputs, out_dir = tmp_path / "in", tmp_path / "out"
-    inputs.mkdir()
-    out_dir.mkdir()
-    bad = BAD_INPUTS[case](inputs, store)
-    before = file_hash(bad.path) if bad.path.is_file() else None
+    bad, out_dir, before = _bad_input_case(case, store, tmp_path, file_hash)
     result = cli_subprocess("fold", bad.path, "-o", out_dir / "folded.pt", *bad.args)
-    assert result.exit_code == bad.exit_code
-    assert re.search(bad.message, _one_error_line(result))
-    assert result.stdout == "" and os.listdir(out_dir) == []
-    if bad.marker is not None:
-        assert not bad.marker.exists()
-    if before is not None:
-        assert file_hash(bad.path) == before
+    _assert_refused(result, bad, out_dir, before, file_hash, "fold")
 
 
 def test_real_process_mid_training_and_missing_output_folder(cli_subprocess, store, mid_spec, tmp_path):

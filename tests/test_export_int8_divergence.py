@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("pytorch_quantization")
-pytest.importorskip("sklearn")
+from quantize_fixtures import skip_without_ptq_on_digits
+
+skip_without_ptq_on_digits()
 
 from int8_emulation import run_graph  # noqa: E402
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("pytorch_quantization")
-pytest.importorskip("sklearn")
+from quantize_fixtures import ptq_reference_resnet18, skip_without_ptq_on_digits
+
+skip_without_ptq_on_digits()
 
 pytestmark = pytest.mark.slow
 SIZE = 32
@@ -25,16 +26,9 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from maxq_deploy.export.tensorrt_form import export_onnx
-    from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.quantize import quantize_ptq
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
-    from maxq_deploy.reference.train import save_digits_npz
 
     work = tmp_path_factory.mktemp("qdq")
-    train, _test = save_digits_npz(work, SIZE)
-    save_checkpoint(make_checkpoint("resnet18", "2:4", num_classes=10, seed=0), work / "r18.pth.tar")
-    fold_checkpoint(work / "r18.pth.tar", work / "r18.folded.pt")
-    quantize_ptq(work / "r18.folded.pt", work / "r18.q.pt", train, calibrator="max", calib_batches=2, batch_size=16, workers=0)
+    ptq_reference_resnet18(work, SIZE)  # r18.folded.pt, r18.q.pt
     fp32 = export_onnx(work / "r18.folded.pt", work / "fp32.onnx", input_size=SIZE)
     int8 = export_onnx(work / "r18.q.pt", work / "int8.onnx", input_size=SIZE, float_regions="fp32")  # the fp32-region form
     return {"work": work, "fp32": fp32, "int8": int8}

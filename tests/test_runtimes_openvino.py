@@ -111,23 +111,34 @@ def test_openvino_default_precision_is_recorded(fp32_onnx) -> None:
     assert float(np.abs(got - ref).max() / np.abs(ref).max()) < 5e-2  # bf16 keeps ~3 significant digits
 
 
+#: (a file to open instead of the fp32 graph: name and bytes, or None; runner options; the refusal).
+OPENVINO_REFUSALS = [
+    pytest.param(None, {"device": "NPU7"},
+                 BackendUnavailableError, "OpenVINO device 'NPU7' is not available here; available: CPU", id="device"),
+    pytest.param(None, {"precision": "fp8"}, OptionError, "precision 'fp8' is not supported", id="precision"),
+    pytest.param(("broken.onnx", b"not a protobuf"), {}, InputFileError, "cannot be loaded by OpenVINO", id="not-a-protobuf"),
+    pytest.param(("m.engine", b"x"), {}, InputFileError, "not m.engine", id="engine-suffix"),
+]
+
+
 @needs_openvino
-def test_openvino_bad_inputs(fp32_onnx, tmp_path: Path) -> None:
+@pytest.mark.parametrize("bad_file, options, error, message", OPENVINO_REFUSALS)
+def test_openvino_bad_inputs(fp32_onnx, tmp_path: Path, bad_file, options: dict, error: type, message: str) -> None:
     from maxq_deploy.runtimes.openvino import OpenVINORunner
 
     _, path = fp32_onnx
-    with pytest.raises(BackendUnavailableError, match="OpenVINO device 'NPU7' is not available here; available: CPU"):
-        OpenVINORunner(path, device="NPU7")
-    with pytest.raises(OptionError, match="precision 'fp8' is not supported"):
-        OpenVINORunner(path, precision="fp8")
-    broken = tmp_path / "broken.onnx"
-    broken.write_bytes(b"not a protobuf")
-    with pytest.raises(InputFileError, match="cannot be loaded by OpenVINO"):
-        OpenVINORunner(broken)
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"x")
-    with pytest.raises(InputFileError, match="not m.engine"):
-        OpenVINORunner(engine)
+    if bad_file is not None:
+        path = tmp_path / bad_file[0]
+        path.write_bytes(bad_file[1])
+    with pytest.raises(error, match=message):
+        OpenVINORunner(path, **options)
+
+
+@needs_openvino
+def test_openvino_refuses_a_batch_of_the_wrong_shape(fp32_onnx) -> None:
+    from maxq_deploy.runtimes.openvino import OpenVINORunner
+
+    _, path = fp32_onnx
     with OpenVINORunner(path) as runner, pytest.raises(DataError, match="rejected a batch of shape"):
         runner.run(np.zeros((1, 3, SIZE + 1, SIZE), np.float32))
 

@@ -18,20 +18,21 @@ def test_runner_for_picks_the_backend_from_the_file(store, folded_onnx: tuple[Pa
     assert isinstance(open_runner(folded_onnx[0], backend="torch"), TorchRunner)
 
 
-def test_runner_for_refuses_mismatches_and_unknowns(folded_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("model, backend, error, message", [
+    ("onnx", "torch", InputFileError, "is an ONNX model, which the torch backend cannot run; use --backend onnxruntime"),
+    ("folded", "onnxruntime", InputFileError, "is a PyTorch checkpoint, which the onnxruntime backend cannot run"),
+    ("onnx", "tensorrt", InputFileError, "export trt"),
+    ("onnx", "tflite", BackendUnavailableError, "unknown backend 'tflite'; choose one of torch, onnxruntime, tensorrt"),
+    ("unknown-suffix", None, InputFileError, "cannot tell which runtime .* pass --backend"),
+], ids=["onnx-as-torch", "folded-as-onnxruntime", "onnx-as-tensorrt", "unknown-backend", "unknown-suffix"])
+def test_runner_for_refuses_mismatches_and_unknowns(folded_onnx: tuple[Path, Path], tmp_path: Path, model: str,
+                                                    backend: str | None, error: type, message: str) -> None:
     folded, onnx_path = folded_onnx
-    with pytest.raises(InputFileError, match="is an ONNX model, which the torch backend cannot run; use --backend onnxruntime"):
-        open_runner(onnx_path, backend="torch")
-    with pytest.raises(InputFileError, match="is a PyTorch checkpoint, which the onnxruntime backend cannot run"):
-        open_runner(folded, backend="onnxruntime")
-    with pytest.raises(InputFileError, match="export trt"):
-        open_runner(onnx_path, backend="tensorrt")
-    with pytest.raises(BackendUnavailableError, match="unknown backend 'tflite'; choose one of torch, onnxruntime, tensorrt"):
-        open_runner(onnx_path, backend="tflite")
     odd = tmp_path / "model.weights"
     odd.write_bytes(b"x")
-    with pytest.raises(InputFileError, match="cannot tell which runtime .* pass --backend"):
-        open_runner(odd)
+    path = {"folded": folded, "onnx": onnx_path, "unknown-suffix": odd}[model]
+    with pytest.raises(error, match=message):
+        open_runner(path, backend=backend)
 
 
 def test_tensorrt_needs_cuda_and_tensorrt(tmp_path: Path) -> None:

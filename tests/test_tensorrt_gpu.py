@@ -147,19 +147,13 @@ INT8_SIZE = 32  # the digits calibration size: the Q/DQ graph is exported at the
 @pytest.fixture(scope="module")
 def int8_graph(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A reference ResNet-18 2:4, folded, PTQ-quantized on digits and exported as the INT8 Q/DQ graph (fp16 float regions)."""
-    pytest.importorskip("pytorch_quantization", reason="INT8 needs pytorch-quantization (pip install pytorch-quantization==2.1.3)")
-    pytest.importorskip("sklearn", reason="the digits calibration set needs scikit-learn")
+    from quantize_fixtures import ptq_reference_resnet18, skip_without_ptq_on_digits
+
+    skip_without_ptq_on_digits()
     from maxq_deploy.export.tensorrt_form import export_onnx
-    from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.quantize import quantize_ptq
-    from maxq_deploy.reference import make_checkpoint, save_checkpoint
-    from maxq_deploy.reference.train import save_digits_npz
 
     work = tmp_path_factory.mktemp("trt-int8")
-    train, test = save_digits_npz(work, INT8_SIZE)
-    save_checkpoint(make_checkpoint("resnet18", "2:4", num_classes=10, seed=0), work / "r18.pth.tar")
-    fold_checkpoint(work / "r18.pth.tar", work / "r18.folded.pt")
-    quantize_ptq(work / "r18.folded.pt", work / "r18.q.pt", train, calibrator="max", calib_batches=2, batch_size=16, workers=0)
+    _train, test = ptq_reference_resnet18(work, INT8_SIZE)  # r18.folded.pt, r18.q.pt
     exported = export_onnx(work / "r18.q.pt", work / "r18.int8.onnx", input_size=INT8_SIZE)
     return {"onnx": exported.output, "quantized": work / "r18.q.pt", "test": test, "float_regions": exported.notes}
 

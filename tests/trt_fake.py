@@ -217,6 +217,11 @@ class _Restricted:
         object.__setattr__(self, key, value)
 
 
+def _stored_property(attr: str) -> property:
+    """A read/write property of a fake class kept in ``attr`` (``_Restricted.__setattr__`` checks the write first)."""
+    return property(lambda self: object.__getattribute__(self, attr), lambda self, value: object.__setattr__(self, attr, value))
+
+
 def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_ok: bool = True, build_ok: bool = True,
                   static_shapes: bool = False) -> types.ModuleType:
     """The ``tensorrt`` module of ``version`` as far as the code uses it (see the module doc).
@@ -349,18 +354,12 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
             object.__setattr__(self, "_shapes", (input, tuple(min), tuple(opt), tuple(max)))
 
     class IBuilderConfig:
+        profiling_verbosity = _stored_property("_verbosity")
+
         def __init__(self) -> None:
             calls["flags"] = []
             object.__setattr__(self, "_cache", None)
             object.__setattr__(self, "_verbosity", None)
-
-        @property
-        def profiling_verbosity(self):
-            return self._verbosity
-
-        @profiling_verbosity.setter
-        def profiling_verbosity(self, value) -> None:
-            object.__setattr__(self, "_verbosity", value)
 
         def set_memory_pool_limit(self, pool, pool_size: int) -> None:
             calls["workspace"] = (pool.name, pool_size)
@@ -465,17 +464,11 @@ def fake_tensorrt(version: str, inspector: dict | Callable[[], dict], *, parse_o
             return True
 
     class EngineInspector:
+        execution_context = _stored_property("_context")
+
         def __init__(self, engine) -> None:
             object.__setattr__(self, "_engine", engine)
             object.__setattr__(self, "_context", None)
-
-        @property
-        def execution_context(self):
-            return self._context
-
-        @execution_context.setter
-        def execution_context(self, context) -> None:
-            object.__setattr__(self, "_context", context)
 
         def get_engine_information(self, format) -> str:  # noqa: A002 - the real keyword name
             calls["inspector_format"] = format.name
