@@ -170,7 +170,6 @@ def test_every_package_is_installed() -> None:
 #: until its name is taken off.
 WITHOUT_OWN_TEST_FILE = frozenset({
     "archs.catalog", "archs.layers", "archs.mobilenet", "archs.registry", "archs.resnet",
-    "bench.chart", "bench.command", "bench.environment", "bench.schema", "bench.stats", "bench.timing",
     "core.compare", "core.devices", "core.distributed", "core.progress", "data.labels", "demo",
     "load.checks", "load.formats", "load.input_size", "load.torch_model",
     "onnx_graph.edit", "onnx_graph.from_torch", "onnx_graph.layers", "onnx_graph.qdq_check",
