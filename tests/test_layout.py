@@ -170,11 +170,10 @@ def test_every_package_is_installed() -> None:
 #: until its name is taken off.
 WITHOUT_OWN_TEST_FILE = frozenset({
     "archs.catalog", "archs.layers", "archs.mobilenet", "archs.registry", "archs.resnet",
-    "bench.chart", "bench.command", "bench.environment", "bench.schema", "bench.stats", "bench.timing",
     "data.labels", "demo",
     "onnx_graph.edit", "onnx_graph.from_torch", "onnx_graph.layers", "onnx_graph.qdq_check",
     "quantize.mo_adapter", "quantize.modelopt_ptq",
-    "reference", "reference.checkpoints", "reference.fashion", "reference.layers", "reference.train", "sensitivity.svg",
+    "reference", "reference.checkpoints", "reference.fashion", "reference.layers", "reference.train",
 })
 
 

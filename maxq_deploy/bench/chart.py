@@ -56,6 +56,7 @@ def throughput_chart(batch_sizes: Sequence[int], series: Sequence[tuple[str, Seq
     x0, x1, y0, y1 = left, width - right, top + plot_h, top  # y0 is the axis (bottom), y1 the top
 
     def y_of(value: float) -> float:
+        value = value if value > 0 else 0.0  # NaN or negative: an empty bar (Pillow refuses NaN / upside-down boxes)
         return y0 - (y0 - y1) * min(value, y_max) / y_max
 
     step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0

@@ -15,10 +15,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) by linear interpolation between closest ranks.
 
     Same as ``numpy.percentile(values, q)`` (method "linear"): rank ``q/100 * (n-1)`` of the
-    sorted values, interpolated between its floor and ceiling.
+    sorted values, interpolated between its floor and ceiling. Non-finite values are refused (sorting
+    a nan gives an order-dependent answer).
     """
     if not len(values):
         raise ValueError("percentile of no values")
+    if not all(map(math.isfinite, values)):
+        raise ValueError("percentile of non-finite values")
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile q must be in [0, 100], got {q}")
     ordered = sorted(values)
@@ -46,6 +49,8 @@ def latency_stats(samples_ns: Sequence[int]) -> LatencyStats:
     """Statistics of per-iteration latencies given in nanoseconds (std is ddof=0)."""
     if not len(samples_ns):
         raise ValueError("no latency samples")
+    if not all(map(math.isfinite, samples_ns)):
+        raise ValueError("non-finite latency samples")
     ms = [s / 1e6 for s in samples_ns]
     n = len(ms)
     mean = sum(ms) / n

@@ -112,8 +112,9 @@ def collect_samples(
     iters = settings.iters
     if settings.seconds is not None:
         rounds = max(1, math.ceil(settings.seconds / TURN_SECONDS))
-        turn_ns = int(settings.seconds * 1e9 / rounds)
-        budget_ns = int(settings.seconds * 1e9)
+        # at least 1 ns, so a budget under a nanosecond still times one run of each model
+        turn_ns = max(1, int(settings.seconds * 1e9 / rounds))
+        budget_ns = max(1, int(settings.seconds * 1e9))
     else:
         assert iters is not None
         rounds = math.ceil(iters / settings.block)
