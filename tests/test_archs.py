@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import json
-import subprocess
-import sys
+import textwrap
 
 import pytest
 
@@ -42,21 +40,18 @@ def test_an_unknown_name_is_an_attribute_error():
         from maxq_deploy.archs import create_model  # noqa: F401
 
 
-def test_importing_the_package_loads_no_torch_until_a_name_is_used():
-    code = (
-        "import json, sys\n"
-        "import maxq_deploy.archs as archs\n"
-        "from maxq_deploy.archs import catalog\n"
-        "before = {'torch': 'torch' in sys.modules, 'registry': 'maxq_deploy.archs.registry' in sys.modules,\n"
-        "          'size': catalog.default_input_size('resnet50')}\n"
-        "archs.MaxQConvBN\n"
-        "from maxq_deploy.archs.registry import _REGISTRY\n"
-        "after = {'torch': 'torch' in sys.modules, 'registered': sorted(_REGISTRY), 'cached': 'MaxQConvBN' in vars(archs)}\n"
-        "print(json.dumps({'before': before, 'after': after}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_importing_the_package_loads_no_torch_until_a_name_is_used(fresh_python):
+    found = fresh_python(textwrap.dedent("""
+        import json, sys
+        import maxq_deploy.archs as archs
+        from maxq_deploy.archs import catalog
+        before = {'torch': 'torch' in sys.modules, 'registry': 'maxq_deploy.archs.registry' in sys.modules,
+                  'size': catalog.default_input_size('resnet50')}
+        archs.MaxQConvBN
+        from maxq_deploy.archs.registry import _REGISTRY
+        after = {'torch': 'torch' in sys.modules, 'registered': sorted(_REGISTRY), 'cached': 'MaxQConvBN' in vars(archs)}
+        print(json.dumps({'before': before, 'after': after}))
+    """))
     assert found["before"] == {"torch": False, "registry": False, "size": 224}
     # a layers name, not a registry one, still registers every builder the catalog names
     assert found["after"] == {"torch": True, "registered": sorted(catalog.ARCHS), "cached": True}

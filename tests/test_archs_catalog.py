@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import subprocess
-import sys
+import textwrap
 
 import pytest
 
@@ -44,18 +43,15 @@ def test_unknown_arch_lists_supported(name):
         assert arch in str(info.value)
 
 
-def test_catalog_imports_without_torch():
+def test_catalog_imports_without_torch(fresh_python):
     """CLI help and size checks read the catalog in processes that never load torch."""
-    code = (
-        "import json, sys\n"
-        "from maxq_deploy.archs import catalog\n"
-        "sizes = {a: catalog.default_input_size(a) for a in catalog.arch_names()}\n"
-        "catalog.check_input_size('c_resnet18', 32)\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'sizes': sizes, 'name': catalog.normalize_arch('ResNet-50')}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = fresh_python(textwrap.dedent("""
+        import json, sys
+        from maxq_deploy.archs import catalog
+        sizes = {a: catalog.default_input_size(a) for a in catalog.arch_names()}
+        catalog.check_input_size('c_resnet18', 32)
+        print(json.dumps({'torch': 'torch' in sys.modules, 'sizes': sizes, 'name': catalog.normalize_arch('ResNet-50')}))
+    """))
     assert found == {"torch": False, "sizes": dict.fromkeys(IMAGENET, 224) | dict.fromkeys(CIFAR, 32),
                      "name": "resnet50"}
 

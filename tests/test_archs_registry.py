@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import textwrap
 
 import pytest
 import torch
@@ -129,25 +127,22 @@ def test_registering_an_undeclared_name_is_refused_and_registers_nothing():
     assert _REGISTRY == before
 
 
-def test_the_module_each_catalog_entry_names_registers_it():
+def test_the_module_each_catalog_entry_names_registers_it(fresh_python):
     """Imported on its own (fresh registry), the module a catalog entry names registers that entry."""
-    code = (
-        "import importlib, json, sys\n"
-        "from maxq_deploy.archs.catalog import ARCHS\n"
-        "from maxq_deploy.archs.registry import _REGISTRY\n"
-        "builders = sorted({s.module for s in ARCHS.values()})\n"
-        "added = {}\n"
-        "for module in builders:\n"
-        "    _REGISTRY.clear()\n"
-        "    for name in builders:\n"
-        "        sys.modules.pop(name, None)\n"
-        "    importlib.import_module(module)\n"
-        "    added[module] = sorted(_REGISTRY)\n"
-        "print(json.dumps(added))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    added = json.loads(proc.stdout.strip().splitlines()[-1])
+    added = fresh_python(textwrap.dedent("""
+        import importlib, json, sys
+        from maxq_deploy.archs.catalog import ARCHS
+        from maxq_deploy.archs.registry import _REGISTRY
+        builders = sorted({s.module for s in ARCHS.values()})
+        added = {}
+        for module in builders:
+            _REGISTRY.clear()
+            for name in builders:
+                sys.modules.pop(name, None)
+            importlib.import_module(module)
+            added[module] = sorted(_REGISTRY)
+        print(json.dumps(added))
+    """))
     assert added == {
         "maxq_deploy.archs.cifar_resnet": ["c_resnet101", "c_resnet152", "c_resnet18", "c_resnet34", "c_resnet50",
                                            "resnet18", "resnet34", "resnet50"],  # it builds on the ImageNet blocks
