@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -234,3 +235,15 @@ def cli_subprocess():
 
     return run
 
+
+@pytest.fixture(scope="session")
+def fresh_python():
+    """Run ``code`` in a fresh interpreter (nothing imported yet) and return the JSON its last line prints."""
+
+    def run(code: str) -> object:
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    return run
