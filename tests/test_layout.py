@@ -171,7 +171,7 @@ def test_every_package_is_installed() -> None:
 WITHOUT_OWN_TEST_FILE = frozenset({
     "archs.catalog", "archs.layers", "archs.mobilenet", "archs.registry", "archs.resnet",
     "bench.chart", "bench.command", "bench.environment", "bench.schema", "bench.stats", "bench.timing",
-    "core.compare", "core.devices", "core.distributed", "core.progress", "demo",
+    "core.compare", "core.devices", "core.distributed", "core.progress",
     "load.checks", "load.formats", "load.input_size", "load.torch_model",
     "onnx_graph.edit", "onnx_graph.from_torch", "onnx_graph.layers", "onnx_graph.qdq_check",
     "quantize.mo_adapter", "quantize.modelopt_ptq",
