@@ -175,7 +175,7 @@ WITHOUT_OWN_TEST_FILE = frozenset({
     "load.checks", "load.formats", "load.input_size", "load.torch_model",
     "onnx_graph.edit", "onnx_graph.from_torch", "onnx_graph.layers", "onnx_graph.qdq_check",
     "quantize.mo_adapter", "quantize.modelopt_ptq",
-    "reference.train", "sensitivity.svg",
+    "sensitivity.svg",
 })
 
 
