@@ -247,3 +247,20 @@ def fresh_python():
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     return run
+
+
+def tiny_reference_network(layer_type: str = DEFAULT_LAYER_TYPE, nm: str = "2:4", seed: int = 0) -> nn.Module:
+    """Two reference MaxQ layers (3x3 then 1x1, 8 input channels) and a classifier: N:M tests in milliseconds."""
+    from maxq_deploy.core.sparsity import NMPattern
+    from maxq_deploy.reference import ReferenceMaxQConvBN
+
+    pattern = NMPattern.parse(nm)
+    torch.manual_seed(seed)
+    layer = {"layer_type": layer_type, "n": pattern.n, "m": pattern.m}
+    return nn.Sequential(ReferenceMaxQConvBN(8, 16, 3, 1, 1, **layer), nn.ReLU(), ReferenceMaxQConvBN(16, 8, 1, **layer),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, NUM_CLASSES))
+
+
+@pytest.fixture(scope="session")
+def tiny_reference_net():
+    return tiny_reference_network

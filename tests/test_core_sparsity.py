@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from maxq_deploy.core.errors import SparsityPatternError
-from maxq_deploy.reference import LAYER_TYPES, compute_mask, preserve_rate
+from maxq_deploy.reference import compute_mask
 from maxq_deploy.core.sparsity import (
     CANDIDATE_M,
     NMPattern,
@@ -147,15 +147,6 @@ def test_infer_mid_training_mask_counts_dense_groups(nm):
     assert mask_agrees(mask, pattern)
 
 
-def test_incremental_rule_keeps_lowest_l1_groups_dense():
-    weight = _weight((8, 16, 1, 1), seed=5)
-    mask = compute_mask(weight, 2, 4, "HardMaxQConv2DBNV2Pro", rate=0.5)
-    l1 = groups_along(weight.abs(), 4).sum(1)
-    dense = nonzeros_per_group(mask, 4) == 4
-    assert int(dense.sum()) == 16
-    assert float(l1[dense].max()) <= float(l1[~dense].min())
-
-
 def test_all_dense_mask_has_no_pattern():
     found = infer_mask_pattern(torch.ones(8, 16, 1, 1))
     assert found.pattern is None and found.groups == found.dense_groups == 8 * 16 // 2
@@ -175,19 +166,6 @@ def test_mask_agrees_rejects_denser_groups():
     assert mask_agrees(mask, NMPattern(4, 8))  # 4 of every 8: weaker, still agrees
     assert not mask_agrees(mask, NMPattern(1, 4))
     assert not mask_agrees(mask, NMPattern(2, 8))
-
-
-@pytest.mark.parametrize("layer_type", list(LAYER_TYPES))
-def test_mask_values_per_layer_type(layer_type):
-    rule = LAYER_TYPES[layer_type]
-    mask = compute_mask(_weight(), 2, 4, layer_type)
-    kept = mask[mask != 0]
-    assert int((mask == 0).sum()) == mask.numel() // 2
-    if rule.soft:
-        assert float(kept.min()) >= 1.0 and float(kept.max()) <= 3.0
-        assert float(kept.max()) > 1.0  # really soft: folding must multiply by the mask
-    else:
-        assert torch.equal(kept, torch.ones_like(kept))
 
 
 # --- projection -------------------------------------------------------------------------------
@@ -214,25 +192,6 @@ def test_project_is_identity_on_sparse_tensor_and_works_on_linear_axis():
     assert torch.equal(project_to_pattern(w, "2:4"), w)
     lin = torch.tensor([[4.0, -5.0, 1.0, 0.5, 0.0, 0.25, -0.5, 3.0]])
     assert project_to_pattern(lin, "2:4").tolist() == [[4.0, -5.0, 0.0, 0.0, 0.0, 0.0, -0.5, 3.0]]
-
-
-# --- preserve-rate schedules --------------------------------------------------------------------
-
-@pytest.mark.parametrize("schedule, mid", [("linear", 0.5), ("cubic", 0.125), ("cos", math.cos(math.pi / 4)), ("exp", None)])
-def test_preserve_rate_schedules(schedule, mid):
-    assert preserve_rate(0, 10, 30, schedule) == 1.0
-    assert preserve_rate(10, 10, 30, schedule) == pytest.approx(1.0)
-    assert preserve_rate(30, 10, 30, schedule) == pytest.approx(0.0, abs=1e-12)
-    assert preserve_rate(99, 10, 30, schedule) == pytest.approx(0.0, abs=1e-12)
-    values = [preserve_rate(t, 10, 30, schedule) for t in range(10, 31)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
-    if mid is not None:
-        assert preserve_rate(20, 10, 30, schedule) == pytest.approx(mid)
-
-
-def test_preserve_rate_unknown_schedule():
-    with pytest.raises(ValueError, match="unknown schedule"):
-        preserve_rate(5, 0, 10, "step")
 
 
 # --- the fast paths agree with the plain definitions -------------------------------------------------
