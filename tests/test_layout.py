@@ -173,7 +173,6 @@ WITHOUT_OWN_TEST_FILE = frozenset({
     "bench.chart", "bench.command", "bench.environment", "bench.schema", "bench.stats", "bench.timing",
     "core.compare", "core.devices", "core.distributed", "core.progress", "data.labels", "demo",
     "load.checks", "load.formats", "load.input_size", "load.torch_model",
-    "quantize.mo_adapter", "quantize.modelopt_ptq",
     "reference", "reference.checkpoints", "reference.fashion", "reference.layers", "reference.train", "sensitivity.svg",
 })
 
