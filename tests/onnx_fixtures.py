@@ -31,3 +31,43 @@ def reference_onnx(
 
     export_onnx(folded, onnx_path, precision=precision, input_size=input_size)
     return onnx_path, folded
+
+
+def run_model(model, x, output: str | None = None):
+    """Run an in-memory ONNX ModelProto on ONNX Runtime (CPU, one thread); its first (or named) output."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x}
+    return session.run([output] if output else None, feed)[0]
+
+
+def tiny_net(seed: int = 0):
+    """A three-layer CNN with checkpoint-style names (``stem``, ``block.conv``, ``fc``), in eval mode."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)) + x
+
+    class TinyNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.block = Block()
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            x = self.block(torch.relu(self.stem(x)))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    torch.manual_seed(seed)
+    return TinyNet().eval()

@@ -100,3 +100,18 @@ def _qdq_graph() -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 6, 6])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 6, 6])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def folded_digits(tmp_path_factory, name: str):
+    """(the digits example, its checkpoint folded to ``name`` in the example's folder); shared by xdist workers."""
+    import os
+
+    from maxq_deploy.fold import fold_checkpoint
+    from maxq_deploy.reference.train import prepare_digits_example
+
+    base = tmp_path_factory.getbasetemp()
+    example = prepare_digits_example((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "maxq_digits")
+    folded = example.workdir / name
+    if not folded.exists():
+        fold_checkpoint(example.checkpoint, folded)
+    return example, folded

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quantize_fixtures import folded_digits
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
 HAS_MODELOPT = importlib.util.find_spec("modelopt") is not None
@@ -123,15 +125,7 @@ def test_why_float_states_modelopts_rules(op, shape, group, kernel, first, batch
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    from maxq_deploy.fold import fold_checkpoint
-    from maxq_deploy.reference.train import prepare_digits_example
-
-    base = tmp_path_factory.getbasetemp()
-    example = prepare_digits_example((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "maxq_digits")
-    folded = example.workdir / "digits_resnet18.mo-onnx-folded.pth"
-    if not folded.exists():
-        fold_checkpoint(example.checkpoint, folded)
-    return example, folded
+    return folded_digits(tmp_path_factory, "digits_resnet18.mo-onnx-folded.pth")
 
 
 def _layers(path: Path) -> dict[str, tuple[bool, int]]:

@@ -165,15 +165,6 @@ def test_every_package_is_installed() -> None:
     assert listed == found
 
 
-#: Library modules still tested only through other modules' test files (issue 17 left them open).
-#: The list may only shrink: a module listed here that gains its own test file fails the test below
-#: until its name is taken off.
-WITHOUT_OWN_TEST_FILE = frozenset({
-    "onnx_graph.edit", "onnx_graph.from_torch", "onnx_graph.layers", "onnx_graph.qdq_check",
-    "quantize.mo_adapter", "quantize.modelopt_ptq",
-})
-
-
 def test_every_library_module_has_its_test_file() -> None:
     """Tests mirror the library by name: ``maxq_deploy/<pkg>/<mod>.py`` -> ``tests/test_<pkg>_<mod>.py``, a non-empty
     package ``__init__`` -> ``tests/test_<pkg>.py``, a top-level module -> ``tests/test_<mod>.py``."""
@@ -186,5 +177,4 @@ def test_every_library_module_has_its_test_file() -> None:
         if parts and parts != ["__main__"] and path.read_text().strip():
             modules.add(".".join(parts))
     without = {m for m in modules if "test_" + m.replace(".", "_") not in tests}
-    assert sorted(without - WITHOUT_OWN_TEST_FILE) == []  # a new module comes with its test file
-    assert sorted(WITHOUT_OWN_TEST_FILE - without) == []  # one that gained its file leaves the list
+    assert sorted(without) == []  # a new module comes with its test file

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from maxq_deploy.core.errors import InputFileError
 from maxq_deploy.runtimes import tensorrt_api as _trt
 from maxq_deploy.core.errors import EngineBuildError
-from maxq_deploy.onnx_graph.layers import read_onnx_graph
 from maxq_deploy.tensorrt.report import load_engine_report
 
 import inspector_fixtures as fx
@@ -34,38 +32,6 @@ from tensorrt_fixtures import (
     no_tensorrt,
     run_cli,
 )
-
-# --------------------------------------------------------------------------------------------- ONNX facts
-
-
-def test_read_onnx_graph_fp32(tmp_path: Path) -> None:
-    g = read_onnx_graph(make_onnx(tmp_path / "m.onnx"))
-    assert (g.input_name, g.input_shape, g.precision, g.nm) == ("input", [None, 3, 16, 16], "fp32", "2:4")
-    assert set(g.layers) == {"conv1", "layer1.0.convbn1", "dw", "layer1.0.convbn2", "fc"}
-    assert g.layers["layer1.0.convbn1"].holds_2_4 and not g.layers["layer1.0.convbn2"].holds_2_4
-    dw = g.layers["dw"]
-    assert (dw.groups, dw.in_channels, dw.shape) == (8, 8, [8, 1, 3, 3])
-    assert (g.layers["fc"].op, g.layers["fc"].shape, g.layers["fc"].in_channels) == ("gemm", [10, 8], 8)
-    assert g.aliases["layer1.0.convbn1.weight"] == "layer1.0.convbn1"
-    assert g.expected_sparse == ["layer1.0.convbn1", "layer1.0.convbn2"]
-
-
-def test_read_onnx_graph_qdq(tmp_path: Path) -> None:
-    g = read_onnx_graph(make_onnx(tmp_path / "q.onnx", qdq=True, sparse_meta=False))
-    assert g.precision == "int8"
-    layer = g.layers["layer1.0.convbn1"]
-    assert layer.weight == "layer1.0.convbn1.weight" and layer.weight_dtype == "int8" and layer.holds_2_4
-    assert layer.input_quantized and layer.output_quantized  # DQ in, Relu -> Q out
-    assert not g.layers["layer1.0.convbn2"].input_quantized
-    assert g.sparse_layers is None and g.expected_sparse == ["layer1.0.convbn1"]  # fallback: weights holding 2:4
-
-
-def test_read_onnx_graph_bad_file(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.onnx"
-    bad.write_bytes(b"\x00garbage")
-    with pytest.raises(InputFileError, match="is not an ONNX model"):  # the one loader's words, as `verify` says them
-        read_onnx_graph(bad)
-
 
 # --------------------------------------------------------------------------------------------- build (CLI, fake TensorRT)
 

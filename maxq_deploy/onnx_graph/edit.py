@@ -291,7 +291,8 @@ def _global_pools(model) -> None:
         pooled[node.output[0]] = pool
     if not pooled:
         return
-    shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {v.name: v for v in (*inferred.value_info, *inferred.output)}  # a Reshape may write the graph output
     for node in list(graph.node):
         if node.op_type != "Reshape" or node.input[0] not in pooled:
             continue
