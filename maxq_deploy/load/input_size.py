@@ -86,7 +86,8 @@ def artifact_input_size(path: str | os.PathLike[str]) -> ArtifactSize:
     Torch artifacts: their ``arch``/``input_size`` entries (a MaxQ training checkpoint: its
     architecture's default). ONNX: the graph's fixed input shape, else the ``maxq_deploy.*`` metadata
     (metadata is never trusted over the graph).
-    TensorRT engines and unreadable files: unknown (the caller's default applies).
+    TensorRT engines, OpenVINO IR and paths that are not files: unknown (the caller's default applies).
+    A torch file that cannot be read raises the loader's one-line error (``torch_load_safe``).
     """
     p = Path(path)
     suffix = p.suffix.lower()
