@@ -36,20 +36,20 @@ def compare_outputs(reference: object, got: object) -> OutputDiff:
     if ref.shape != out.shape:
         raise ValueError(f"outputs differ in shape: {out.shape} vs reference {ref.shape}")
     finite = bool(np.isfinite(out).all() and np.isfinite(ref).all())
-    diff = np.abs(out - ref)
-    max_abs = float(diff.max()) if diff.size else 0.0
-    ref_finite = np.abs(ref[np.isfinite(ref)])
+    ref_finite = np.abs(ref[np.isfinite(ref)])  # a finite scale, so that an inf error stays inf (not inf/inf)
     ref_max = float(ref_finite.max()) if ref_finite.size else 0.0
-    ref_norm = float(np.linalg.norm(ref))
-    rel_l2 = float(np.linalg.norm(out - ref) / max(ref_norm, 1e-12)) if finite else float("inf")
+    if finite:
+        diff = np.abs(out - ref)
+        max_abs = float(diff.max()) if diff.size else 0.0
+        rel_l2 = float(np.linalg.norm(diff) / max(float(np.linalg.norm(ref)), 1e-12))
+    else:  # a NaN compares to nothing: infinitely wrong, whatever the batch order when merged
+        max_abs = rel_l2 = float("inf")
     images = int(ref.shape[0]) if ref.ndim else 1
     if ref.ndim >= 2 and ref.shape[0]:
         agree = float((ref.reshape(images, -1).argmax(1) == out.reshape(images, -1).argmax(1)).mean())
     else:
         agree = 1.0
-    if not finite:
-        max_abs = rel_l2 = float("inf")
-    return OutputDiff(images, max_abs, ref_max, _relative(max_abs, ref_max), rel_l2, agree, finite)
+    return OutputDiff(images, max_abs, ref_max, max_abs / max(ref_max, 1e-12), rel_l2, agree, finite)
 
 
 def merge_diffs(diffs: list[OutputDiff]) -> OutputDiff:
@@ -63,15 +63,11 @@ def merge_diffs(diffs: list[OutputDiff]) -> OutputDiff:
         images=images,
         max_abs_error=max_abs,
         max_abs_reference=ref_max,
-        relative_error=_relative(max_abs, ref_max),
+        relative_error=max_abs / max(ref_max, 1e-12),  # ref_max is finite: inf stays inf
         relative_l2_error=max(d.relative_l2_error for d in diffs),
         top1_agreement=sum(d.top1_agreement * d.images for d in diffs) / max(images, 1),
         finite=all(d.finite for d in diffs),
     )
-
-
-def _relative(max_abs: float, ref_max: float) -> float:
-    return float("inf") if max_abs == float("inf") else max_abs / max(ref_max, 1e-12)
 
 
 def _as_numpy(value: object) -> np.ndarray:

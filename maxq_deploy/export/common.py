@@ -87,7 +87,6 @@ class ExportSummary:
         return data
 
 
-
 @dataclass
 class CalibratedExport(ExportSummary):
     """An INT8 export calibrated from a folded checkpoint (``--target onnxruntime --calib`` and
@@ -107,6 +106,7 @@ def calibration_record(source: str, batches: Sequence[np.ndarray], batch_size: i
     """The ``calibration`` entry of a calibrated export's result: source, batches, images, batch size, then ``extra``."""
     return {"source": source, "batches": len(batches), "images": int(sum(len(b) for b in batches)),
             "batch_size": batch_size, **extra}
+
 
 def seeded_batch(batch_shape: Sequence[int], seed: int = PARITY_SEED) -> np.ndarray:
     """The standard-normal float32 batch every parity check runs on (the same for a given seed)."""

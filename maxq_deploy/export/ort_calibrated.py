@@ -210,7 +210,7 @@ def _check_batch(batch: np.ndarray, input_size: int, source: str) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def _batches_from_dataset(path: Path, count: int, batch_size: int, input_size: int, preprocess, progress: Progress | None) -> list[np.ndarray]:
+def _batches_from_dataset(path: Path, count: int, batch_size: int, input_size: int | None, preprocess, progress: Progress | None) -> list[np.ndarray]:
     from maxq_deploy.data import check_input_shape, make_loader, open_dataset
     from maxq_deploy.load.input_size import preprocess_for
 
