@@ -47,14 +47,17 @@ def handle_errors(fn: F) -> F:
         import os
         import signal
 
-        from maxq_deploy.core.files import remove_live_temps
+        from maxq_deploy.core.files import Terminated, interrupting_signal, remove_live_temps
         from maxq_deploy.core.errors import MaxQDeployError
 
         try:
             try:
                 return fn(*args, **kwargs)
-            except BaseException:
+            except BaseException as exc:
                 _erase_progress()  # no half-drawn bar above the error line
+                signum = interrupting_signal(exc)
+                if signum is not None and not isinstance(exc, (KeyboardInterrupt, typer.Exit, typer.Abort, ClickException)):
+                    raise Terminated(signum) from exc  # an interrupt a library wrapped in its own error
                 raise
         except MaxQDeployError as exc:
             print_error(str(exc))

@@ -204,3 +204,81 @@ def test_a_signal_right_after_creating_a_temp_leaves_no_init_behind(tmp_path, mo
         files._claim_temp(tmp_path / "m.onnx", folder=folder)
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def _raised(make) -> BaseException:
+    try:
+        make()
+    except BaseException as exc:  # noqa: BLE001 - the exception itself is what is examined
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def _wrapped(inner: BaseException, keep_cause: bool):
+    def make():
+        try:
+            raise inner
+        except BaseException as exc:  # noqa: BLE001 - a library wrapping an interrupt in its own error
+            if keep_cause:
+                raise RuntimeError("export failed") from exc
+            raise RuntimeError("export failed") from None  # the cause hidden; still its __context__
+
+    return make
+
+
+def test_interrupting_signal_finds_an_interrupt_however_it_was_wrapped(monkeypatch):
+    import signal
+
+    from maxq_deploy.core import files
+
+    monkeypatch.setattr(files, "_received", None)
+    assert files.interrupting_signal(ValueError("x")) is None
+    assert files.interrupting_signal(KeyboardInterrupt()) == signal.SIGINT
+    assert files.interrupting_signal(files.Terminated(signal.SIGHUP)) == signal.SIGHUP
+    for keep_cause in (True, False):
+        assert files.interrupting_signal(_raised(_wrapped(files.Terminated(signal.SIGTERM), keep_cause))) == signal.SIGTERM
+        assert files.interrupting_signal(_raised(_wrapped(KeyboardInterrupt(), keep_cause))) == signal.SIGINT
+        assert files.interrupting_signal(_raised(_wrapped(ValueError("x"), keep_cause))) is None
+    a, b = ValueError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a  # a cycle ends the walk
+    assert files.interrupting_signal(a) is None
+    monkeypatch.setattr(files, "_received", signal.SIGTERM)  # a SIGTERM being handled: the error that follows is it
+    assert files.interrupting_signal(ValueError("the interrupt dropped")) == signal.SIGTERM
+
+
+_WRAPPING_COMMAND = """
+import os, signal, sys, time
+import typer
+from maxq_deploy.cli.render import handle_errors
+from maxq_deploy.core.files import install_signal_handlers
+
+install_signal_handlers()
+
+@handle_errors
+def command():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    except BaseException:  # noqa: BLE001 - as a library that turns every failure into its own error
+        if sys.argv[1] == "drop":
+            pass
+        else:
+            raise RuntimeError("Failed to export the model with torch.export") from None
+    raise RuntimeError("Failed to export the model with torch.export")
+
+try:
+    command()
+except typer.Exit as done:  # what the Typer app does with it
+    sys.exit(done.exit_code)
+"""
+
+
+@pytest.mark.parametrize("how", ["wrap", "drop"])
+def test_sigterm_that_a_library_turns_into_its_own_error_still_ends_as_sigterm(how):
+    """torch.onnx.export (dynamo) hit by SIGTERM ended in 'internal error TorchExportError', exit 70: the signal was
+    inside its error. Wrapped or dropped, the run ends as an interrupt: one line, exit 128 + 15."""
+    import signal
+
+    done = subprocess.run([sys.executable, "-c", _WRAPPING_COMMAND, how], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert done.stderr.strip() == "error: interrupted by SIGTERM; unfinished outputs were removed"

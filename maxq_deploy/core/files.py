@@ -475,15 +475,29 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-_handling = False
+_received: int | None = None  # the SIGTERM/SIGHUP being handled
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    global _handling
-    if _handling:
+    global _received
+    if _received is not None:
         return  # a second signal while unwinding: finish the cleanup already under way
-    _handling = True
+    _received = signum
     raise Terminated(signum)
+
+
+def interrupting_signal(exc: BaseException) -> int | None:
+    """The signal ``exc`` ends the run for (None: not an interrupt): a KeyboardInterrupt it is or wraps (a
+    library may wrap one in its own error, as torch.onnx.export's dynamo exporter does; SIGINT for Ctrl-C),
+    else the SIGTERM/SIGHUP being handled, for a library that dropped it."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return int(getattr(link, "signum", signal.SIGINT))
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return _received
 
 
 def install_signal_handlers() -> None:
